@@ -1,0 +1,433 @@
+//! The error kinds that cross service boundaries.
+//!
+//! Each service keeps its own `thiserror` enum and converts it into an [`ApiError`]; an `ApiError`
+//! travels as a gRPC `Status` carrying a `google.rpc.ErrorInfo` (whose `reason` is the public error
+//! code), `google.rpc.BadRequest` field violations and `google.rpc.RetryInfo`. The gateway turns it
+//! back into an `ApiError` and renders problem+json. [`ERROR_TABLE`] is the one place where a code
+//! meets its gRPC code and HTTP status.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tonic::Code;
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// `ErrorInfo.domain` of every error this platform raises.
+pub const ERROR_DOMAIN: &str = "erp";
+
+/// The machine-readable reasons of the public API (API.md, "Fixed codes"), plus `INTERNAL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    ValidationFailed,
+    Unauthenticated,
+    InvalidCredentials,
+    InvalidRefreshToken,
+    RefreshTokenReused,
+    Forbidden,
+    AccountDisabled,
+    NotFound,
+    MethodNotAllowed,
+    EmailTaken,
+    AlreadyClaimed,
+    OutOfStock,
+    InvalidState,
+    VersionMismatch,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    EventNotActive,
+    ConditionsNotMet,
+    RateLimited,
+    TooManyAttempts,
+    Unavailable,
+    Internal,
+}
+
+/// One row per code: the code, its wire name, the gRPC code it travels as, its HTTP status and the
+/// problem+json title.
+pub const ERROR_TABLE: &[(ErrorCode, &str, Code, u16, &str)] = &[
+    (
+        ErrorCode::ValidationFailed,
+        "VALIDATION_FAILED",
+        Code::InvalidArgument,
+        400,
+        "Validation failed",
+    ),
+    (
+        ErrorCode::Unauthenticated,
+        "UNAUTHENTICATED",
+        Code::Unauthenticated,
+        401,
+        "Unauthenticated",
+    ),
+    (
+        ErrorCode::InvalidCredentials,
+        "INVALID_CREDENTIALS",
+        Code::Unauthenticated,
+        401,
+        "Invalid credentials",
+    ),
+    (
+        ErrorCode::InvalidRefreshToken,
+        "INVALID_REFRESH_TOKEN",
+        Code::Unauthenticated,
+        401,
+        "Invalid refresh token",
+    ),
+    (
+        ErrorCode::RefreshTokenReused,
+        "REFRESH_TOKEN_REUSED",
+        Code::Unauthenticated,
+        401,
+        "Refresh token reused",
+    ),
+    (
+        ErrorCode::Forbidden,
+        "FORBIDDEN",
+        Code::PermissionDenied,
+        403,
+        "Forbidden",
+    ),
+    (
+        ErrorCode::AccountDisabled,
+        "ACCOUNT_DISABLED",
+        Code::PermissionDenied,
+        403,
+        "Account disabled",
+    ),
+    (
+        ErrorCode::NotFound,
+        "NOT_FOUND",
+        Code::NotFound,
+        404,
+        "Not found",
+    ),
+    (
+        ErrorCode::MethodNotAllowed,
+        "METHOD_NOT_ALLOWED",
+        Code::Unimplemented,
+        405,
+        "Method not allowed",
+    ),
+    (
+        ErrorCode::EmailTaken,
+        "EMAIL_TAKEN",
+        Code::AlreadyExists,
+        409,
+        "Email taken",
+    ),
+    (
+        ErrorCode::AlreadyClaimed,
+        "ALREADY_CLAIMED",
+        Code::AlreadyExists,
+        409,
+        "Already claimed",
+    ),
+    (
+        ErrorCode::OutOfStock,
+        "OUT_OF_STOCK",
+        Code::FailedPrecondition,
+        409,
+        "Out of stock",
+    ),
+    (
+        ErrorCode::InvalidState,
+        "INVALID_STATE",
+        Code::FailedPrecondition,
+        409,
+        "Invalid state",
+    ),
+    (
+        ErrorCode::VersionMismatch,
+        "VERSION_MISMATCH",
+        Code::Aborted,
+        412,
+        "Version mismatch",
+    ),
+    (
+        ErrorCode::PayloadTooLarge,
+        "PAYLOAD_TOO_LARGE",
+        Code::InvalidArgument,
+        413,
+        "Payload too large",
+    ),
+    (
+        ErrorCode::UnsupportedMediaType,
+        "UNSUPPORTED_MEDIA_TYPE",
+        Code::InvalidArgument,
+        415,
+        "Unsupported media type",
+    ),
+    (
+        ErrorCode::EventNotActive,
+        "EVENT_NOT_ACTIVE",
+        Code::FailedPrecondition,
+        422,
+        "Event not active",
+    ),
+    (
+        ErrorCode::ConditionsNotMet,
+        "CONDITIONS_NOT_MET",
+        Code::FailedPrecondition,
+        422,
+        "Conditions not met",
+    ),
+    (
+        ErrorCode::RateLimited,
+        "RATE_LIMITED",
+        Code::ResourceExhausted,
+        429,
+        "Rate limited",
+    ),
+    (
+        ErrorCode::TooManyAttempts,
+        "TOO_MANY_ATTEMPTS",
+        Code::ResourceExhausted,
+        429,
+        "Too many attempts",
+    ),
+    (
+        ErrorCode::Unavailable,
+        "UNAVAILABLE",
+        Code::Unavailable,
+        503,
+        "Service unavailable",
+    ),
+    (
+        ErrorCode::Internal,
+        "INTERNAL",
+        Code::Internal,
+        500,
+        "Internal error",
+    ),
+];
+
+impl ErrorCode {
+    fn row(self) -> &'static (ErrorCode, &'static str, Code, u16, &'static str) {
+        // Every variant has a row; the unit test `every_code_has_one_row` keeps it so.
+        ERROR_TABLE
+            .iter()
+            .find(|row| row.0 == self)
+            .unwrap_or(&ERROR_TABLE[ERROR_TABLE.len() - 1])
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.row().1
+    }
+
+    pub fn grpc_code(self) -> Code {
+        self.row().2
+    }
+
+    pub fn http_status(self) -> u16 {
+        self.row().3
+    }
+
+    pub fn title(self) -> &'static str {
+        self.row().4
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        ERROR_TABLE
+            .iter()
+            .find(|row| row.1 == name)
+            .map(|row| row.0)
+    }
+}
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An error as the public API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
+pub struct ApiError {
+    pub code: ErrorCode,
+    /// Human-readable detail; never an internal message.
+    pub message: String,
+    pub fields: Vec<FieldError>,
+    /// Extra machine-readable facts, e.g. `claimId` for `ALREADY_CLAIMED`.
+    pub metadata: HashMap<String, String>,
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            fields: Vec::new(),
+            metadata: HashMap::new(),
+            retry_after: None,
+        }
+    }
+
+    pub fn validation(fields: Vec<FieldError>) -> Self {
+        let message = match fields.as_slice() {
+            [only] => format!("{}: {}", only.field, only.message),
+            _ => "the request has invalid fields".to_owned(),
+        };
+        Self {
+            fields,
+            ..Self::new(ErrorCode::ValidationFailed, message)
+        }
+    }
+
+    pub fn internal() -> Self {
+        Self::new(ErrorCode::Internal, "an internal error occurred")
+    }
+
+    pub fn unavailable(what: &str) -> Self {
+        Self::new(ErrorCode::Unavailable, format!("{what} is unavailable"))
+    }
+
+    #[must_use]
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    #[must_use]
+    pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = Some(retry_after);
+        self
+    }
+
+    /// The gRPC status this error travels as.
+    pub fn to_status(&self) -> tonic::Status {
+        let mut details =
+            ErrorDetails::with_error_info(self.code.as_str(), ERROR_DOMAIN, self.metadata.clone());
+        for field in &self.fields {
+            details.add_bad_request_violation(field.field.clone(), field.message.clone());
+        }
+        if let Some(retry_after) = self.retry_after {
+            details.set_retry_info(Some(retry_after));
+        }
+        tonic::Status::with_error_details(self.code.grpc_code(), self.message.clone(), details)
+    }
+
+    /// Reads an error back from a gRPC status. A status without our `ErrorInfo` (a transport
+    /// failure, a deadline) becomes `UNAVAILABLE` or `INTERNAL`, never leaking its message.
+    pub fn from_status(status: &tonic::Status) -> Self {
+        let details = status.get_error_details();
+        let Some(info) = details
+            .error_info()
+            .filter(|info| info.domain == ERROR_DOMAIN)
+        else {
+            return match status.code() {
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                    Self::unavailable("a service")
+                }
+                _ => Self::internal(),
+            };
+        };
+        let code = ErrorCode::parse(&info.reason).unwrap_or(ErrorCode::Internal);
+        let fields = details
+            .bad_request()
+            .map(|bad| {
+                bad.field_violations
+                    .iter()
+                    .map(|v| FieldError::new(v.field.clone(), v.description.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let message = if code == ErrorCode::Internal {
+            Self::internal().message
+        } else {
+            status.message().to_owned()
+        };
+        Self {
+            code,
+            message,
+            fields,
+            metadata: info.metadata.clone(),
+            retry_after: details.retry_info().and_then(|r| r.retry_delay),
+        }
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(error: ApiError) -> Self {
+        error.to_status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: &[ErrorCode] = &[
+        ErrorCode::ValidationFailed,
+        ErrorCode::Unauthenticated,
+        ErrorCode::InvalidCredentials,
+        ErrorCode::InvalidRefreshToken,
+        ErrorCode::RefreshTokenReused,
+        ErrorCode::Forbidden,
+        ErrorCode::AccountDisabled,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::EmailTaken,
+        ErrorCode::AlreadyClaimed,
+        ErrorCode::OutOfStock,
+        ErrorCode::InvalidState,
+        ErrorCode::VersionMismatch,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::EventNotActive,
+        ErrorCode::ConditionsNotMet,
+        ErrorCode::RateLimited,
+        ErrorCode::TooManyAttempts,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    #[test]
+    fn every_code_has_one_row() {
+        assert_eq!(ALL.len(), ERROR_TABLE.len());
+        for code in ALL {
+            assert_eq!(ERROR_TABLE.iter().filter(|r| r.0 == *code).count(), 1);
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(*code));
+        }
+    }
+
+    #[test]
+    fn api_statuses_match_the_contract() {
+        assert_eq!(ErrorCode::AlreadyClaimed.http_status(), 409);
+        assert_eq!(ErrorCode::VersionMismatch.http_status(), 412);
+        assert_eq!(ErrorCode::ConditionsNotMet.http_status(), 422);
+        assert_eq!(ErrorCode::TooManyAttempts.http_status(), 429);
+        assert_eq!(ErrorCode::AccountDisabled.http_status(), 403);
+    }
+
+    #[test]
+    fn errors_round_trip_through_grpc_status() {
+        let error = ApiError::validation(vec![FieldError::new("title", "must not be empty")])
+            .with_metadata("claimId", "c1")
+            .with_retry_after(Duration::from_secs(30));
+        let status = error.to_status();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(ApiError::from_status(&status), error);
+    }
+
+    #[test]
+    fn foreign_statuses_do_not_leak_their_message() {
+        let status = tonic::Status::internal("panic at store.rs:42 secret");
+        let error = ApiError::from_status(&status);
+        assert_eq!(error.code, ErrorCode::Internal);
+        assert!(!error.message.contains("secret"));
+        let status = tonic::Status::unavailable("tcp connect error 10.0.0.1");
+        assert_eq!(ApiError::from_status(&status).code, ErrorCode::Unavailable);
+    }
+}

@@ -1,0 +1,18 @@
+//! What every service of the platform shares: configuration from the environment, telemetry
+//! (logs, traces, metrics), the admin HTTP server, graceful shutdown, MongoDB/Redis/gRPC setup and
+//! the error kinds that travel between services.
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod identity;
+pub mod metrics;
+pub mod mongo;
+pub mod redis;
+pub mod runtime;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::{CommonConfig, ConfigError, Env};
+pub use shutdown::Shutdown;

@@ -1,0 +1,93 @@
+//! MongoDB client setup with timeouts that fail fast instead of hanging a request, and the error
+//! classifications every store needs.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use mongodb::bson::doc;
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Database};
+
+use crate::admin::ReadinessCheck;
+use crate::config::MongoConfig;
+
+/// MongoDB's duplicate-key error code.
+const DUPLICATE_KEY: i32 = 11000;
+
+/// Builds a client. It connects lazily: a process starts (and reports not ready) while MongoDB is
+/// down, and becomes ready once it answers.
+pub async fn connect(config: &MongoConfig, app_name: &str) -> mongodb::error::Result<Database> {
+    let mut options = ClientOptions::parse(&config.uri).await?;
+    options.app_name.get_or_insert_with(|| app_name.to_owned());
+    options
+        .connect_timeout
+        .get_or_insert(Duration::from_secs(5));
+    options
+        .server_selection_timeout
+        .get_or_insert(Duration::from_secs(5));
+    options.max_pool_size.get_or_insert(64);
+    let client = Client::with_options(options)?;
+    Ok(client.database(&config.database))
+}
+
+/// Whether `error` is a unique-index violation (from a plain write, a bulk write or a command).
+pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
+        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
+        ErrorKind::InsertMany(e) => e
+            .write_errors
+            .as_ref()
+            .is_some_and(|errors| errors.iter().any(|w| w.code == DUPLICATE_KEY)),
+        ErrorKind::BulkWrite(e) => e.write_errors.values().any(|w| w.code == DUPLICATE_KEY),
+        _ => false,
+    }
+}
+
+/// Whether the driver says a transaction may be retried as a whole.
+pub fn is_transient_transaction_error(error: &mongodb::error::Error) -> bool {
+    error.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR)
+}
+
+/// Whether a commit's outcome is unknown and the commit alone may be retried.
+pub fn is_unknown_commit_result(error: &mongodb::error::Error) -> bool {
+    error.contains_label(mongodb::error::UNKNOWN_TRANSACTION_COMMIT_RESULT)
+}
+
+/// Whether the store could not be reached at all (as opposed to refusing a request).
+pub fn is_unavailable(error: &mongodb::error::Error) -> bool {
+    matches!(
+        error.kind.as_ref(),
+        ErrorKind::ServerSelection { .. }
+            | ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. }
+    )
+}
+
+/// `/readyz` check: the database answers `ping`.
+pub struct MongoCheck {
+    database: Database,
+}
+
+impl MongoCheck {
+    pub fn new(database: Database) -> Self {
+        Self { database }
+    }
+}
+
+impl ReadinessCheck for MongoCheck {
+    fn name(&self) -> &str {
+        "mongodb"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.database
+                .run_command(doc! { "ping": 1 })
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }
+}

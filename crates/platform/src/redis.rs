@@ -1,0 +1,78 @@
+//! Redis connection setup: one multiplexed, self-reconnecting connection per process, created
+//! lazily so a process starts (not ready) while Redis is down.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::admin::ReadinessCheck;
+use crate::config::RedisConfig;
+
+/// A cheap-to-clone handle on Redis, with the key prefix of this deployment.
+#[derive(Clone)]
+pub struct RedisStore {
+    client: redis::Client,
+    manager: ConnectionManager,
+    key_prefix: String,
+}
+
+impl RedisStore {
+    pub fn connect(config: &RedisConfig) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(config.url.as_str())?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
+        Ok(Self {
+            client,
+            manager,
+            key_prefix: config.key_prefix.clone(),
+        })
+    }
+
+    /// The shared connection; clone it per use (clones share one socket).
+    pub fn connection(&self) -> ConnectionManager {
+        self.manager.clone()
+    }
+
+    /// The client, for dedicated connections such as pub/sub subscribers.
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// `name` under this deployment's prefix.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{}", self.key_prefix, name)
+    }
+}
+
+/// `/readyz` check: Redis answers `PING`.
+pub struct RedisCheck {
+    store: RedisStore,
+}
+
+impl RedisCheck {
+    pub fn new(store: RedisStore) -> Self {
+        Self { store }
+    }
+}
+
+impl ReadinessCheck for RedisCheck {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut connection = self.store.connection();
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }
+}

@@ -1,0 +1,222 @@
+//! Running a service process: load configuration, install telemetry, serve until SIGTERM/SIGINT,
+//! drain, flush, and exit with a meaningful code. Each service's `main.rs` is one call to [`run`].
+
+use std::error::Error;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+
+use crate::config::{CommonConfig, ConfigError, Env};
+use crate::shutdown::{DrainOutcome, Shutdown, drain_within};
+use crate::telemetry::Telemetry;
+
+pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
+
+/// Exit code for a configuration that cannot be used (as sysexits' `EX_CONFIG`).
+pub const EXIT_CONFIG: u8 = 78;
+
+/// A service's configuration exposes the settings every service has.
+pub trait ServiceConfig {
+    fn common(&self) -> &CommonConfig;
+}
+
+/// Runs a service: `load` reads its configuration from the process environment, `serve` runs it
+/// until the shutdown handle triggers and returns once it has drained.
+pub fn run<C, F, Fut>(load: fn(&Env) -> Result<C, ConfigError>, serve: F) -> ExitCode
+where
+    C: ServiceConfig,
+    F: FnOnce(C, Shutdown) -> Fut,
+    Fut: Future<Output = Result<(), BoxError>>,
+{
+    let config = match load(&Env::from_process()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let common = config.common().clone();
+        let telemetry = match Telemetry::init(
+            &common.service_name,
+            common.log_format,
+            common.otlp_endpoint.as_deref(),
+        ) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        let shutdown = Shutdown::new();
+        shutdown.trigger_on_signals();
+        let outcome = serve(config, shutdown).await;
+        let code = match outcome {
+            Ok(()) => {
+                tracing::info!(service = %common.service_name, "stopped");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                tracing::error!(service = %common.service_name, %error, "stopped with an error");
+                ExitCode::FAILURE
+            }
+        };
+        telemetry.shutdown();
+        code
+    })
+}
+
+/// Binds a TCP listener, saying which variable configured the address when it fails.
+pub async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, BoxError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} ({what}): {e}").into())
+}
+
+/// Serves an axum router until `shutdown`, then drains for at most `drain_deadline`.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+    drain_deadline: Duration,
+) -> Result<(), BoxError> {
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.triggered());
+    match drain_within(server, &shutdown, drain_deadline).await {
+        DrainOutcome::Finished(result) => result.map_err(Into::into),
+        DrainOutcome::DeadlinePassed => Ok(()),
+    }
+}
+
+/// Serves a tonic router until `shutdown`, then drains for at most `drain_deadline`.
+pub async fn serve_grpc(
+    listener: TcpListener,
+    router: tonic::transport::server::Router,
+    shutdown: Shutdown,
+    drain_deadline: Duration,
+) -> Result<(), BoxError> {
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = router.serve_with_incoming_shutdown(incoming, shutdown.triggered());
+    match drain_within(server, &shutdown, drain_deadline).await {
+        DrainOutcome::Finished(result) => result.map_err(Into::into),
+        DrainOutcome::DeadlinePassed => Ok(()),
+    }
+}
+
+/// Runs a service's main server and its admin server side by side. The admin server outlives the
+/// main one: while the main server drains, `/readyz` answers 503 and `/metrics` can still be
+/// scraped; it stops once the main server has stopped. If the admin server fails, the main server
+/// is shut down too. The first error wins.
+pub async fn run_with_admin<M>(
+    main_server: M,
+    admin_listener: TcpListener,
+    admin_router: Router,
+    shutdown: Shutdown,
+) -> Result<(), BoxError>
+where
+    M: Future<Output = Result<(), BoxError>>,
+{
+    let admin_shutdown = Shutdown::new();
+    let admin = serve_http(
+        admin_listener,
+        admin_router,
+        admin_shutdown.clone(),
+        Duration::from_secs(1),
+    );
+    let (main_result, admin_result) = tokio::join!(
+        async {
+            let result = main_server.await;
+            admin_shutdown.trigger();
+            result
+        },
+        async {
+            let result = admin.await;
+            shutdown.trigger();
+            result
+        }
+    );
+    main_result.and(admin_result)
+}
+
+/// What a gRPC service backed by MongoDB and Redis needs to run: its two listeners (bound at
+/// build time so tests can ask for port 0 and read the real port), its stores and its registry.
+pub struct GrpcServiceHost {
+    common: CommonConfig,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+    pub registry: prometheus::Registry,
+    pub database: mongodb::Database,
+    pub redis: crate::redis::RedisStore,
+}
+
+impl GrpcServiceHost {
+    pub async fn start(
+        common: &CommonConfig,
+        grpc_addr: SocketAddr,
+        mongo: &crate::config::MongoConfig,
+        redis: &crate::config::RedisConfig,
+    ) -> Result<Self, BoxError> {
+        let database = crate::mongo::connect(mongo, &common.service_name).await?;
+        let redis = crate::redis::RedisStore::connect(redis)?;
+        Ok(Self {
+            common: common.clone(),
+            grpc_listener: bind(grpc_addr, "gRPC").await?,
+            admin_listener: bind(common.admin_addr, "ERP_ADMIN_ADDR").await?,
+            registry: crate::metrics::new_registry(),
+            database,
+            redis,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.grpc_listener.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin_listener.local_addr()
+    }
+
+    /// Serves `router` (which should include [`crate::grpc::health`]) and the admin server, ready
+    /// while MongoDB and Redis answer, until `shutdown`.
+    pub async fn serve(
+        self,
+        router: tonic::transport::server::Router,
+        shutdown: Shutdown,
+    ) -> Result<(), BoxError> {
+        let readiness = crate::admin::Readiness::new(shutdown.clone())
+            .with_check(crate::mongo::MongoCheck::new(self.database.clone()))
+            .with_check(crate::redis::RedisCheck::new(self.redis.clone()));
+        tracing::info!(
+            service = %self.common.service_name,
+            grpc_addr = %self.grpc_listener.local_addr()?,
+            admin_addr = %self.admin_listener.local_addr()?,
+            "listening"
+        );
+        let drain = self.common.shutdown_timeout;
+        run_with_admin(
+            serve_grpc(self.grpc_listener, router, shutdown.clone(), drain),
+            self.admin_listener,
+            crate::admin::router(self.registry, readiness),
+            shutdown,
+        )
+        .await
+    }
+}

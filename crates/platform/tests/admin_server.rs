@@ -1,0 +1,157 @@
+//! The admin server against real stores: metrics format, liveness, readiness that follows the
+//! stores going away and coming back, and readiness dropping at shutdown.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use erp_platform::Shutdown;
+use erp_platform::admin::{self, Readiness};
+use erp_platform::config::{MongoConfig, RedisConfig};
+use erp_platform::redis::{RedisCheck, RedisStore};
+use erp_platform::{metrics, mongo, runtime};
+use erp_testkit::{TcpProxy, mongodb_uri, redis_url, unique_name, wait_for_200};
+
+fn host_port(url: &str) -> std::net::SocketAddr {
+    let rest = url.split_once("://").unwrap().1;
+    let authority = rest.split(['/', '?']).next().unwrap();
+    let authority = authority.rsplit('@').next().unwrap();
+    let host_port = authority.split(',').next().unwrap();
+    let host_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else if url.starts_with("redis") {
+        format!("{host_port}:6379")
+    } else {
+        format!("{host_port}:27017")
+    };
+    std::net::ToSocketAddrs::to_socket_addrs(&host_port)
+        .unwrap()
+        .next()
+        .unwrap()
+}
+
+/// Serves the admin routes until the test ends (readiness may hold a shutdown handle of its own).
+async fn serve_admin(readiness: Readiness) -> std::net::SocketAddr {
+    let registry = metrics::new_registry();
+    let counter = prometheus::IntCounter::new("erp_test_events_total", "test counter").unwrap();
+    registry.register(Box::new(counter.clone())).unwrap();
+    counter.inc_by(3);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = admin::router(registry, readiness);
+    tokio::spawn(runtime::serve_http(
+        listener,
+        router,
+        Shutdown::new(),
+        Duration::from_secs(5),
+    ));
+    addr
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_and_healthz_is_ok() {
+    let addr = serve_admin(Readiness::new(Shutdown::new())).await;
+    let client = reqwest::Client::new();
+
+    let response = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("# HELP erp_test_events_total test counter"),
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE erp_test_events_total counter"),
+        "{body}"
+    );
+    assert!(body.contains("\nerp_test_events_total 3\n"), "{body}");
+    assert!(body.contains("process_resident_memory_bytes"), "{body}");
+
+    let response = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn readyz_follows_mongodb_and_redis_availability() {
+    let mongo_proxy = TcpProxy::start(host_port(&mongodb_uri()), false).await;
+    let redis_proxy = TcpProxy::start(host_port(&redis_url()), false).await;
+    let database = mongo::connect(
+        &MongoConfig {
+            // directConnection: talk only to the proxy, not to the hosts the server advertises.
+            uri: format!("mongodb://{}/?directConnection=true", mongo_proxy.addr()),
+            database: unique_name("readyz"),
+        },
+        "readyz-test",
+    )
+    .await
+    .unwrap();
+    let redis = RedisStore::connect(&RedisConfig {
+        url: format!("redis://{}", redis_proxy.addr()),
+        key_prefix: unique_name("readyz"),
+    })
+    .unwrap();
+    let shutdown = Shutdown::new();
+    let readiness = Readiness::new(shutdown.clone())
+        .with_check(mongo::MongoCheck::new(database))
+        .with_check(RedisCheck::new(redis))
+        .with_timeout(Duration::from_secs(1));
+    let addr = serve_admin(readiness).await;
+    let url = format!("http://{addr}/readyz");
+    let client = reqwest::Client::new();
+    let get = || async {
+        let response = client.get(&url).send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap();
+        (status, body)
+    };
+
+    let (status, body) = get().await;
+    assert_eq!(status, 503, "{body}");
+    assert_ne!(body["checks"]["mongodb"], "ok", "{body}");
+    assert_ne!(body["checks"]["redis"], "ok", "{body}");
+
+    mongo_proxy.enable();
+    let (status, body) = get().await;
+    assert_eq!(status, 503, "redis is still down: {body}");
+
+    redis_proxy.enable();
+    wait_for_200(&url, Duration::from_secs(30)).await;
+    let (_, body) = get().await;
+    assert_eq!(body["checks"]["mongodb"], "ok");
+    assert_eq!(body["checks"]["redis"], "ok");
+
+    mongo_proxy.disable();
+    let (status, body) = get().await;
+    assert_eq!(status, 503, "mongodb went away: {body}");
+    assert_eq!(body["checks"]["redis"], "ok", "{body}");
+
+    mongo_proxy.enable();
+    wait_for_200(&url, Duration::from_secs(30)).await;
+
+    redis_proxy.disable();
+    let (status, body) = get().await;
+    assert_eq!(status, 503, "redis went away: {body}");
+    redis_proxy.enable();
+    wait_for_200(&url, Duration::from_secs(30)).await;
+
+    shutdown.trigger();
+    let (status, body) = get().await;
+    assert_eq!(status, 503, "shutting down: {body}");
+    assert_eq!(body["checks"]["shutdown"], "in progress");
+}

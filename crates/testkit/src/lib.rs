@@ -1,0 +1,64 @@
+//! Test support for the platform's crates. Tests use the real stores started by
+//! `scripts/stores.sh` (the test command runs it), each test in a database of its own.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod process;
+pub mod proxy;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use process::{ServiceProcess, assert_refuses_bad_config, grpc_service_env, workspace_binary};
+pub use proxy::TcpProxy;
+
+/// `ERP_MONGODB_URI`, or the local test store.
+pub fn mongodb_uri() -> String {
+    non_empty_env("ERP_MONGODB_URI").unwrap_or_else(|| "mongodb://127.0.0.1:27017".to_owned())
+}
+
+/// `ERP_REDIS_URL`, or the local test store.
+pub fn redis_url() -> String {
+    non_empty_env("ERP_REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A name no other test (in this or a concurrent test process) uses: for a database, a Redis key
+/// prefix, an email. At most 40 characters for a short prefix.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{prefix}_{}_{}_{nanos:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Polls `url` until it answers 200, or panics after `timeout` with the last answer.
+pub async fn wait_for_200(url: &str, timeout: Duration) {
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::from("no answer yet");
+    while tokio::time::Instant::now() < deadline {
+        match client.get(url).timeout(Duration::from_secs(3)).send().await {
+            Ok(response) if response.status() == 200 => return,
+            Ok(response) => {
+                last = format!(
+                    "{}: {}",
+                    response.status(),
+                    response.text().await.unwrap_or_default()
+                );
+            }
+            Err(error) => last = error.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} did not answer 200 within {timeout:?}; last: {last}");
+}
