@@ -103,15 +103,25 @@ start_mongo() {
   say "mongodb: SecantusDB started on 127.0.0.1:$MONGO_PORT (data $DATA/mongo)"
 }
 
+stop_pid_file() { # pid file, name, port
+  [ -f "$1" ] || return 0
+  local pid
+  pid="$(cat "$1")"
+  if kill "$pid" 2>/dev/null; then
+    # Wait until it has really gone, so a start right after does not find the port still open.
+    for _ in $(seq 1 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    say "$2: stopped"
+  fi
+  rm -f "$1"
+}
+
 stop_all() {
-  if [ -f "$STATE/secantusdb.pid" ]; then
-    kill "$(cat "$STATE/secantusdb.pid")" 2>/dev/null && say "mongodb: stopped" || true
-    rm -f "$STATE/secantusdb.pid"
-  fi
-  if [ -f "$STATE/redis.pid" ]; then
-    kill "$(cat "$STATE/redis.pid")" 2>/dev/null && say "redis: stopped" || true
-    rm -f "$STATE/redis.pid"
-  fi
+  stop_pid_file "$STATE/secantusdb.pid" mongodb "$MONGO_PORT"
+  stop_pid_file "$STATE/redis.pid" redis "$REDIS_PORT"
 }
 
 status() {

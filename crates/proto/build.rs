@@ -36,6 +36,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // RPCs a service does not implement yet answer UNIMPLEMENTED instead of not compiling.
+        .generate_default_stubs(true)
         .compile_with_config(config, &protos, &[proto_root])?;
     Ok(())
 }

@@ -1,50 +1,48 @@
 //! The auth service: accounts, credentials, sessions, token introspection and user management.
 //!
-//! [`App::build`] binds its listeners and connects its stores; [`App::run`] serves gRPC and the
-//! admin endpoints until shutdown.
+//! [`App::build`] binds its listeners, loads keys and connects its stores; [`App::run`] creates
+//! indexes and the bootstrap admin, then serves gRPC, the admin endpoints, the outbox relay and
+//! the revocation listener until shutdown.
+
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod keys;
+pub mod metrics;
+pub mod model;
+pub mod password;
+pub mod relay;
+pub mod service;
+pub mod store;
+pub mod tokens;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use erp_platform::Shutdown;
-use erp_platform::config::{CommonConfig, ConfigError, Env, MongoConfig, RedisConfig};
-use erp_platform::grpc::{self, GrpcConfig};
-use erp_platform::runtime::{BoxError, GrpcServiceHost, ServiceConfig};
+use erp_platform::grpc as platform_grpc;
+use erp_platform::runtime::{BoxError, GrpcServiceHost, retry_until_shutdown};
+use erp_proto::auth::v1::auth_service_server::AuthServiceServer;
+use tokio::sync::Notify;
 
-pub const SERVICE_NAME: &str = "erp-auth";
+pub use config::{Config, SERVICE_NAME};
 
-/// Everything the auth service reads from the environment.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub common: CommonConfig,
-    /// `ERP_AUTH_ADDR`: where gRPC is served.
-    pub grpc_addr: SocketAddr,
-    pub grpc: GrpcConfig,
-    pub mongo: MongoConfig,
-    pub redis: RedisConfig,
-}
-
-impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            common: CommonConfig::from_env(env, SERVICE_NAME, "0.0.0.0:9465")?,
-            grpc_addr: env.socket_addr("ERP_AUTH_ADDR", "0.0.0.0:50051")?,
-            grpc: GrpcConfig::from_env(env)?,
-            mongo: MongoConfig::from_env(env, "erp_auth")?,
-            redis: RedisConfig::from_env(env)?,
-        })
-    }
-}
-
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-}
+use crate::keys::KeyRing;
+use crate::metrics::AuthMetrics;
+use crate::password::PasswordHasher;
+use crate::relay::OutboxRelay;
+use crate::service::AuthService;
+use crate::store::{AuthStore, Revocation, SessionStore};
+use crate::tokens::TokenIssuer;
 
 /// The auth service, bound and connected, not yet serving.
 pub struct App {
     config: Config,
     host: GrpcServiceHost,
+    store: AuthStore,
+    service: Arc<AuthService>,
+    metrics: AuthMetrics,
+    outbox_wakeup: Arc<Notify>,
 }
 
 impl App {
@@ -56,7 +54,43 @@ impl App {
             &config.redis,
         )
         .await?;
-        Ok(Self { config, host })
+        let metrics = AuthMetrics::register(&host.registry)?;
+        let (keys, generated) = KeyRing::load(
+            config.tokens.private_key_file.as_deref(),
+            &config.tokens.previous_public_key_files,
+        )?;
+        if generated {
+            tracing::warn!(
+                "ERP_JWT_PRIVATE_KEY_FILE is not set: signing with a key generated at start; \
+                 tokens will not survive a restart and replicas will not accept each other's \
+                 tokens (development only)"
+            );
+        }
+        let hash_seconds = metrics.hash_seconds.clone();
+        let hasher = PasswordHasher::new(&config.password, move |elapsed| {
+            hash_seconds.observe(elapsed.as_secs_f64());
+        })?;
+        let store = AuthStore::new(host.database.clone());
+        let outbox_wakeup = Arc::new(Notify::new());
+        let service = Arc::new(AuthService::new(
+            store.clone(),
+            SessionStore::new(host.redis.clone()),
+            hasher,
+            TokenIssuer::new(Arc::new(keys), &config.tokens),
+            config.lockout.clone(),
+            config.tokens.refresh_ttl,
+            config.user_cache_ttl,
+            metrics.clone(),
+            Arc::clone(&outbox_wakeup),
+        ));
+        Ok(Self {
+            config,
+            host,
+            store,
+            service,
+            metrics,
+            outbox_wakeup,
+        })
     }
 
     pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
@@ -68,8 +102,60 @@ impl App {
     }
 
     pub async fn run(self, shutdown: Shutdown) -> Result<(), BoxError> {
-        let (_health_reporter, health_service) = grpc::health();
-        let router = grpc::server(&self.config.grpc).add_service(health_service);
-        self.host.serve(router, shutdown).await
+        let (health_reporter, health_service) = platform_grpc::health();
+        health_reporter
+            .set_serving::<AuthServiceServer<grpc::AuthGrpc>>()
+            .await;
+        let router = platform_grpc::server(&self.config.grpc)
+            .add_service(health_service)
+            .add_service(AuthServiceServer::new(grpc::AuthGrpc::new(Arc::clone(
+                &self.service,
+            ))));
+
+        let event_channel = platform_grpc::channel(&self.config.event_url, &self.config.grpc)?;
+        let relay = OutboxRelay::new(
+            self.store.clone(),
+            event_channel,
+            self.metrics.clone(),
+            Arc::clone(&self.outbox_wakeup),
+            self.config.outbox.clone(),
+        );
+        let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+
+        let listener_service = Arc::clone(&self.service);
+        let listener_task = tokio::spawn(erp_platform::redis::subscribe_until_shutdown(
+            self.host.redis.client().clone(),
+            self.service.sessions().channel(),
+            shutdown.clone(),
+            move |payload| {
+                if let Ok(Revocation::User { user_id }) = serde_json::from_str(&payload) {
+                    let service = Arc::clone(&listener_service);
+                    tokio::spawn(async move { service.forget_user(&user_id).await });
+                }
+            },
+            || {},
+        ));
+
+        let store = self.store.clone();
+        let service = Arc::clone(&self.service);
+        let bootstrap = self.config.bootstrap_admin.clone();
+        let startup_shutdown = shutdown.clone();
+        let startup = async move {
+            retry_until_shutdown("indexes and bootstrap admin", &startup_shutdown, || async {
+                store.ensure_indexes().await?;
+                if let Some(admin) = &bootstrap
+                    && service.ensure_bootstrap_admin(admin).await?
+                {
+                    tracing::info!(email = %admin.email, "bootstrap admin created");
+                }
+                Ok::<(), error::AuthError>(())
+            })
+            .await;
+        };
+
+        let served = self.host.serve(router, startup, shutdown).await;
+        let _ = relay_task.await;
+        let _ = listener_task.await;
+        served
     }
 }

@@ -70,6 +70,6 @@ impl App {
     pub async fn run(self, shutdown: Shutdown) -> Result<(), BoxError> {
         let (_health_reporter, health_service) = grpc::health();
         let router = grpc::server(&self.config.grpc).add_service(health_service);
-        self.host.serve(router, shutdown).await
+        self.host.serve(router, async {}, shutdown).await
     }
 }

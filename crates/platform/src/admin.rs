@@ -82,6 +82,39 @@ impl Readiness {
     }
 }
 
+/// Not ready until the service's start-up work (indexes, bootstrap data) is done.
+#[derive(Clone, Default)]
+pub struct StartupCheck {
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StartupCheck {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn mark_done(&self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl ReadinessCheck for StartupCheck {
+    fn name(&self) -> &str {
+        "startup"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        let done = self.done.load(std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            if done {
+                Ok(())
+            } else {
+                Err("in progress".to_owned())
+            }
+        })
+    }
+}
+
 #[derive(Clone)]
 struct AdminState {
     registry: Registry,

@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod identity;
 pub mod metrics;
 pub mod mongo;
+pub mod pagination;
 pub mod redis;
 pub mod runtime;
 pub mod shutdown;

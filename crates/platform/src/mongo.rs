@@ -91,3 +91,30 @@ impl ReadinessCheck for MongoCheck {
         })
     }
 }
+
+/// The filter selecting items after `cursor` in a newest-first listing sorted by
+/// (`time_field` desc, `_id` desc).
+pub fn after_cursor(
+    time_field: &str,
+    cursor: &crate::pagination::Cursor,
+) -> mongodb::bson::Document {
+    let at = mongodb::bson::DateTime::from_millis(cursor.at_millis);
+    doc! {
+        "$or": [
+            { time_field: { "$lt": at } },
+            { time_field: at, "_id": { "$lt": &cursor.id } },
+        ]
+    }
+}
+
+/// Escapes `text` for use inside a regular expression (substring search).
+pub fn regex_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if "\\^$.|?*+()[]{}/-".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}

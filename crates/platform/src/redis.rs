@@ -76,3 +76,51 @@ impl ReadinessCheck for RedisCheck {
         })
     }
 }
+
+/// Listens on a pub/sub `channel` until `shutdown`, calling `on_message` with each payload.
+/// Reconnects (after a short pause) whenever the connection drops; `on_connect` runs after every
+/// (re)subscription, so a listener can drop state it may have missed messages about.
+pub async fn subscribe_until_shutdown(
+    client: redis::Client,
+    channel: String,
+    shutdown: crate::Shutdown,
+    on_message: impl Fn(String) + Send + Sync,
+    on_connect: impl Fn() + Send + Sync,
+) {
+    use futures::StreamExt;
+    let mut pause = Duration::from_millis(100);
+    while !shutdown.is_triggered() {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            redis::RedisResult::Ok(pubsub)
+        }
+        .await;
+        match subscribed {
+            Ok(mut pubsub) => {
+                pause = Duration::from_millis(100);
+                on_connect();
+                let mut messages = pubsub.on_message();
+                loop {
+                    tokio::select! {
+                        () = shutdown.triggered() => return,
+                        message = messages.next() => match message {
+                            Some(message) => match message.get_payload::<String>() {
+                                Ok(payload) => on_message(payload),
+                                Err(error) => tracing::warn!(%error, channel, "unreadable message"),
+                            },
+                            None => break,
+                        },
+                    }
+                }
+                tracing::warn!(channel, "subscription lost; reconnecting");
+            }
+            Err(error) => tracing::warn!(%error, channel, "cannot subscribe; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.triggered() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}

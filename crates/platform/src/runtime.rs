@@ -194,16 +194,21 @@ impl GrpcServiceHost {
         self.admin_listener.local_addr()
     }
 
-    /// Serves `router` (which should include [`crate::grpc::health`]) and the admin server, ready
-    /// while MongoDB and Redis answer, until `shutdown`.
+    /// Serves the admin server at once and `router` (which should include
+    /// [`crate::grpc::health`]) once `startup` has finished (creating indexes, say: connections
+    /// wait in the listen backlog meanwhile). Ready while MongoDB and Redis answer and `startup`
+    /// is done, until `shutdown`.
     pub async fn serve(
         self,
         router: tonic::transport::server::Router,
+        startup: impl Future<Output = ()>,
         shutdown: Shutdown,
     ) -> Result<(), BoxError> {
+        let started = crate::admin::StartupCheck::new();
         let readiness = crate::admin::Readiness::new(shutdown.clone())
             .with_check(crate::mongo::MongoCheck::new(self.database.clone()))
-            .with_check(crate::redis::RedisCheck::new(self.redis.clone()));
+            .with_check(crate::redis::RedisCheck::new(self.redis.clone()))
+            .with_check(started.clone());
         tracing::info!(
             service = %self.common.service_name,
             grpc_addr = %self.grpc_listener.local_addr()?,
@@ -211,12 +216,47 @@ impl GrpcServiceHost {
             "listening"
         );
         let drain = self.common.shutdown_timeout;
+        let grpc_shutdown = shutdown.clone();
+        let main_server = async move {
+            tokio::select! {
+                () = startup => {}
+                () = grpc_shutdown.triggered() => return Ok(()),
+            }
+            started.mark_done();
+            serve_grpc(self.grpc_listener, router, grpc_shutdown, drain).await
+        };
         run_with_admin(
-            serve_grpc(self.grpc_listener, router, shutdown.clone(), drain),
+            main_server,
             self.admin_listener,
             crate::admin::router(self.registry, readiness),
             shutdown,
         )
         .await
+    }
+}
+
+/// Runs `attempt` until it succeeds or `shutdown` triggers, pausing between failures (0.2 s
+/// doubling to 5 s). Returns whether it succeeded.
+pub async fn retry_until_shutdown<F, Fut, E>(
+    what: &str,
+    shutdown: &Shutdown,
+    mut attempt: F,
+) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match attempt().await {
+            Ok(()) => return true,
+            Err(error) => tracing::warn!(%error, what, retry_in = ?pause, "start-up step failed"),
+        }
+        tokio::select! {
+            () = shutdown.triggered() => return false,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
     }
 }

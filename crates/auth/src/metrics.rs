@@ -1,0 +1,70 @@
+//! The auth service's business metrics.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct AuthMetrics {
+    /// `result`: success, invalid_credentials, disabled, locked_out, invalid_request.
+    pub logins: IntCounterVec,
+    pub tokens_issued: IntCounter,
+    /// `result`: success, invalid, reused, disabled.
+    pub refreshes: IntCounterVec,
+    /// `result`: active, or the inactive reason.
+    pub introspections: IntCounterVec,
+    pub hash_seconds: Histogram,
+    pub outbox_backlog: IntGauge,
+    /// `result`: delivered, failed.
+    pub outbox_deliveries: IntCounterVec,
+}
+
+impl AuthMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = Self {
+            logins: IntCounterVec::new(
+                Opts::new("erp_auth_logins_total", "Login attempts by result"),
+                &["result"],
+            )?,
+            tokens_issued: IntCounter::new(
+                "erp_auth_tokens_issued_total",
+                "Access tokens issued (login and refresh)",
+            )?,
+            refreshes: IntCounterVec::new(
+                Opts::new(
+                    "erp_auth_refreshes_total",
+                    "Refresh-token presentations by result",
+                ),
+                &["result"],
+            )?,
+            introspections: IntCounterVec::new(
+                Opts::new("erp_auth_introspections_total", "Introspections by result"),
+                &["result"],
+            )?,
+            hash_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "erp_auth_password_hash_seconds",
+                    "Time to hash or verify one password with argon2id",
+                )
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            )?,
+            outbox_backlog: IntGauge::new(
+                "erp_auth_outbox_backlog",
+                "Logins recorded but not yet delivered to the event service",
+            )?,
+            outbox_deliveries: IntCounterVec::new(
+                Opts::new(
+                    "erp_auth_outbox_deliveries_total",
+                    "Login deliveries to the event service by result",
+                ),
+                &["result"],
+            )?,
+        };
+        registry.register(Box::new(metrics.logins.clone()))?;
+        registry.register(Box::new(metrics.tokens_issued.clone()))?;
+        registry.register(Box::new(metrics.refreshes.clone()))?;
+        registry.register(Box::new(metrics.introspections.clone()))?;
+        registry.register(Box::new(metrics.hash_seconds.clone()))?;
+        registry.register(Box::new(metrics.outbox_backlog.clone()))?;
+        registry.register(Box::new(metrics.outbox_deliveries.clone()))?;
+        Ok(metrics)
+    }
+}

@@ -1,0 +1,707 @@
+//! The auth domain: accounts, sessions and introspection. Transport calls in here with plain
+//! values; this module decides, and the stores persist.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use erp_platform::error::FieldError;
+use erp_platform::identity::Caller;
+use erp_platform::pagination::{Cursor, page_limit};
+use moka::future::Cache;
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::config::{BootstrapAdmin, LockoutConfig};
+use crate::error::AuthError;
+use crate::metrics::AuthMetrics;
+use crate::model::{
+    AuditEntry, AuditFilter, InactiveReason, Introspection, Page, Role, SYSTEM_ACTOR, Session,
+    StoredUser, User, UserFilter, UserPatch,
+};
+use crate::password::{PasswordHasher, check_policy};
+use crate::store::{AuthStore, OutboxItem, RefreshOutcome, Revocation, SessionStore};
+use crate::tokens::TokenIssuer;
+
+pub const MAX_EMAIL_CHARS: usize = 254;
+pub const MAX_USERNAME_CHARS: usize = 64;
+
+/// A new account's fields, as the caller sent them.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub email: String,
+    pub password: String,
+    pub username: Option<String>,
+    pub roles: Vec<Role>,
+}
+
+/// Changes an admin asks for; `password` in plain text, hashed here.
+#[derive(Debug, Clone, Default)]
+pub struct UserChanges {
+    pub roles: Option<Vec<Role>>,
+    pub disabled: Option<bool>,
+    pub password: Option<String>,
+    pub username: Option<Option<String>>,
+}
+
+pub struct AuthService {
+    store: AuthStore,
+    sessions: SessionStore,
+    hasher: PasswordHasher,
+    tokens: TokenIssuer,
+    lockout: LockoutConfig,
+    refresh_ttl: Duration,
+    /// Users as introspection last read them; evicted on every change (here and, through the
+    /// revocation channel, in other replicas).
+    users: Cache<String, Option<User>>,
+    metrics: AuthMetrics,
+    outbox_wakeup: Arc<Notify>,
+}
+
+/// Basic shape check of an email address; the account is the proof of ownership, so this only
+/// refuses what can never be an address.
+pub fn check_email(email: &str) -> Result<(), String> {
+    let chars = email.chars().count();
+    if chars == 0 {
+        return Err("must not be empty".into());
+    }
+    if chars > MAX_EMAIL_CHARS {
+        return Err(format!("must be at most {MAX_EMAIL_CHARS} characters"));
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return Err("is not an email address".into());
+    };
+    let valid = !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(())
+    } else {
+        Err("is not an email address".into())
+    }
+}
+
+fn check_username(username: &str) -> Result<(), String> {
+    let chars = username.chars().count();
+    if chars == 0 || chars > MAX_USERNAME_CHARS {
+        Err(format!("must be 1 to {MAX_USERNAME_CHARS} characters"))
+    } else if username.chars().any(char::is_control) {
+        Err("must not contain control characters".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn check_roles(roles: &[Role]) -> Result<(), String> {
+    if roles.is_empty() {
+        Err("must hold at least one role".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Roles once each, in a stable order.
+fn normalise_roles(mut roles: Vec<Role>) -> Vec<Role> {
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
+fn audit_view(user: &User) -> serde_json::Value {
+    json!({
+        "email": user.email,
+        "username": user.username,
+        "roles": user.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "disabled": user.disabled,
+    })
+}
+
+fn audit_entry(
+    actor_id: &str,
+    action: &str,
+    user_id: &str,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) -> AuditEntry {
+    AuditEntry {
+        id: uuid::Uuid::now_v7().to_string(),
+        at: Utc::now(),
+        actor_id: actor_id.to_owned(),
+        action: action.to_owned(),
+        entity_type: "user".to_owned(),
+        entity_id: user_id.to_owned(),
+        before,
+        after,
+        trace_id: erp_platform::telemetry::current_trace_id(),
+    }
+}
+
+impl AuthService {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: AuthStore,
+        sessions: SessionStore,
+        hasher: PasswordHasher,
+        tokens: TokenIssuer,
+        lockout: LockoutConfig,
+        refresh_ttl: Duration,
+        user_cache_ttl: Duration,
+        metrics: AuthMetrics,
+        outbox_wakeup: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            sessions,
+            hasher,
+            tokens,
+            lockout,
+            refresh_ttl,
+            users: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(user_cache_ttl)
+                .build(),
+            metrics,
+            outbox_wakeup,
+        }
+    }
+
+    pub fn tokens(&self) -> &TokenIssuer {
+        &self.tokens
+    }
+
+    pub fn sessions(&self) -> &SessionStore {
+        &self.sessions
+    }
+
+    async fn validate_new_account(&self, account: &NewAccount) -> Result<(), AuthError> {
+        let mut errors = Vec::new();
+        if let Err(message) = check_email(&account.email) {
+            errors.push(FieldError::new("email", message));
+        }
+        if let Err(message) = check_policy(&account.password) {
+            errors.push(FieldError::new("password", message));
+        }
+        if let Some(username) = &account.username
+            && let Err(message) = check_username(username)
+        {
+            errors.push(FieldError::new("username", message));
+        }
+        if let Err(message) = check_roles(&account.roles) {
+            errors.push(FieldError::new("roles", message));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(AuthError::Validation(errors))
+        }
+    }
+
+    /// Creates an account. `actor` is who creates it (`None`: the new user, registering).
+    async fn create_account(
+        &self,
+        account: NewAccount,
+        actor: Option<&str>,
+    ) -> Result<User, AuthError> {
+        self.validate_new_account(&account).await?;
+        let password_hash = self.hasher.hash(account.password).await?;
+        let now = Utc::now();
+        let user = User {
+            id: uuid::Uuid::now_v7().to_string(),
+            email: account.email.trim().to_owned(),
+            username: account.username,
+            roles: normalise_roles(account.roles),
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+        };
+        let audit = audit_entry(
+            actor.unwrap_or(&user.id),
+            "USER_CREATED",
+            &user.id,
+            None,
+            Some(audit_view(&user)),
+        );
+        self.store
+            .insert_user(
+                &StoredUser {
+                    user: user.clone(),
+                    password_hash,
+                },
+                &audit,
+            )
+            .await?;
+        Ok(user)
+    }
+
+    /// Self-registration: always exactly the `USER` role.
+    pub async fn register(
+        &self,
+        email: String,
+        password: String,
+        username: Option<String>,
+    ) -> Result<User, AuthError> {
+        self.create_account(
+            NewAccount {
+                email,
+                password,
+                username,
+                roles: vec![Role::User],
+            },
+            None,
+        )
+        .await
+    }
+
+    /// An admin creates an account with any roles.
+    pub async fn create_user(
+        &self,
+        caller: &Caller,
+        account: NewAccount,
+    ) -> Result<User, AuthError> {
+        self.create_account(account, Some(&caller.user_id)).await
+    }
+
+    /// Creates the configured admin once: a second start (or a second replica) finds the email
+    /// taken and does nothing.
+    pub async fn ensure_bootstrap_admin(&self, admin: &BootstrapAdmin) -> Result<bool, AuthError> {
+        if self.store.find_by_email(&admin.email).await?.is_some() {
+            return Ok(false);
+        }
+        let created = self
+            .create_account(
+                NewAccount {
+                    email: admin.email.clone(),
+                    password: admin.password.clone(),
+                    username: Some("admin".to_owned()),
+                    roles: vec![Role::Admin],
+                },
+                Some(SYSTEM_ACTOR),
+            )
+            .await;
+        match created {
+            Ok(_) => Ok(true),
+            Err(AuthError::EmailTaken) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    pub async fn login(&self, email: String, password: String) -> Result<Session, AuthError> {
+        let mut errors = Vec::new();
+        if email.trim().is_empty() {
+            errors.push(FieldError::new("email", "must not be empty"));
+        }
+        if password.is_empty() {
+            errors.push(FieldError::new("password", "must not be empty"));
+        }
+        if !errors.is_empty() {
+            self.metrics
+                .logins
+                .with_label_values(&["invalid_request"])
+                .inc();
+            return Err(AuthError::Validation(errors));
+        }
+        let email = email.trim().to_owned();
+        // Locked accounts are refused before the password is looked at, the same whether or not
+        // the account exists.
+        let (failures, remaining) = self.sessions.login_failures(&email).await?;
+        if failures >= self.lockout.max_failures {
+            self.metrics.logins.with_label_values(&["locked_out"]).inc();
+            return Err(AuthError::TooManyAttempts {
+                retry_after: remaining.max(Duration::from_secs(1)),
+            });
+        }
+        let stored = self.store.find_by_email(&email).await?;
+        let matches = self
+            .hasher
+            .verify(password, stored.as_ref().map(|s| s.password_hash.clone()))
+            .await?;
+        let Some(stored) = stored.filter(|_| matches) else {
+            self.sessions
+                .record_login_failure(&email, self.lockout.window)
+                .await?;
+            self.metrics
+                .logins
+                .with_label_values(&["invalid_credentials"])
+                .inc();
+            return Err(AuthError::InvalidCredentials);
+        };
+        self.sessions.clear_login_failures(&email).await?;
+        if stored.user.disabled {
+            self.metrics.logins.with_label_values(&["disabled"]).inc();
+            return Err(AuthError::AccountDisabled);
+        }
+        let user = stored.user;
+        let now = Utc::now();
+        self.store
+            .record_login(
+                &user.id,
+                &OutboxItem {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    user_id: user.id.clone(),
+                    occurred_at: now,
+                    attempts: 0,
+                },
+            )
+            .await?;
+        self.outbox_wakeup.notify_one();
+        let (family, refresh_token) = self.sessions.start(&user.id, self.refresh_ttl).await?;
+        let session = self.session_for(user, &family, refresh_token)?;
+        self.metrics.logins.with_label_values(&["success"]).inc();
+        Ok(session)
+    }
+
+    fn session_for(
+        &self,
+        user: User,
+        family: &str,
+        refresh_token: String,
+    ) -> Result<Session, AuthError> {
+        let (access_token, _) = self
+            .tokens
+            .issue(&user.id, &user.roles, family, Utc::now())?;
+        self.metrics.tokens_issued.inc();
+        Ok(Session {
+            access_token,
+            access_expires_in: self.tokens.ttl(),
+            refresh_token,
+            refresh_expires_in: self.refresh_ttl,
+            user,
+        })
+    }
+
+    pub async fn refresh(&self, refresh_token: String) -> Result<Session, AuthError> {
+        if refresh_token.is_empty() {
+            self.metrics.refreshes.with_label_values(&["invalid"]).inc();
+            return Err(AuthError::InvalidRefreshToken);
+        }
+        match self
+            .sessions
+            .refresh(&refresh_token, self.refresh_ttl)
+            .await?
+        {
+            RefreshOutcome::Invalid => {
+                self.metrics.refreshes.with_label_values(&["invalid"]).inc();
+                Err(AuthError::InvalidRefreshToken)
+            }
+            RefreshOutcome::Reused { user_id, family } => {
+                self.metrics.refreshes.with_label_values(&["reused"]).inc();
+                tracing::warn!(
+                    user_id,
+                    session_id = family,
+                    "refresh token reused; session revoked"
+                );
+                self.sessions
+                    .publish(&Revocation::Session { session_id: family })
+                    .await?;
+                Err(AuthError::RefreshTokenReused)
+            }
+            RefreshOutcome::Rotated {
+                user_id,
+                family,
+                new_token,
+            } => {
+                let user = match self.store.find_by_id(&user_id).await? {
+                    Some(stored) if !stored.user.disabled => stored.user,
+                    found => {
+                        self.sessions.revoke_family(&family).await?;
+                        let disabled = found.is_some();
+                        self.metrics
+                            .refreshes
+                            .with_label_values(&[if disabled { "disabled" } else { "invalid" }])
+                            .inc();
+                        return Err(if disabled {
+                            AuthError::AccountDisabled
+                        } else {
+                            AuthError::InvalidRefreshToken
+                        });
+                    }
+                };
+                let session = self.session_for(user, &family, new_token)?;
+                self.metrics.refreshes.with_label_values(&["success"]).inc();
+                Ok(session)
+            }
+        }
+    }
+
+    /// Ends the session of `access_token` (and of `refresh_token`, if given and the caller's).
+    pub async fn logout(
+        &self,
+        caller: &Caller,
+        access_token: &str,
+        refresh_token: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let claims = self
+            .tokens
+            .verify(access_token)
+            .map_err(|_| AuthError::Unauthenticated)?;
+        if claims.sub != caller.user_id {
+            return Err(AuthError::Forbidden);
+        }
+        let remaining = (claims.expires_at() - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::from_secs(1));
+        self.sessions
+            .deny_access_token(&claims.jti, remaining)
+            .await?;
+        self.sessions.revoke_family(&claims.sid).await?;
+        if let Some(token) = refresh_token.filter(|t| !t.is_empty())
+            && let Some((owner, family)) = self.sessions.refresh_token_owner(token).await?
+            && owner == caller.user_id
+            && family != claims.sid
+        {
+            self.sessions.revoke_family(&family).await?;
+            self.sessions
+                .publish(&Revocation::Session { session_id: family })
+                .await?;
+        }
+        self.sessions
+            .publish(&Revocation::Token {
+                jti: claims.jti.clone(),
+            })
+            .await?;
+        self.sessions
+            .publish(&Revocation::Session {
+                session_id: claims.sid,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The user as introspection sees it, from the cache or the store.
+    async fn current_user(&self, user_id: &str) -> Result<Option<User>, AuthError> {
+        if let Some(cached) = self.users.get(user_id).await {
+            return Ok(cached);
+        }
+        let user = self.store.find_by_id(user_id).await?.map(|s| s.user);
+        self.users.insert(user_id.to_owned(), user.clone()).await;
+        Ok(user)
+    }
+
+    /// Evicts a user from the introspection cache (after a local change or a revocation message).
+    pub async fn forget_user(&self, user_id: &str) {
+        self.users.invalidate(user_id).await;
+    }
+
+    pub async fn introspect(&self, access_token: &str) -> Result<Introspection, AuthError> {
+        let outcome = self.introspect_inner(access_token).await;
+        let label = match &outcome {
+            Ok(Introspection::Active { .. }) => "active",
+            Ok(Introspection::Inactive { reason, .. }) => match reason {
+                InactiveReason::Malformed => "malformed",
+                InactiveReason::BadSignature => "bad_signature",
+                InactiveReason::InvalidClaims => "invalid_claims",
+                InactiveReason::Expired => "expired",
+                InactiveReason::Revoked => "revoked",
+                InactiveReason::UserNotFound => "user_not_found",
+                InactiveReason::UserDisabled => "user_disabled",
+            },
+            Err(_) => "error",
+        };
+        self.metrics
+            .introspections
+            .with_label_values(&[label])
+            .inc();
+        outcome
+    }
+
+    async fn introspect_inner(&self, access_token: &str) -> Result<Introspection, AuthError> {
+        let claims = match self.tokens.verify(access_token) {
+            Ok(claims) => claims,
+            Err(reason) => {
+                return Ok(Introspection::Inactive {
+                    reason,
+                    user_id: None,
+                });
+            }
+        };
+        let inactive = |reason| {
+            Ok(Introspection::Inactive {
+                reason,
+                user_id: Some(claims.sub.clone()),
+            })
+        };
+        let Some(user) = self.current_user(&claims.sub).await? else {
+            return inactive(InactiveReason::UserNotFound);
+        };
+        if user.disabled {
+            return inactive(InactiveReason::UserDisabled);
+        }
+        if !self
+            .sessions
+            .access_token_usable(&claims.jti, &claims.sid)
+            .await?
+        {
+            return inactive(InactiveReason::Revoked);
+        }
+        Ok(Introspection::Active {
+            expires_at: claims.expires_at(),
+            jti: claims.jti,
+            session_id: claims.sid,
+            user,
+        })
+    }
+
+    pub async fn get_user(&self, id: &str) -> Result<User, AuthError> {
+        self.store
+            .find_by_id(id)
+            .await?
+            .map(|s| s.user)
+            .ok_or(AuthError::NotFound)
+    }
+
+    pub async fn list_users(
+        &self,
+        filter: UserFilter,
+        limit: u32,
+        cursor: &str,
+    ) -> Result<Page<User>, AuthError> {
+        let (limit, cursor) = paging(limit, cursor)?;
+        self.store.list_users(&filter, limit, cursor.as_ref()).await
+    }
+
+    pub async fn update_user(
+        &self,
+        caller: &Caller,
+        id: &str,
+        changes: UserChanges,
+    ) -> Result<User, AuthError> {
+        let mut errors = Vec::new();
+        if let Some(roles) = &changes.roles
+            && let Err(message) = check_roles(roles)
+        {
+            errors.push(FieldError::new("roles", message));
+        }
+        if let Some(password) = &changes.password
+            && let Err(message) = check_policy(password)
+        {
+            errors.push(FieldError::new("password", message));
+        }
+        if let Some(Some(username)) = &changes.username
+            && let Err(message) = check_username(username)
+        {
+            errors.push(FieldError::new("username", message));
+        }
+        if !errors.is_empty() {
+            return Err(AuthError::Validation(errors));
+        }
+        let password_changed = changes.password.is_some();
+        let password_hash = match changes.password {
+            Some(password) => Some(self.hasher.hash(password).await?),
+            None => None,
+        };
+        let patch = UserPatch {
+            roles: changes.roles.map(normalise_roles),
+            disabled: changes.disabled,
+            password_hash,
+            username: changes.username,
+        };
+        let actor = caller.user_id.clone();
+        let (before, after) = self
+            .store
+            .update_user(id, &patch, Utc::now(), |before, after| {
+                let mut after_view = audit_view(after);
+                if password_changed {
+                    after_view["passwordChanged"] = json!(true);
+                }
+                audit_entry(
+                    &actor,
+                    "USER_UPDATED",
+                    id,
+                    Some(audit_view(before)),
+                    Some(after_view),
+                )
+            })
+            .await?;
+        self.forget_user(id).await;
+        if after.disabled || password_changed {
+            self.sessions.revoke_user(id).await?;
+        }
+        if before.roles != after.roles || before.disabled != after.disabled || password_changed {
+            self.sessions
+                .publish(&Revocation::User {
+                    user_id: id.to_owned(),
+                })
+                .await?;
+        }
+        Ok(after)
+    }
+
+    pub async fn delete_user(&self, caller: &Caller, id: &str) -> Result<(), AuthError> {
+        let actor = caller.user_id.clone();
+        self.store
+            .delete_user(id, |user| {
+                audit_entry(&actor, "USER_DELETED", id, Some(audit_view(user)), None)
+            })
+            .await?;
+        self.forget_user(id).await;
+        self.sessions.revoke_user(id).await?;
+        self.sessions
+            .publish(&Revocation::User {
+                user_id: id.to_owned(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_audit(
+        &self,
+        filter: AuditFilter,
+        limit: u32,
+        cursor: &str,
+    ) -> Result<Page<AuditEntry>, AuthError> {
+        let (limit, cursor) = paging(limit, cursor)?;
+        self.store.list_audit(&filter, limit, cursor.as_ref()).await
+    }
+}
+
+fn paging(limit: u32, cursor: &str) -> Result<(u32, Option<Cursor>), AuthError> {
+    let mut errors = Vec::new();
+    let limit = page_limit(limit)
+        .map_err(|e| errors.push(e))
+        .unwrap_or_default();
+    let cursor = Cursor::decode(cursor)
+        .map_err(|e| errors.push(e))
+        .unwrap_or_default();
+    if errors.is_empty() {
+        Ok((limit, cursor))
+    } else {
+        Err(AuthError::Validation(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_checked_for_shape() {
+        assert!(check_email("player@example.com").is_ok());
+        assert!(check_email("Player.One+tag@sub.example.org").is_ok());
+        for bad in [
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a b@example.com",
+            "a@@b.com",
+            "a@.com",
+        ] {
+            assert!(check_email(bad).is_err(), "{bad}");
+        }
+        assert!(check_email(&format!("{}@example.com", "a".repeat(250))).is_err());
+    }
+
+    #[test]
+    fn roles_are_deduplicated_and_ordered() {
+        assert_eq!(
+            normalise_roles(vec![Role::Admin, Role::User, Role::Admin]),
+            vec![Role::User, Role::Admin]
+        );
+        assert!(check_roles(&[]).is_err());
+    }
+}

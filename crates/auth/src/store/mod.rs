@@ -1,0 +1,9 @@
+//! Where the auth service keeps its state: users, audit and the login outbox in MongoDB
+//! ([`mongo`]); refresh tokens, the access-token deny list, login lockout counters and the
+//! revocation channel in Redis ([`sessions`]).
+
+pub mod mongo;
+pub mod sessions;
+
+pub use mongo::{AuthStore, OutboxItem};
+pub use sessions::{RefreshOutcome, Revocation, SessionStore};

@@ -1,0 +1,420 @@
+//! Accounts over gRPC against the real stores: registration, login, lockout, user management,
+//! bootstrap admin and audit.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ADMIN_EMAIL, TestAuth, as_caller, code};
+use erp_platform::identity::{Caller, Role};
+use erp_proto::auth::v1 as pb;
+
+#[tokio::test]
+async fn register_gives_user_role_and_emails_are_unique_ignoring_case() {
+    let auth = TestAuth::start(&[]).await;
+    let user = auth
+        .register("Player.One@Example.com", "password-123")
+        .await;
+    assert_eq!(user.roles, vec![pb::Role::User as i32]);
+    assert_eq!(user.email, "Player.One@Example.com");
+    assert!(!user.disabled);
+
+    let duplicate = auth
+        .client()
+        .register(pb::RegisterRequest {
+            email: "player.one@example.COM".into(),
+            password: "password-456".into(),
+            username: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&duplicate), "EMAIL_TAKEN");
+    assert_eq!(duplicate.code(), tonic::Code::AlreadyExists);
+}
+
+#[tokio::test]
+async fn register_validates_every_field() {
+    let auth = TestAuth::start(&[]).await;
+    let error = auth
+        .client()
+        .register(pb::RegisterRequest {
+            email: "not-an-email".into(),
+            password: "short".into(),
+            username: Some(String::new()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "VALIDATION_FAILED");
+    let fields: Vec<String> = erp_platform::error::ApiError::from_status(&error)
+        .fields
+        .into_iter()
+        .map(|f| f.field)
+        .collect();
+    assert_eq!(fields, ["email", "password", "username"]);
+
+    let too_long = auth
+        .client()
+        .register(pb::RegisterRequest {
+            email: "long@example.com".into(),
+            password: "x".repeat(129),
+            username: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&too_long), "VALIDATION_FAILED");
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_email_answer_the_same() {
+    let auth = TestAuth::start(&[]).await;
+    auth.register("known@example.com", "password-123").await;
+    let wrong = auth
+        .login("known@example.com", "password-999")
+        .await
+        .unwrap_err();
+    let unknown = auth
+        .login("nobody@example.com", "password-123")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&wrong), "INVALID_CREDENTIALS");
+    assert_eq!(code(&unknown), "INVALID_CREDENTIALS");
+    assert_eq!(wrong.message(), unknown.message());
+    assert_eq!(wrong.code(), unknown.code());
+
+    let ok = auth
+        .login("KNOWN@example.com", "password-123")
+        .await
+        .unwrap();
+    assert_eq!(ok.token_type, "Bearer");
+    assert_eq!(ok.expires_in, 900);
+    assert!(!ok.refresh_token.is_empty());
+}
+
+#[tokio::test]
+async fn lockout_after_five_failures_and_expiry() {
+    let auth = TestAuth::start(&[("ERP_LOGIN_LOCKOUT_WINDOW_SECS", "2")]).await;
+    auth.register("locked@example.com", "password-123").await;
+    for _ in 0..5 {
+        let error = auth
+            .login("locked@example.com", "wrong-password")
+            .await
+            .unwrap_err();
+        assert_eq!(code(&error), "INVALID_CREDENTIALS");
+    }
+    // Even the right password is refused while locked.
+    let locked = auth
+        .login("locked@example.com", "password-123")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&locked), "TOO_MANY_ATTEMPTS");
+    let retry_after = erp_platform::error::ApiError::from_status(&locked)
+        .retry_after
+        .unwrap();
+    assert!(retry_after <= Duration::from_secs(2) && retry_after >= Duration::from_secs(1));
+
+    // An unknown email locks the same way, so lockout reveals nothing about existence.
+    for _ in 0..5 {
+        auth.login("ghost@example.com", "wrong-password")
+            .await
+            .unwrap_err();
+    }
+    let ghost = auth
+        .login("ghost@example.com", "wrong-password")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&ghost), "TOO_MANY_ATTEMPTS");
+
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    auth.login("locked@example.com", "password-123")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bootstrap_admin_is_created_once_across_restarts() {
+    let first = TestAuth::start(&[]).await;
+    let database = first.database.clone();
+    first.stop().await;
+    let second = TestAuth::start_in(&database, &[]).await;
+    let third = TestAuth::start_in(&database, &[]).await;
+    let admin = second.admin().await;
+
+    let users = second
+        .client()
+        .list_users(as_caller(
+            &admin,
+            pb::ListUsersRequest {
+                role: Some(pb::Role::Admin as i32),
+                q: None,
+                limit: 100,
+                cursor: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(users.items.len(), 1);
+    assert_eq!(users.items[0].email, ADMIN_EMAIL);
+
+    let audit = third
+        .client()
+        .list_audit(as_caller(
+            &admin,
+            pb::ListAuditRequest {
+                action: Some("USER_CREATED".into()),
+                entity_id: Some(admin.user_id.clone()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(audit.items.len(), 1);
+    assert_eq!(audit.items[0].actor_id, "system");
+}
+
+#[tokio::test]
+async fn user_management_needs_admin_and_is_audited() {
+    let auth = TestAuth::start(&[]).await;
+    let admin = auth.admin().await;
+    let player = auth.register("p@example.com", "password-123").await;
+    let player_caller = Caller {
+        user_id: player.id.clone(),
+        roles: vec![Role::User],
+    };
+
+    // Anonymous and non-admin callers are refused.
+    let anonymous = auth
+        .client()
+        .get_user(pb::GetUserRequest {
+            id: player.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&anonymous), "UNAUTHENTICATED");
+    let forbidden = auth
+        .client()
+        .get_user(as_caller(
+            &player_caller,
+            pb::GetUserRequest {
+                id: player.id.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&forbidden), "FORBIDDEN");
+    let audit_forbidden = auth
+        .client()
+        .list_audit(as_caller(&player_caller, pb::ListAuditRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&audit_forbidden), "FORBIDDEN");
+
+    // Admin creates an operator.
+    let operator = auth
+        .client()
+        .create_user(as_caller(
+            &admin,
+            pb::CreateUserRequest {
+                email: "op@example.com".into(),
+                password: "password-123".into(),
+                roles: vec![pb::Role::Operator as i32, pb::Role::Operator as i32],
+                username: Some("op".into()),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(operator.roles, vec![pb::Role::Operator as i32]);
+    let empty_roles = auth
+        .client()
+        .create_user(as_caller(
+            &admin,
+            pb::CreateUserRequest {
+                email: "none@example.com".into(),
+                password: "password-123".into(),
+                roles: vec![],
+                username: None,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&empty_roles), "VALIDATION_FAILED");
+
+    // Update roles and disabled; the audit keeps before and after.
+    let updated = auth
+        .client()
+        .update_user(as_caller(
+            &admin,
+            pb::UpdateUserRequest {
+                id: operator.id.clone(),
+                roles: Some(pb::RoleSet {
+                    roles: vec![pb::Role::Auditor as i32],
+                }),
+                disabled: Some(true),
+                password: None,
+                username: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(updated.roles, vec![pb::Role::Auditor as i32]);
+    assert!(updated.disabled);
+    assert_eq!(updated.username.as_deref(), Some("op"));
+
+    let entries = auth
+        .client()
+        .list_audit(as_caller(
+            &admin,
+            pb::ListAuditRequest {
+                action: Some("USER_UPDATED".into()),
+                entity_id: Some(operator.id.clone()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(entries.len(), 1);
+    let entry = &entries[0];
+    assert_eq!(entry.actor_id, admin.user_id);
+    assert_eq!(entry.service, "auth");
+    let before: serde_json::Value =
+        serde_json::from_str(entry.before_json.as_deref().unwrap()).unwrap();
+    let after: serde_json::Value =
+        serde_json::from_str(entry.after_json.as_deref().unwrap()).unwrap();
+    assert_eq!(before["roles"], serde_json::json!(["OPERATOR"]));
+    assert_eq!(before["disabled"], false);
+    assert_eq!(after["roles"], serde_json::json!(["AUDITOR"]));
+    assert_eq!(after["disabled"], true);
+    assert!(!entry.after_json.as_deref().unwrap().contains("argon2"));
+
+    // Delete, then it is gone and audited.
+    auth.client()
+        .delete_user(as_caller(
+            &admin,
+            pb::DeleteUserRequest {
+                id: operator.id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    let gone = auth
+        .client()
+        .get_user(as_caller(
+            &admin,
+            pb::GetUserRequest {
+                id: operator.id.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&gone), "NOT_FOUND");
+    let again = auth
+        .client()
+        .delete_user(as_caller(
+            &admin,
+            pb::DeleteUserRequest {
+                id: operator.id.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&again), "NOT_FOUND");
+    let deleted = auth
+        .client()
+        .list_audit(as_caller(
+            &admin,
+            pb::ListAuditRequest {
+                action: Some("USER_DELETED".into()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0].entity_id, operator.id);
+    assert!(deleted[0].after_json.is_none());
+}
+
+#[tokio::test]
+async fn users_and_audit_page_newest_first_with_filters() {
+    let auth = TestAuth::start(&[]).await;
+    let admin = auth.admin().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            auth.register(&format!("pager{i}@example.com"), "password-123")
+                .await
+                .id,
+        );
+    }
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = auth
+            .client()
+            .list_users(as_caller(
+                &admin,
+                pb::ListUsersRequest {
+                    role: Some(pb::Role::User as i32),
+                    q: Some("PAGER".into()),
+                    limit: 2,
+                    cursor: cursor.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.into_iter().map(|u| u.id));
+        match page.next_cursor {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids, "newest first, each once");
+
+    let bad_cursor = auth
+        .client()
+        .list_users(as_caller(
+            &admin,
+            pb::ListUsersRequest {
+                cursor: "garbage!".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&bad_cursor), "VALIDATION_FAILED");
+
+    let created = auth
+        .client()
+        .list_audit(as_caller(
+            &admin,
+            pb::ListAuditRequest {
+                action: Some("USER_CREATED".into()),
+                limit: 3,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.items.len(), 3);
+    assert!(created.next_cursor.is_some());
+    assert_eq!(created.items[0].entity_id, ids[0]);
+    // Registration is audited with the new user as the actor.
+    assert_eq!(created.items[0].actor_id, ids[0]);
+}

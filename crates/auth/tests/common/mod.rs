@@ -1,0 +1,167 @@
+//! Spawns the auth service in-process on free ports against the real test stores, each test in a
+//! database and Redis key prefix of its own, and gives a gRPC client to it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::time::Duration;
+
+use erp_auth::{App, Config};
+use erp_platform::identity::{Caller, Role};
+use erp_platform::{Env, Shutdown};
+use erp_proto::auth::v1 as pb;
+use erp_proto::auth::v1::auth_service_client::AuthServiceClient;
+use erp_testkit::{grpc_service_env, unique_name, wait_for_200};
+use tonic::transport::Channel;
+
+pub const ADMIN_EMAIL: &str = "root@example.com";
+pub const ADMIN_PASSWORD: &str = "root-password-1";
+
+pub struct TestAuth {
+    pub client: AuthServiceClient<Channel>,
+    pub grpc_addr: std::net::SocketAddr,
+    pub admin_addr: std::net::SocketAddr,
+    pub database: String,
+    shutdown: Shutdown,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Settings every test uses: cheap argon2 (the policy is the same, only slower in production),
+/// a bootstrap admin, and an event service that is not there unless a test starts one.
+fn base_env(database: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = grpc_service_env("ERP_AUTH_ADDR", database)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    for (key, value) in [
+        ("ERP_ARGON2_MEMORY_KIB", "1024"),
+        ("ERP_ARGON2_ITERATIONS", "1"),
+        ("ERP_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
+        ("ERP_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("ERP_EVENT_URL", "http://127.0.0.1:9"),
+        ("ERP_OUTBOX_POLL_MS", "50"),
+        ("ERP_OUTBOX_MAX_BACKOFF_SECS", "1"),
+    ] {
+        env.push((key.to_owned(), value.to_owned()));
+    }
+    env
+}
+
+impl TestAuth {
+    pub async fn start(overrides: &[(&str, &str)]) -> Self {
+        Self::start_in(&unique_name("auth"), overrides).await
+    }
+
+    /// Starts an instance on `database` (several instances may share one).
+    pub async fn start_in(database: &str, overrides: &[(&str, &str)]) -> Self {
+        let mut env = base_env(database);
+        for (key, value) in overrides {
+            env.retain(|(k, _)| k != key);
+            env.push(((*key).to_owned(), (*value).to_owned()));
+        }
+        let config = Config::from_env(&Env::from_pairs(env)).unwrap();
+        let app = App::build(config).await.unwrap();
+        let grpc_addr = app.grpc_addr().unwrap();
+        let admin_addr = app.admin_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { app.run(shutdown).await.unwrap() }
+        });
+        wait_for_200(
+            &format!("http://{admin_addr}/readyz"),
+            Duration::from_secs(30),
+        )
+        .await;
+        let client = AuthServiceClient::connect(format!("http://{grpc_addr}"))
+            .await
+            .unwrap();
+        Self {
+            client,
+            grpc_addr,
+            admin_addr,
+            database: database.to_owned(),
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.trigger();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    pub fn client(&self) -> AuthServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> pb::User {
+        self.client()
+            .register(pb::RegisterRequest {
+                email: email.into(),
+                password: password.into(),
+                username: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap()
+    }
+
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<pb::LoginResponse, tonic::Status> {
+        self.client()
+            .login(pb::LoginRequest {
+                email: email.into(),
+                password: password.into(),
+                client_ip: None,
+                user_agent: None,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn introspect(&self, token: &str) -> pb::IntrospectResponse {
+        self.client()
+            .introspect(pb::IntrospectRequest {
+                access_token: token.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// The bootstrap admin as a caller.
+    pub async fn admin(&self) -> Caller {
+        let login = self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap();
+        Caller {
+            user_id: login.user.unwrap().id,
+            roles: vec![Role::Admin],
+        }
+    }
+}
+
+impl Drop for TestAuth {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+/// `body` as a request from `caller` (identity in metadata, as the gateway sends it).
+pub fn as_caller<T>(caller: &Caller, body: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(body);
+    caller.write_to(request.metadata_mut()).unwrap();
+    request
+}
+
+/// The public error code carried by a status.
+pub fn code(status: &tonic::Status) -> &'static str {
+    erp_platform::error::ApiError::from_status(status)
+        .code
+        .as_str()
+}
