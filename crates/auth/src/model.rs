@@ -1,7 +1,9 @@
 //! The auth domain's types, free of transport and store types.
 
 use chrono::{DateTime, Utc};
+pub use erp_platform::audit::{AuditEntry, AuditFilter};
 pub use erp_platform::identity::Role;
+pub use erp_platform::pagination::Page;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -67,42 +69,11 @@ pub enum InactiveReason {
     UserDisabled,
 }
 
-/// One audit record.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditEntry {
-    pub id: String,
-    pub at: DateTime<Utc>,
-    pub actor_id: String,
-    pub action: String,
-    pub entity_type: String,
-    pub entity_id: String,
-    pub before: Option<serde_json::Value>,
-    pub after: Option<serde_json::Value>,
-    pub trace_id: Option<String>,
-}
-
-/// Filters of the audit listing.
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    pub action: Option<String>,
-    pub actor_id: Option<String>,
-    pub entity_id: Option<String>,
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-}
-
 /// Filters of the user listing.
 #[derive(Debug, Clone, Default)]
 pub struct UserFilter {
     pub role: Option<Role>,
     pub q: Option<String>,
-}
-
-/// A page of a listing.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_cursor: Option<String>,
 }
 
 /// The system's own identity in audit records (bootstrap, background work).

@@ -127,17 +127,7 @@ fn audit_entry(
     before: Option<serde_json::Value>,
     after: Option<serde_json::Value>,
 ) -> AuditEntry {
-    AuditEntry {
-        id: uuid::Uuid::now_v7().to_string(),
-        at: Utc::now(),
-        actor_id: actor_id.to_owned(),
-        action: action.to_owned(),
-        entity_type: "user".to_owned(),
-        entity_id: user_id.to_owned(),
-        before,
-        after,
-        trace_id: erp_platform::telemetry::current_trace_id(),
-    }
+    AuditEntry::new(actor_id, action, "user", user_id, before, after)
 }
 
 impl AuthService {

@@ -1,50 +1,42 @@
-//! The event service: events, rewards, player activity, claims, approvals, audit and dashboard.
+//! The event service: events, rewards, player activity and conditions (claims, approvals and the
+//! dashboard build on these).
 //!
-//! [`App::build`] binds its listeners and connects its stores; [`App::run`] serves gRPC and the
-//! admin endpoints until shutdown.
+//! [`App::build`] binds its listeners and connects its stores; [`App::run`] creates indexes, then
+//! serves gRPC, the admin endpoints and the cache-invalidation listener until shutdown.
+
+pub mod cache;
+pub mod conditions;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod metrics;
+pub mod model;
+pub mod service;
+pub mod store;
+pub mod validate;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use erp_platform::Shutdown;
-use erp_platform::config::{CommonConfig, ConfigError, Env, MongoConfig, RedisConfig};
-use erp_platform::grpc::{self, GrpcConfig};
-use erp_platform::runtime::{BoxError, GrpcServiceHost, ServiceConfig};
+use erp_platform::grpc as platform_grpc;
+use erp_platform::runtime::{BoxError, GrpcServiceHost, retry_until_shutdown};
+use erp_proto::event::v1::event_service_server::EventServiceServer;
 
-pub const SERVICE_NAME: &str = "erp-event";
+pub use config::{Config, SERVICE_NAME};
 
-/// Everything the event service reads from the environment.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub common: CommonConfig,
-    /// `ERP_EVENT_ADDR`: where gRPC is served.
-    pub grpc_addr: SocketAddr,
-    pub grpc: GrpcConfig,
-    pub mongo: MongoConfig,
-    pub redis: RedisConfig,
-}
-
-impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            common: CommonConfig::from_env(env, SERVICE_NAME, "0.0.0.0:9466")?,
-            grpc_addr: env.socket_addr("ERP_EVENT_ADDR", "0.0.0.0:50052")?,
-            grpc: GrpcConfig::from_env(env)?,
-            mongo: MongoConfig::from_env(env, "erp_event")?,
-            redis: RedisConfig::from_env(env)?,
-        })
-    }
-}
-
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-}
+use crate::cache::{CatalogCache, Invalidation};
+use crate::metrics::EventMetrics;
+use crate::service::EventService;
+use crate::store::{ActivityStore, CatalogStore};
 
 /// The event service, bound and connected, not yet serving.
 pub struct App {
     config: Config,
     host: GrpcServiceHost,
+    catalog: CatalogStore,
+    activity: ActivityStore,
+    service: Arc<EventService>,
 }
 
 impl App {
@@ -56,7 +48,28 @@ impl App {
             &config.redis,
         )
         .await?;
-        Ok(Self { config, host })
+        let metrics = EventMetrics::register(&host.registry)?;
+        let catalog = CatalogStore::new(host.database.clone());
+        let activity = ActivityStore::new(host.database.clone());
+        let cache = CatalogCache::new(
+            config.cache_ttl,
+            config.list_cache_ttl,
+            host.redis.clone(),
+            metrics.cache_requests.clone(),
+        );
+        let service = Arc::new(EventService::new(
+            catalog.clone(),
+            activity.clone(),
+            cache,
+            metrics,
+        ));
+        Ok(Self {
+            config,
+            host,
+            catalog,
+            activity,
+            service,
+        })
     }
 
     pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
@@ -68,8 +81,46 @@ impl App {
     }
 
     pub async fn run(self, shutdown: Shutdown) -> Result<(), BoxError> {
-        let (_health_reporter, health_service) = grpc::health();
-        let router = grpc::server(&self.config.grpc).add_service(health_service);
-        self.host.serve(router, async {}, shutdown).await
+        let (health_reporter, health_service) = platform_grpc::health();
+        health_reporter
+            .set_serving::<EventServiceServer<grpc::EventGrpc>>()
+            .await;
+        let router = platform_grpc::server(&self.config.grpc)
+            .add_service(health_service)
+            .add_service(EventServiceServer::new(grpc::EventGrpc::new(Arc::clone(
+                &self.service,
+            ))));
+
+        let cache = self.service.cache().clone();
+        let reconnect_cache = cache.clone();
+        let listener_task = tokio::spawn(erp_platform::redis::subscribe_until_shutdown(
+            self.host.redis.client().clone(),
+            cache.channel(),
+            shutdown.clone(),
+            move |payload| {
+                if let Ok(invalidation) = serde_json::from_str::<Invalidation>(&payload) {
+                    let cache = cache.clone();
+                    tokio::spawn(async move { cache.evict(&invalidation).await });
+                }
+            },
+            // Messages may have been missed while disconnected.
+            move || reconnect_cache.evict_all(),
+        ));
+
+        let catalog = self.catalog.clone();
+        let activity = self.activity.clone();
+        let startup_shutdown = shutdown.clone();
+        let startup = async move {
+            retry_until_shutdown("indexes", &startup_shutdown, || async {
+                catalog.ensure_indexes().await?;
+                activity.ensure_indexes().await?;
+                Ok::<(), error::EventError>(())
+            })
+            .await;
+        };
+
+        let served = self.host.serve(router, startup, shutdown).await;
+        let _ = listener_task.await;
+        served
     }
 }

@@ -3,6 +3,7 @@
 //! the error kinds that travel between services.
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod grpc;

@@ -118,3 +118,39 @@ pub fn regex_escape(text: &str) -> String {
     }
     escaped
 }
+
+pub fn to_bson_time(at: chrono::DateTime<chrono::Utc>) -> mongodb::bson::DateTime {
+    mongodb::bson::DateTime::from_millis(at.timestamp_millis())
+}
+
+pub fn from_bson_time(at: mongodb::bson::DateTime) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or_default()
+}
+
+/// Cuts a `limit + 1` fetch into a page and the cursor of its last item; `key` gives an item's
+/// (time, id) sort key.
+pub fn page_from_overfetch<D, T>(
+    mut docs: Vec<D>,
+    limit: u32,
+    key: impl Fn(&D) -> (mongodb::bson::DateTime, String),
+    convert: impl Fn(D) -> T,
+) -> crate::pagination::Page<T> {
+    let has_more = docs.len() > limit as usize;
+    docs.truncate(limit as usize);
+    let next_cursor = if has_more {
+        docs.last().map(|last| {
+            let (at, id) = key(last);
+            crate::pagination::Cursor {
+                at_millis: at.timestamp_millis(),
+                id,
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    crate::pagination::Page {
+        items: docs.into_iter().map(convert).collect(),
+        next_cursor,
+    }
+}

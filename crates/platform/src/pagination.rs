@@ -10,7 +10,7 @@ pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
 /// The position after the last item of a page: its time (ms since the epoch) and id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Cursor {
     pub at_millis: i64,
     pub id: String,
@@ -73,4 +73,11 @@ mod tests {
         assert_eq!(page_limit(100).unwrap(), 100);
         assert_eq!(page_limit(101).unwrap_err().field, "limit");
     }
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
 }

@@ -4,10 +4,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use erp_platform::mongo::{after_cursor, is_duplicate_key, regex_escape};
+use erp_platform::audit::AuditLog;
+use erp_platform::mongo::{
+    after_cursor, from_bson_time, is_duplicate_key, page_from_overfetch, regex_escape, to_bson_time,
+};
 use erp_platform::pagination::Cursor;
 use futures::TryStreamExt;
-use mongodb::bson::{self, Bson, DateTime as BsonDateTime, Document, doc};
+use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{ClientSession, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
@@ -31,23 +34,6 @@ struct UserDoc {
     updated_at: BsonDateTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_login_at: Option<BsonDateTime>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct AuditDoc {
-    #[serde(rename = "_id")]
-    id: String,
-    at: BsonDateTime,
-    actor_id: String,
-    action: String,
-    entity_type: String,
-    entity_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    before: Option<Bson>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    after: Option<Bson>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    trace_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,16 +62,8 @@ pub struct OutboxItem {
 pub struct AuthStore {
     database: Database,
     users: Collection<UserDoc>,
-    audit: Collection<AuditDoc>,
+    audit: AuditLog,
     outbox: Collection<OutboxDoc>,
-}
-
-fn to_bson_time(at: DateTime<Utc>) -> BsonDateTime {
-    BsonDateTime::from_millis(at.timestamp_millis())
-}
-
-fn from_bson_time(at: BsonDateTime) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or_default()
 }
 
 fn roles_to_strings(roles: &[Role]) -> Vec<String> {
@@ -126,52 +104,11 @@ impl UserDoc {
     }
 }
 
-fn json_to_bson(value: &Option<serde_json::Value>) -> Result<Option<Bson>, AuthError> {
-    value
-        .as_ref()
-        .map(|v| bson::to_bson(v).map_err(|e| AuthError::Internal(format!("audit value: {e}"))))
-        .transpose()
-}
-
-fn bson_to_json(value: Option<Bson>) -> Option<serde_json::Value> {
-    value.map(|b| b.into_relaxed_extjson())
-}
-
-impl AuditDoc {
-    fn from_entry(entry: &AuditEntry) -> Result<Self, AuthError> {
-        Ok(Self {
-            id: entry.id.clone(),
-            at: to_bson_time(entry.at),
-            actor_id: entry.actor_id.clone(),
-            action: entry.action.clone(),
-            entity_type: entry.entity_type.clone(),
-            entity_id: entry.entity_id.clone(),
-            before: json_to_bson(&entry.before)?,
-            after: json_to_bson(&entry.after)?,
-            trace_id: entry.trace_id.clone(),
-        })
-    }
-
-    fn into_entry(self) -> AuditEntry {
-        AuditEntry {
-            id: self.id,
-            at: from_bson_time(self.at),
-            actor_id: self.actor_id,
-            action: self.action,
-            entity_type: self.entity_type,
-            entity_id: self.entity_id,
-            before: bson_to_json(self.before),
-            after: bson_to_json(self.after),
-            trace_id: self.trace_id,
-        }
-    }
-}
-
 impl AuthStore {
     pub fn new(database: Database) -> Self {
         Self {
             users: database.collection("users"),
-            audit: database.collection("audit"),
+            audit: AuditLog::new(&database),
             outbox: database.collection("login_outbox"),
             database,
         }
@@ -194,22 +131,7 @@ impl AuthStore {
                     .build(),
             ])
             .await?;
-        self.audit
-            .create_indexes([
-                IndexModel::builder()
-                    .keys(doc! { "at": -1, "_id": -1 })
-                    .build(),
-                IndexModel::builder()
-                    .keys(doc! { "action": 1, "at": -1, "_id": -1 })
-                    .build(),
-                IndexModel::builder()
-                    .keys(doc! { "actor_id": 1, "at": -1, "_id": -1 })
-                    .build(),
-                IndexModel::builder()
-                    .keys(doc! { "entity_id": 1, "at": -1, "_id": -1 })
-                    .build(),
-            ])
-            .await?;
+        self.audit.ensure_indexes().await?;
         self.outbox
             .create_indexes([IndexModel::builder()
                 .keys(doc! { "delivered_at": 1, "next_attempt_at": 1 })
@@ -230,16 +152,15 @@ impl AuthStore {
         audit: &AuditEntry,
     ) -> Result<(), AuthError> {
         let user_doc = UserDoc::from_stored(user);
-        let audit_doc = AuditDoc::from_entry(audit)?;
         let mut session = self.session().await?;
         let result = session
             .start_transaction()
             .and_run(
-                (&self.users, &self.audit, &user_doc, &audit_doc),
-                |session, (users, audit, user_doc, audit_doc)| {
+                (&self.users, &self.audit, &user_doc, audit),
+                |session, (users, audit_log, user_doc, audit)| {
                     Box::pin(async move {
                         users.insert_one(*user_doc).session(&mut *session).await?;
-                        audit.insert_one(*audit_doc).session(&mut *session).await?;
+                        audit_log.record(audit, session).await?;
                         Ok(())
                     })
                 },
@@ -324,10 +245,7 @@ impl AuthStore {
                         };
                         let before = before.into_stored().user;
                         let after = after.into_stored().user;
-                        let entry = make_audit(&before, &after);
-                        let audit_doc = AuditDoc::from_entry(&entry)
-                            .map_err(|e| mongodb::error::Error::custom(e.to_string()))?;
-                        audit.insert_one(audit_doc).session(&mut *session).await?;
+                        audit.record(&make_audit(&before, &after), session).await?;
                         Ok(Some((before, after)))
                     })
                 },
@@ -357,9 +275,7 @@ impl AuthStore {
                             return Ok(None);
                         };
                         let user = deleted.into_stored().user;
-                        let audit_doc = AuditDoc::from_entry(&make_audit(&user))
-                            .map_err(|e| mongodb::error::Error::custom(e.to_string()))?;
-                        audit.insert_one(audit_doc).session(&mut *session).await?;
+                        audit.record(&make_audit(&user), session).await?;
                         Ok(Some(user))
                     })
                 },
@@ -401,7 +317,7 @@ impl AuthStore {
             .await?
             .try_collect()
             .await?;
-        Ok(page(
+        Ok(page_from_overfetch(
             docs,
             limit,
             |d| (d.created_at, d.id.clone()),
@@ -415,44 +331,7 @@ impl AuthStore {
         limit: u32,
         cursor: Option<&Cursor>,
     ) -> Result<Page<AuditEntry>, AuthError> {
-        let mut clauses = Vec::new();
-        if let Some(action) = &filter.action {
-            clauses.push(doc! { "action": action });
-        }
-        if let Some(actor) = &filter.actor_id {
-            clauses.push(doc! { "actor_id": actor });
-        }
-        if let Some(entity) = &filter.entity_id {
-            clauses.push(doc! { "entity_id": entity });
-        }
-        if let Some(from) = filter.from {
-            clauses.push(doc! { "at": { "$gte": to_bson_time(from) } });
-        }
-        if let Some(to) = filter.to {
-            clauses.push(doc! { "at": { "$lt": to_bson_time(to) } });
-        }
-        if let Some(cursor) = cursor {
-            clauses.push(after_cursor("at", cursor));
-        }
-        let filter = if clauses.is_empty() {
-            doc! {}
-        } else {
-            doc! { "$and": clauses }
-        };
-        let docs: Vec<AuditDoc> = self
-            .audit
-            .find(filter)
-            .sort(doc! { "at": -1, "_id": -1 })
-            .limit(i64::from(limit) + 1)
-            .await?
-            .try_collect()
-            .await?;
-        Ok(page(
-            docs,
-            limit,
-            |d| (d.at, d.id.clone()),
-            AuditDoc::into_entry,
-        ))
+        Ok(self.audit.list(filter, limit, cursor).await?)
     }
 
     /// Records a successful login: the user's last login time and the outbox item that will carry
@@ -545,32 +424,5 @@ impl AuthStore {
             .outbox
             .count_documents(doc! { "delivered_at": Bson::Null })
             .await?)
-    }
-}
-
-/// Cuts a `limit + 1` fetch into a page and the cursor of its last item.
-fn page<D, T>(
-    mut docs: Vec<D>,
-    limit: u32,
-    key: impl Fn(&D) -> (BsonDateTime, String),
-    convert: impl Fn(D) -> T,
-) -> Page<T> {
-    let has_more = docs.len() > limit as usize;
-    docs.truncate(limit as usize);
-    let next_cursor = if has_more {
-        docs.last().map(|last| {
-            let (at, id) = key(last);
-            Cursor {
-                at_millis: at.timestamp_millis(),
-                id,
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
-    Page {
-        items: docs.into_iter().map(convert).collect(),
-        next_cursor,
     }
 }

@@ -1,0 +1,156 @@
+//! In-process caches of hot catalog reads, kept coherent across replicas.
+//!
+//! Every write evicts locally at once and publishes an invalidation on Redis; every replica
+//! evicts when it hears it, and drops everything when its subscription (re)connects, since it may
+//! have missed messages meanwhile. So a read after a write returns the old version from another
+//! replica only for the pub/sub delivery time (milliseconds); entries also expire after the
+//! configured TTL as a last bound, and event lists after a short TTL because a list filtered by
+//! status changes with the clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use erp_platform::pagination::Page;
+use erp_platform::redis::RedisStore;
+use moka::future::Cache;
+use prometheus::IntCounterVec;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Event, Reward};
+use crate::store::catalog::EventQuery;
+
+/// A catalog change, as published to the other replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Invalidation {
+    /// An event or its rewards changed.
+    #[serde(rename_all = "camelCase")]
+    Event { event_id: String },
+}
+
+#[derive(Clone)]
+pub struct CatalogCache {
+    events: Cache<String, Option<Arc<Event>>>,
+    rewards: Cache<String, Arc<Vec<Reward>>>,
+    lists: Cache<EventQuery, Arc<Page<Event>>>,
+    redis: RedisStore,
+    requests: IntCounterVec,
+}
+
+impl CatalogCache {
+    pub fn new(
+        ttl: Duration,
+        list_ttl: Duration,
+        redis: RedisStore,
+        requests: IntCounterVec,
+    ) -> Self {
+        Self {
+            events: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
+            rewards: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
+            lists: Cache::builder()
+                .max_capacity(1_000)
+                .time_to_live(list_ttl)
+                .build(),
+            redis,
+            requests,
+        }
+    }
+
+    pub fn channel(&self) -> String {
+        self.redis.key("event:catalog")
+    }
+
+    fn count(&self, cache: &str, hit: bool) {
+        self.requests
+            .with_label_values(&[cache, if hit { "hit" } else { "miss" }])
+            .inc();
+    }
+
+    pub async fn event<F, Fut, E>(&self, id: &str, load: F) -> Result<Option<Arc<Event>>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Event>, E>>,
+    {
+        if let Some(cached) = self.events.get(id).await {
+            self.count("event", true);
+            return Ok(cached);
+        }
+        self.count("event", false);
+        let loaded = load().await?.map(Arc::new);
+        self.events.insert(id.to_owned(), loaded.clone()).await;
+        Ok(loaded)
+    }
+
+    pub async fn rewards<F, Fut, E>(&self, event_id: &str, load: F) -> Result<Arc<Vec<Reward>>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Reward>, E>>,
+    {
+        if let Some(cached) = self.rewards.get(event_id).await {
+            self.count("rewards", true);
+            return Ok(cached);
+        }
+        self.count("rewards", false);
+        let loaded = Arc::new(load().await?);
+        self.rewards
+            .insert(event_id.to_owned(), Arc::clone(&loaded))
+            .await;
+        Ok(loaded)
+    }
+
+    pub async fn list<F, Fut, E>(&self, query: &EventQuery, load: F) -> Result<Arc<Page<Event>>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Page<Event>, E>>,
+    {
+        if let Some(cached) = self.lists.get(query).await {
+            self.count("event_list", true);
+            return Ok(cached);
+        }
+        self.count("event_list", false);
+        let loaded = Arc::new(load().await?);
+        self.lists.insert(query.clone(), Arc::clone(&loaded)).await;
+        Ok(loaded)
+    }
+
+    /// Evicts what `invalidation` names, here only.
+    pub async fn evict(&self, invalidation: &Invalidation) {
+        match invalidation {
+            Invalidation::Event { event_id } => {
+                self.events.invalidate(event_id).await;
+                self.rewards.invalidate(event_id).await;
+                self.lists.invalidate_all();
+            }
+        }
+    }
+
+    pub fn evict_all(&self) {
+        self.events.invalidate_all();
+        self.rewards.invalidate_all();
+        self.lists.invalidate_all();
+    }
+
+    /// Evicts here and tells the other replicas. A failed publish is logged: the TTL still bounds
+    /// how long other replicas can serve the old version.
+    pub async fn changed(&self, invalidation: Invalidation) {
+        self.evict(&invalidation).await;
+        let Ok(message) = serde_json::to_string(&invalidation) else {
+            return;
+        };
+        let mut connection = self.redis.connection();
+        let published = redis::cmd("PUBLISH")
+            .arg(self.channel())
+            .arg(message)
+            .query_async::<()>(&mut connection)
+            .await;
+        if let Err(error) = published {
+            tracing::warn!(%error, "cannot publish a cache invalidation");
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The event domain's types, free of transport and store types.
+
+use chrono::{DateTime, Utc};
+
+use crate::conditions::Condition;
+
+/// What an operator decided about an event's visibility; its status also depends on time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publication {
+    Draft,
+    Published,
+    Canceled,
+}
+
+impl Publication {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Publication::Draft => "draft",
+            Publication::Published => "published",
+            Publication::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "draft" => Some(Self::Draft),
+            "published" => Some(Self::Published),
+            "canceled" => Some(Self::Canceled),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventStatus {
+    Draft,
+    Scheduled,
+    Active,
+    Ended,
+    Canceled,
+}
+
+impl EventStatus {
+    pub const ALL: [EventStatus; 5] = [
+        EventStatus::Draft,
+        EventStatus::Scheduled,
+        EventStatus::Active,
+        EventStatus::Ended,
+        EventStatus::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Draft => "DRAFT",
+            EventStatus::Scheduled => "SCHEDULED",
+            EventStatus::Active => "ACTIVE",
+            EventStatus::Ended => "ENDED",
+            EventStatus::Canceled => "CANCELED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimPolicy {
+    Auto,
+    Manual,
+}
+
+impl ClaimPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimPolicy::Auto => "AUTO",
+            ClaimPolicy::Manual => "MANUAL",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "AUTO" => Some(Self::Auto),
+            "MANUAL" => Some(Self::Manual),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub publication: Publication,
+    pub claim_policy: ClaimPolicy,
+    pub condition: Option<Condition>,
+    pub version: i64,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Event {
+    /// The status at `now`: computed at every read, so it is never stale.
+    pub fn status_at(&self, now: DateTime<Utc>) -> EventStatus {
+        match self.publication {
+            Publication::Draft => EventStatus::Draft,
+            Publication::Canceled => EventStatus::Canceled,
+            Publication::Published if now < self.starts_at => EventStatus::Scheduled,
+            Publication::Published if now < self.ends_at => EventStatus::Active,
+            Publication::Published => EventStatus::Ended,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RewardType {
+    Currency,
+    Item,
+    Coupon,
+    Point,
+    Buff,
+}
+
+impl RewardType {
+    pub const ALL: [RewardType; 5] = [
+        RewardType::Currency,
+        RewardType::Item,
+        RewardType::Coupon,
+        RewardType::Point,
+        RewardType::Buff,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RewardType::Currency => "CURRENCY",
+            RewardType::Item => "ITEM",
+            RewardType::Coupon => "COUPON",
+            RewardType::Point => "POINT",
+            RewardType::Buff => "BUFF",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reward {
+    pub id: String,
+    pub event_id: String,
+    pub name: String,
+    pub reward_type: RewardType,
+    pub item_code: Option<String>,
+    pub quantity: i64,
+    /// Total claims this reward can serve; `None` is unlimited.
+    pub stock: Option<i64>,
+    /// Units left; `None` when unlimited.
+    pub remaining: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A reward as an operator describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RewardInput {
+    pub name: String,
+    pub reward_type: RewardType,
+    pub item_code: Option<String>,
+    pub quantity: i64,
+    pub stock: Option<i64>,
+}
+
+/// Changes to a reward; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RewardPatch {
+    pub name: Option<String>,
+    pub reward_type: Option<RewardType>,
+    /// `Some(None)` clears it.
+    pub item_code: Option<Option<String>>,
+    pub quantity: Option<i64>,
+    /// `Some(None)` makes it unlimited.
+    pub stock: Option<Option<i64>>,
+}
+
+/// Fields of a new event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub title: String,
+    pub description: Option<String>,
+    pub starts_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub claim_policy: ClaimPolicy,
+    pub condition: Option<Condition>,
+    pub draft: bool,
+    pub rewards: Vec<RewardInput>,
+}
+
+/// Changes to an event; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventPatch {
+    pub title: Option<String>,
+    /// `Some(None)` clears it.
+    pub description: Option<Option<String>>,
+    pub starts_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub claim_policy: Option<ClaimPolicy>,
+    /// `Some(None)` removes the condition.
+    pub condition: Option<Option<Condition>>,
+    pub publication: Option<Publication>,
+    pub expected_version: Option<i64>,
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub id: String,
+    pub at: DateTime<Utc>,
+    pub actor_id: String,
+    pub action: String,
+    pub entity_type: String,
+    pub entity_id: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    pub trace_id: Option<String>,
+}
+
+impl AuditEntry {
+    pub fn new(
+        actor_id: &str,
+        action: &str,
+        entity_type: &str,
+        entity_id: &str,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            at: Utc::now(),
+            actor_id: actor_id.to_owned(),
+            action: action.to_owned(),
+            entity_type: entity_type.to_owned(),
+            entity_id: entity_id.to_owned(),
+            before,
+            after,
+            trace_id: erp_platform::telemetry::current_trace_id(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    pub actor_id: Option<String>,
+    pub entity_id: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    Increment,
+    Max,
+}
+
+/// One progress report of a game server or operator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressItem {
+    pub user_id: String,
+    pub metric: String,
+    pub value: i64,
+    pub mode: ProgressMode,
+    pub occurred_at: DateTime<Utc>,
+    pub key: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn event(publication: Publication) -> Event {
+        let now = Utc::now();
+        Event {
+            id: "e".into(),
+            title: "t".into(),
+            description: None,
+            starts_at: now,
+            ends_at: now + Duration::hours(1),
+            publication,
+            claim_policy: ClaimPolicy::Auto,
+            condition: None,
+            version: 1,
+            created_by: "u".into(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn status_follows_publication_and_time() {
+        let published = event(Publication::Published);
+        let start = published.starts_at;
+        assert_eq!(
+            published.status_at(start - Duration::seconds(1)),
+            EventStatus::Scheduled
+        );
+        assert_eq!(published.status_at(start), EventStatus::Active);
+        assert_eq!(
+            published.status_at(published.ends_at - Duration::milliseconds(1)),
+            EventStatus::Active
+        );
+        assert_eq!(published.status_at(published.ends_at), EventStatus::Ended);
+        assert_eq!(
+            event(Publication::Draft).status_at(start),
+            EventStatus::Draft
+        );
+        assert_eq!(
+            event(Publication::Canceled).status_at(start),
+            EventStatus::Canceled
+        );
+    }
+}

@@ -1,0 +1,523 @@
+//! Events and rewards. Every change is written in one transaction with its audit record; events
+//! and rewards are soft-deleted so claims keep pointing at something.
+
+use chrono::{DateTime, Utc};
+use erp_platform::audit::{AuditEntry, AuditLog};
+use erp_platform::mongo::{after_cursor, from_bson_time, page_from_overfetch, to_bson_time};
+use erp_platform::pagination::{Cursor, Page};
+use futures::TryStreamExt;
+use mongodb::bson::{self, Bson, DateTime as BsonDateTime, Document, doc};
+use mongodb::{ClientSession, Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+
+use crate::conditions::json as condition_json;
+use crate::error::EventError;
+use crate::model::{ClaimPolicy, Event, EventStatus, Publication, Reward, RewardType};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub starts_at: BsonDateTime,
+    pub ends_at: BsonDateTime,
+    pub publication: String,
+    pub claim_policy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Bson>,
+    pub version: i64,
+    pub created_by: String,
+    pub created_at: BsonDateTime,
+    pub updated_at: BsonDateTime,
+    #[serde(default)]
+    pub deleted_at: Option<BsonDateTime>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RewardDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub event_id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub reward_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_code: Option<String>,
+    pub quantity: i64,
+    #[serde(default)]
+    pub stock: Option<i64>,
+    #[serde(default)]
+    pub remaining: Option<i64>,
+    /// Units taken by granted or pending claims (limited or not), so a stock change can set
+    /// `remaining` exactly.
+    #[serde(default)]
+    pub claimed: i64,
+    pub created_at: BsonDateTime,
+    pub updated_at: BsonDateTime,
+    #[serde(default)]
+    pub deleted_at: Option<BsonDateTime>,
+}
+
+impl EventDoc {
+    pub fn from_event(event: &Event) -> Result<Self, EventError> {
+        Ok(Self {
+            id: event.id.clone(),
+            title: event.title.clone(),
+            description: event.description.clone(),
+            starts_at: to_bson_time(event.starts_at),
+            ends_at: to_bson_time(event.ends_at),
+            publication: event.publication.as_str().to_owned(),
+            claim_policy: event.claim_policy.as_str().to_owned(),
+            condition: event
+                .condition
+                .as_ref()
+                .map(|c| bson::to_bson(&condition_json::to_json(c)))
+                .transpose()
+                .map_err(|e| EventError::Internal(format!("encode condition: {e}")))?,
+            version: event.version,
+            created_by: event.created_by.clone(),
+            created_at: to_bson_time(event.created_at),
+            updated_at: to_bson_time(event.updated_at),
+            deleted_at: None,
+        })
+    }
+
+    pub fn into_event(self) -> Result<Event, EventError> {
+        let condition = match self.condition {
+            None | Some(Bson::Null) => None,
+            Some(bson) => Some(
+                condition_json::from_json(&bson.into_relaxed_extjson()).ok_or_else(|| {
+                    EventError::Internal(format!("event {} has an unreadable condition", self.id))
+                })?,
+            ),
+        };
+        Ok(Event {
+            publication: Publication::parse(&self.publication).ok_or_else(|| {
+                EventError::Internal(format!(
+                    "event {} has publication {}",
+                    self.id, self.publication
+                ))
+            })?,
+            claim_policy: ClaimPolicy::parse(&self.claim_policy).unwrap_or(ClaimPolicy::Auto),
+            id: self.id,
+            title: self.title,
+            description: self.description,
+            starts_at: from_bson_time(self.starts_at),
+            ends_at: from_bson_time(self.ends_at),
+            condition,
+            version: self.version,
+            created_by: self.created_by,
+            created_at: from_bson_time(self.created_at),
+            updated_at: from_bson_time(self.updated_at),
+        })
+    }
+}
+
+impl RewardDoc {
+    pub fn from_reward(reward: &Reward) -> Self {
+        Self {
+            id: reward.id.clone(),
+            event_id: reward.event_id.clone(),
+            name: reward.name.clone(),
+            reward_type: reward.reward_type.as_str().to_owned(),
+            item_code: reward.item_code.clone(),
+            quantity: reward.quantity,
+            stock: reward.stock,
+            remaining: reward.remaining,
+            claimed: 0,
+            created_at: to_bson_time(reward.created_at),
+            updated_at: to_bson_time(reward.updated_at),
+            deleted_at: None,
+        }
+    }
+
+    pub fn into_reward(self) -> Reward {
+        Reward {
+            reward_type: RewardType::parse(&self.reward_type).unwrap_or(RewardType::Item),
+            id: self.id,
+            event_id: self.event_id,
+            name: self.name,
+            item_code: self.item_code,
+            quantity: self.quantity,
+            stock: self.stock,
+            remaining: self.remaining,
+            created_at: from_bson_time(self.created_at),
+            updated_at: from_bson_time(self.updated_at),
+        }
+    }
+}
+
+/// The filter selecting events with `status` at `now`.
+pub fn status_filter(status: EventStatus, now: DateTime<Utc>) -> Document {
+    let now = to_bson_time(now);
+    match status {
+        EventStatus::Draft => doc! { "publication": "draft" },
+        EventStatus::Canceled => doc! { "publication": "canceled" },
+        EventStatus::Scheduled => doc! { "publication": "published", "starts_at": { "$gt": now } },
+        EventStatus::Active => doc! {
+            "publication": "published",
+            "starts_at": { "$lte": now },
+            "ends_at": { "$gt": now },
+        },
+        EventStatus::Ended => doc! { "publication": "published", "ends_at": { "$lte": now } },
+    }
+}
+
+/// What a listing of events asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventQuery {
+    pub status: Option<EventStatus>,
+    pub include_drafts: bool,
+    pub limit: u32,
+    pub cursor: Option<Cursor>,
+}
+
+#[derive(Clone)]
+pub struct CatalogStore {
+    database: Database,
+    events: Collection<EventDoc>,
+    rewards: Collection<RewardDoc>,
+    audit: AuditLog,
+}
+
+impl CatalogStore {
+    pub fn new(database: Database) -> Self {
+        Self {
+            events: database.collection("events"),
+            rewards: database.collection("rewards"),
+            audit: AuditLog::new(&database),
+            database,
+        }
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    pub async fn ensure_indexes(&self) -> Result<(), EventError> {
+        self.events
+            .create_indexes([
+                IndexModel::builder()
+                    .keys(doc! { "deleted_at": 1, "created_at": -1, "_id": -1 })
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "publication": 1, "starts_at": 1, "ends_at": 1 })
+                    .build(),
+            ])
+            .await?;
+        self.rewards
+            .create_indexes([IndexModel::builder()
+                .keys(doc! { "event_id": 1, "deleted_at": 1, "created_at": 1 })
+                .build()])
+            .await?;
+        self.audit.ensure_indexes().await?;
+        Ok(())
+    }
+
+    pub async fn session(&self) -> Result<ClientSession, EventError> {
+        Ok(self.database.client().start_session().await?)
+    }
+
+    /// Inserts an event with its first rewards and their audit records in one transaction.
+    pub async fn insert_event(
+        &self,
+        event: &Event,
+        rewards: &[Reward],
+        audit: &[AuditEntry],
+    ) -> Result<(), EventError> {
+        let event_doc = EventDoc::from_event(event)?;
+        let reward_docs: Vec<RewardDoc> = rewards.iter().map(RewardDoc::from_reward).collect();
+        let mut session = self.session().await?;
+        session
+            .start_transaction()
+            .and_run(
+                (self, &event_doc, &reward_docs, audit),
+                |session, (store, event_doc, reward_docs, audit)| {
+                    Box::pin(async move {
+                        store
+                            .events
+                            .insert_one(*event_doc)
+                            .session(&mut *session)
+                            .await?;
+                        if !reward_docs.is_empty() {
+                            store
+                                .rewards
+                                .insert_many(reward_docs.iter())
+                                .session(&mut *session)
+                                .await?;
+                        }
+                        for entry in audit.iter() {
+                            store.audit.record(entry, session).await?;
+                        }
+                        Ok(())
+                    })
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn find_event(&self, id: &str) -> Result<Option<Event>, EventError> {
+        self.events
+            .find_one(doc! { "_id": id, "deleted_at": Bson::Null })
+            .await?
+            .map(EventDoc::into_event)
+            .transpose()
+    }
+
+    pub async fn list_events(
+        &self,
+        query: &EventQuery,
+        now: DateTime<Utc>,
+    ) -> Result<Page<Event>, EventError> {
+        let mut clauses = vec![doc! { "deleted_at": Bson::Null }];
+        if let Some(status) = query.status {
+            clauses.push(status_filter(status, now));
+        }
+        if !query.include_drafts {
+            clauses.push(doc! { "publication": { "$ne": "draft" } });
+        }
+        if let Some(cursor) = &query.cursor {
+            clauses.push(after_cursor("created_at", cursor));
+        }
+        let docs: Vec<EventDoc> = self
+            .events
+            .find(doc! { "$and": clauses })
+            .sort(doc! { "created_at": -1, "_id": -1 })
+            .limit(i64::from(query.limit) + 1)
+            .await?
+            .try_collect()
+            .await?;
+        let page = page_from_overfetch(docs, query.limit, |d| (d.created_at, d.id.clone()), |d| d);
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(EventDoc::into_event)
+                .collect::<Result<_, _>>()?,
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    /// Replaces an event's fields with `updated` (whose version is one more than `expected`) if
+    /// its version is still `expected`; writes `audit` in the same transaction.
+    pub async fn replace_event(
+        &self,
+        expected_version: i64,
+        updated: &Event,
+        audit: &AuditEntry,
+    ) -> Result<bool, EventError> {
+        let doc = EventDoc::from_event(updated)?;
+        let mut set = bson::to_document(&doc)
+            .map_err(|e| EventError::Internal(format!("encode event: {e}")))?;
+        set.remove("_id");
+        set.remove("deleted_at");
+        set.remove("created_at");
+        set.remove("created_by");
+        let mut unset = Document::new();
+        for optional in ["description", "condition"] {
+            if !set.contains_key(optional) {
+                unset.insert(optional, "");
+            }
+        }
+        let mut update = doc! { "$set": set };
+        if !unset.is_empty() {
+            update.insert("$unset", unset);
+        }
+        let filter =
+            doc! { "_id": &updated.id, "version": expected_version, "deleted_at": Bson::Null };
+        let mut session = self.session().await?;
+        let replaced = session
+            .start_transaction()
+            .and_run(
+                (self, &filter, &update, audit),
+                |session, (store, filter, update, audit)| {
+                    Box::pin(async move {
+                        let result = store
+                            .events
+                            .update_one((*filter).clone(), (*update).clone())
+                            .session(&mut *session)
+                            .await?;
+                        if result.matched_count == 0 {
+                            return Ok(false);
+                        }
+                        store.audit.record(audit, session).await?;
+                        Ok(true)
+                    })
+                },
+            )
+            .await?;
+        Ok(replaced)
+    }
+
+    /// Soft-deletes an event and its rewards; false if it was not there.
+    pub async fn delete_event(&self, id: &str, audit: &AuditEntry) -> Result<bool, EventError> {
+        let now = to_bson_time(Utc::now());
+        let mut session = self.session().await?;
+        let deleted = session
+            .start_transaction()
+            .and_run((self, audit), |session, (store, audit)| {
+                Box::pin(async move {
+                    let result = store
+                        .events
+                        .update_one(
+                            doc! { "_id": id, "deleted_at": Bson::Null },
+                            doc! { "$set": { "deleted_at": now, "updated_at": now }, "$inc": { "version": 1 } },
+                        )
+                        .session(&mut *session)
+                        .await?;
+                    if result.matched_count == 0 {
+                        return Ok(false);
+                    }
+                    store
+                        .rewards
+                        .update_many(
+                            doc! { "event_id": id, "deleted_at": Bson::Null },
+                            doc! { "$set": { "deleted_at": now } },
+                        )
+                        .session(&mut *session)
+                        .await?;
+                    store.audit.record(audit, session).await?;
+                    Ok(true)
+                })
+            })
+            .await?;
+        Ok(deleted)
+    }
+
+    /// Inserts a reward of an existing event; false if the event is gone.
+    pub async fn insert_reward(
+        &self,
+        reward: &Reward,
+        audit: &AuditEntry,
+    ) -> Result<bool, EventError> {
+        let doc = RewardDoc::from_reward(reward);
+        let mut session = self.session().await?;
+        let inserted = session
+            .start_transaction()
+            .and_run((self, &doc, audit), |session, (store, doc, audit)| {
+                Box::pin(async move {
+                    // Touching the event makes a concurrent delete of it conflict with this.
+                    let event = store
+                        .events
+                        .update_one(
+                            doc! { "_id": &doc.event_id, "deleted_at": Bson::Null },
+                            doc! { "$set": { "rewards_changed_at": to_bson_time(Utc::now()) } },
+                        )
+                        .session(&mut *session)
+                        .await?;
+                    if event.matched_count == 0 {
+                        return Ok(false);
+                    }
+                    store
+                        .rewards
+                        .insert_one(*doc)
+                        .session(&mut *session)
+                        .await?;
+                    store.audit.record(audit, session).await?;
+                    Ok(true)
+                })
+            })
+            .await?;
+        Ok(inserted)
+    }
+
+    pub async fn list_rewards(&self, event_id: &str) -> Result<Vec<Reward>, EventError> {
+        let docs: Vec<RewardDoc> = self
+            .rewards
+            .find(doc! { "event_id": event_id, "deleted_at": Bson::Null })
+            .sort(doc! { "created_at": 1, "_id": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        Ok(docs.into_iter().map(RewardDoc::into_reward).collect())
+    }
+
+    pub async fn find_reward_doc(
+        &self,
+        event_id: &str,
+        reward_id: &str,
+        session: Option<&mut ClientSession>,
+    ) -> Result<Option<RewardDoc>, EventError> {
+        let filter = doc! { "_id": reward_id, "event_id": event_id, "deleted_at": Bson::Null };
+        Ok(match session {
+            Some(session) => self.rewards.find_one(filter).session(session).await?,
+            None => self.rewards.find_one(filter).await?,
+        })
+    }
+
+    /// Applies a reward change computed by `change` from the current document (inside one
+    /// transaction, so a concurrent claim cannot slip between the read and the write).
+    /// `change` returns the new document and its audit record, or a domain error.
+    pub async fn update_reward<F>(
+        &self,
+        event_id: &str,
+        reward_id: &str,
+        change: F,
+    ) -> Result<Reward, EventError>
+    where
+        F: Fn(&RewardDoc) -> Result<(RewardDoc, AuditEntry), EventError> + Send + Sync,
+    {
+        let mut session = self.session().await?;
+        session
+            .start_transaction()
+            .and_run((self, &change), |session, (store, change)| {
+                Box::pin(async move {
+                    let Some(current) = store
+                        .rewards
+                        .find_one(doc! { "_id": reward_id, "event_id": event_id, "deleted_at": Bson::Null })
+                        .session(&mut *session)
+                        .await?
+                    else {
+                        return Ok(Err(EventError::NotFound("reward")));
+                    };
+                    let (updated, audit) = match change(&current) {
+                        Ok(changed) => changed,
+                        Err(error) => return Ok(Err(error)),
+                    };
+                    store
+                        .rewards
+                        .replace_one(doc! { "_id": reward_id }, &updated)
+                        .session(&mut *session)
+                        .await?;
+                    store.audit.record(&audit, session).await?;
+                    Ok(Ok(updated.into_reward()))
+                })
+            })
+            .await?
+    }
+
+    /// Soft-deletes a reward; false if it was not there.
+    pub async fn delete_reward(
+        &self,
+        event_id: &str,
+        reward_id: &str,
+        audit: &AuditEntry,
+    ) -> Result<bool, EventError> {
+        let now = to_bson_time(Utc::now());
+        let mut session = self.session().await?;
+        let deleted = session
+            .start_transaction()
+            .and_run((self, audit), |session, (store, audit)| {
+                Box::pin(async move {
+                    let result = store
+                        .rewards
+                        .update_one(
+                            doc! { "_id": reward_id, "event_id": event_id, "deleted_at": Bson::Null },
+                            doc! { "$set": { "deleted_at": now, "updated_at": now } },
+                        )
+                        .session(&mut *session)
+                        .await?;
+                    if result.matched_count == 0 {
+                        return Ok(false);
+                    }
+                    store.audit.record(audit, session).await?;
+                    Ok(true)
+                })
+            })
+            .await?;
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,199 @@
+//! Spawns the event service in-process on free ports against the real test stores, each test in a
+//! database and Redis key prefix of its own, with a gRPC client and callers of every role.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use erp_event::{App, Config};
+use erp_platform::identity::{Caller, Role};
+use erp_platform::{Env, Shutdown};
+use erp_proto::event::v1 as pb;
+use erp_proto::event::v1::event_service_client::EventServiceClient;
+use erp_testkit::{grpc_service_env, unique_name, wait_for_200};
+use tonic::transport::Channel;
+
+pub struct TestEvent {
+    pub client: EventServiceClient<Channel>,
+    pub database: String,
+    shutdown: Shutdown,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestEvent {
+    pub async fn start() -> Self {
+        Self::start_in(&unique_name("event"), &[]).await
+    }
+
+    /// Starts an instance on `database` (instances on one database share its Redis prefix too).
+    pub async fn start_in(database: &str, overrides: &[(&str, &str)]) -> Self {
+        let mut env: Vec<(String, String)> = grpc_service_env("ERP_EVENT_ADDR", database)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        for (key, value) in overrides {
+            env.retain(|(k, _)| k != key);
+            env.push(((*key).to_owned(), (*value).to_owned()));
+        }
+        let app = App::build(Config::from_env(&Env::from_pairs(env)).unwrap())
+            .await
+            .unwrap();
+        let grpc_addr = app.grpc_addr().unwrap();
+        let admin_addr = app.admin_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { app.run(shutdown).await.unwrap() }
+        });
+        wait_for_200(
+            &format!("http://{admin_addr}/readyz"),
+            Duration::from_secs(30),
+        )
+        .await;
+        let client = EventServiceClient::connect(format!("http://{grpc_addr}"))
+            .await
+            .unwrap();
+        Self {
+            client,
+            database: database.to_owned(),
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub fn client(&self) -> EventServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    pub async fn database(&self) -> mongodb::Database {
+        mongodb::Client::with_uri_str(erp_testkit::mongodb_uri())
+            .await
+            .unwrap()
+            .database(&self.database)
+    }
+
+    /// Creates an event as an operator.
+    pub async fn create(&self, request: pb::CreateEventRequest) -> (pb::Event, Vec<pb::Reward>) {
+        let response = self
+            .client()
+            .create_event(as_caller(&operator(), request))
+            .await
+            .unwrap()
+            .into_inner();
+        (response.event.unwrap(), response.rewards)
+    }
+}
+
+impl Drop for TestEvent {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub fn caller(id: &str, roles: &[Role]) -> Caller {
+    Caller {
+        user_id: id.to_owned(),
+        roles: roles.to_vec(),
+    }
+}
+
+pub fn operator() -> Caller {
+    caller("operator-1", &[Role::Operator])
+}
+
+pub fn admin() -> Caller {
+    caller("admin-1", &[Role::Admin])
+}
+
+pub fn auditor() -> Caller {
+    caller("auditor-1", &[Role::Auditor])
+}
+
+pub fn player(id: &str) -> Caller {
+    caller(id, &[Role::User])
+}
+
+pub fn as_caller<T>(caller: &Caller, body: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(body);
+    caller.write_to(request.metadata_mut()).unwrap();
+    request
+}
+
+pub fn code(status: &tonic::Status) -> &'static str {
+    erp_platform::error::ApiError::from_status(status)
+        .code
+        .as_str()
+}
+
+pub fn fields(status: &tonic::Status) -> Vec<String> {
+    erp_platform::error::ApiError::from_status(status)
+        .fields
+        .into_iter()
+        .map(|f| f.field)
+        .collect()
+}
+
+pub fn ts(at: DateTime<Utc>) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap(),
+    })
+}
+
+pub fn leaf(metric: &str, op: pb::ComparisonOp, value: i64) -> pb::Condition {
+    pb::Condition {
+        node: Some(pb::condition::Node::Leaf(pb::ConditionLeaf {
+            metric: metric.into(),
+            op: op as i32,
+            value,
+            window: pb::Window::Event as i32,
+        })),
+    }
+}
+
+pub fn all(children: Vec<pb::Condition>) -> pb::Condition {
+    pb::Condition {
+        node: Some(pb::condition::Node::All(pb::ConditionGroup { children })),
+    }
+}
+
+pub fn reward(name: &str, stock: Option<i64>) -> pb::RewardInput {
+    pb::RewardInput {
+        name: name.into(),
+        r#type: pb::RewardType::Currency as i32,
+        item_code: None,
+        quantity: 100,
+        stock,
+    }
+}
+
+/// An event running from `start` to `end` (relative to now), published.
+pub fn event_request(
+    title: &str,
+    start: chrono::Duration,
+    end: chrono::Duration,
+) -> pb::CreateEventRequest {
+    let now = Utc::now();
+    pb::CreateEventRequest {
+        title: title.into(),
+        description: Some("A test event".into()),
+        starts_at: ts(now + start),
+        ends_at: ts(now + end),
+        claim_policy: None,
+        condition: None,
+        draft: false,
+        rewards: vec![],
+    }
+}
+
+pub fn active_event_request(title: &str) -> pb::CreateEventRequest {
+    event_request(
+        title,
+        chrono::Duration::hours(-1),
+        chrono::Duration::days(7),
+    )
+}

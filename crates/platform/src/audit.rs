@@ -1,0 +1,216 @@
+//! The audit trail every service keeps in its own database: who changed what, when, with the
+//! state before and after and the trace id. Records are written in the same transaction as the
+//! change they describe.
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use mongodb::bson::{self, Bson, DateTime as BsonDateTime, doc};
+use mongodb::{ClientSession, Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+
+use crate::mongo::{after_cursor, from_bson_time, page_from_overfetch, to_bson_time};
+use crate::pagination::{Cursor, Page};
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub id: String,
+    pub at: DateTime<Utc>,
+    pub actor_id: String,
+    pub action: String,
+    pub entity_type: String,
+    pub entity_id: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    pub trace_id: Option<String>,
+}
+
+impl AuditEntry {
+    /// A record made now, in the current trace.
+    pub fn new(
+        actor_id: &str,
+        action: &str,
+        entity_type: &str,
+        entity_id: &str,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            at: Utc::now(),
+            actor_id: actor_id.to_owned(),
+            action: action.to_owned(),
+            entity_type: entity_type.to_owned(),
+            entity_id: entity_id.to_owned(),
+            before,
+            after,
+            trace_id: crate::telemetry::current_trace_id(),
+        }
+    }
+}
+
+/// Filters of the audit listing; `from` inclusive, `to` exclusive.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    pub actor_id: Option<String>,
+    pub entity_id: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AuditDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    at: BsonDateTime,
+    actor_id: String,
+    action: String,
+    entity_type: String,
+    entity_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    before: Option<Bson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    after: Option<Bson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace_id: Option<String>,
+}
+
+fn json_to_bson(value: &Option<serde_json::Value>) -> mongodb::error::Result<Option<Bson>> {
+    value
+        .as_ref()
+        .map(|v| bson::to_bson(v).map_err(|e| mongodb::error::Error::custom(e.to_string())))
+        .transpose()
+}
+
+impl AuditDoc {
+    fn from_entry(entry: &AuditEntry) -> mongodb::error::Result<Self> {
+        Ok(Self {
+            id: entry.id.clone(),
+            at: to_bson_time(entry.at),
+            actor_id: entry.actor_id.clone(),
+            action: entry.action.clone(),
+            entity_type: entry.entity_type.clone(),
+            entity_id: entry.entity_id.clone(),
+            before: json_to_bson(&entry.before)?,
+            after: json_to_bson(&entry.after)?,
+            trace_id: entry.trace_id.clone(),
+        })
+    }
+
+    fn into_entry(self) -> AuditEntry {
+        AuditEntry {
+            id: self.id,
+            at: from_bson_time(self.at),
+            actor_id: self.actor_id,
+            action: self.action,
+            entity_type: self.entity_type,
+            entity_id: self.entity_id,
+            before: self.before.map(Bson::into_relaxed_extjson),
+            after: self.after.map(Bson::into_relaxed_extjson),
+            trace_id: self.trace_id,
+        }
+    }
+}
+
+/// The `audit` collection of a service's database.
+#[derive(Clone)]
+pub struct AuditLog {
+    records: Collection<AuditDoc>,
+}
+
+impl AuditLog {
+    pub fn new(database: &Database) -> Self {
+        Self {
+            records: database.collection("audit"),
+        }
+    }
+
+    /// Indexes for newest-first listing, alone or by action, actor or entity. Idempotent.
+    pub async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
+        self.records
+            .create_indexes([
+                IndexModel::builder()
+                    .keys(doc! { "at": -1, "_id": -1 })
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "action": 1, "at": -1, "_id": -1 })
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "actor_id": 1, "at": -1, "_id": -1 })
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "entity_id": 1, "at": -1, "_id": -1 })
+                    .build(),
+            ])
+            .await?;
+        Ok(())
+    }
+
+    /// Writes `entry` inside the caller's transaction.
+    pub async fn record(
+        &self,
+        entry: &AuditEntry,
+        session: &mut ClientSession,
+    ) -> mongodb::error::Result<()> {
+        self.records
+            .insert_one(AuditDoc::from_entry(entry)?)
+            .session(session)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes `entry` on its own (for records that describe no other write, e.g. a refusal).
+    pub async fn record_alone(&self, entry: &AuditEntry) -> mongodb::error::Result<()> {
+        self.records
+            .insert_one(AuditDoc::from_entry(entry)?)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+        cursor: Option<&Cursor>,
+    ) -> mongodb::error::Result<Page<AuditEntry>> {
+        let mut clauses = Vec::new();
+        if let Some(action) = &filter.action {
+            clauses.push(doc! { "action": action });
+        }
+        if let Some(actor) = &filter.actor_id {
+            clauses.push(doc! { "actor_id": actor });
+        }
+        if let Some(entity) = &filter.entity_id {
+            clauses.push(doc! { "entity_id": entity });
+        }
+        if let Some(from) = filter.from {
+            clauses.push(doc! { "at": { "$gte": to_bson_time(from) } });
+        }
+        if let Some(to) = filter.to {
+            clauses.push(doc! { "at": { "$lt": to_bson_time(to) } });
+        }
+        if let Some(cursor) = cursor {
+            clauses.push(after_cursor("at", cursor));
+        }
+        let filter = if clauses.is_empty() {
+            doc! {}
+        } else {
+            doc! { "$and": clauses }
+        };
+        let docs: Vec<AuditDoc> = self
+            .records
+            .find(filter)
+            .sort(doc! { "at": -1, "_id": -1 })
+            .limit(i64::from(limit) + 1)
+            .await?
+            .try_collect()
+            .await?;
+        Ok(page_from_overfetch(
+            docs,
+            limit,
+            |d| (d.at, d.id.clone()),
+            AuditDoc::into_entry,
+        ))
+    }
+}

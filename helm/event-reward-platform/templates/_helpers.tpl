@@ -1,0 +1,154 @@
+{{/*
+Names: every object is `<fullname>-<component>`, fullname being the release name unless
+fullnameOverride is set (so `kubectl port-forward svc/<release>-gateway 8080:8080` works).
+*/}}
+{{- define "erp.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "erp.fullname" -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "erp.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels every object carries. */}}
+{{- define "erp.labels" -}}
+helm.sh/chart: {{ include "erp.chart" . }}
+app.kubernetes.io/name: {{ include "erp.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: event-reward-platform
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one component; call with (dict "root" $ "component" "gateway"). */}}
+{{- define "erp.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "erp.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* All labels of one component's objects. */}}
+{{- define "erp.componentLabels" -}}
+{{ include "erp.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "erp.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "erp.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Image of a service; call with (dict "root" $ "svc" .Values.gateway). */}}
+{{- define "erp.image" -}}
+{{- $tag := default .root.Values.image.tag .svc.image.tag -}}
+{{- if or (not $tag) (eq $tag "latest") -}}
+{{- fail "image.tag (or <service>.image.tag) must be set, and not to `latest`" -}}
+{{- end -}}
+{{- if .root.Values.image.registry -}}
+{{- printf "%s/%s:%s" (trimSuffix "/" .root.Values.image.registry) .svc.image.repository $tag -}}
+{{- else -}}
+{{- printf "%s:%s" .svc.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Store Secrets: the chart's own unless existingSecret is given. */}}
+{{- define "erp.storesSecretName" -}}
+{{- printf "%s-stores" (include "erp.fullname" .) -}}
+{{- end -}}
+
+{{- define "erp.mongodbSecretName" -}}
+{{- default (include "erp.storesSecretName" .) .Values.mongodb.existingSecret -}}
+{{- end -}}
+
+{{- define "erp.mongodbSecretKey" -}}
+{{- if .Values.mongodb.existingSecret -}}{{ .Values.mongodb.existingSecretKey }}{{- else -}}mongodb-uri{{- end -}}
+{{- end -}}
+
+{{- define "erp.redisSecretName" -}}
+{{- default (include "erp.storesSecretName" .) .Values.redis.existingSecret -}}
+{{- end -}}
+
+{{- define "erp.redisSecretKey" -}}
+{{- if .Values.redis.existingSecret -}}{{ .Values.redis.existingSecretKey }}{{- else -}}redis-url{{- end -}}
+{{- end -}}
+
+{{/* Whether the chart creates the stores Secret (some store is not from an existing Secret). */}}
+{{- define "erp.createStoresSecret" -}}
+{{- if or (not .Values.mongodb.existingSecret) (not .Values.redis.existingSecret) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "erp.mongodbUri" -}}
+{{- if .Values.mongodb.bundled.enabled -}}
+{{- $name := printf "%s-mongodb" (include "erp.fullname" .) -}}
+{{- printf "mongodb://%s-0.%s.%s.svc:27017/?replicaSet=%s" $name $name .Release.Namespace .Values.mongodb.bundled.replicaSetName -}}
+{{- else if .Values.mongodb.uri -}}
+{{- .Values.mongodb.uri -}}
+{{- else -}}
+{{- fail "MongoDB: set mongodb.existingSecret, mongodb.uri or mongodb.bundled.enabled" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "erp.redisUrl" -}}
+{{- if .Values.redis.bundled.enabled -}}
+{{- printf "redis://%s-redis.%s.svc:6379" (include "erp.fullname" .) .Release.Namespace -}}
+{{- else if .Values.redis.url -}}
+{{- .Values.redis.url -}}
+{{- else -}}
+{{- fail "Redis: set redis.existingSecret, redis.url or redis.bundled.enabled" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* JWT key Secret: existing or the chart's; empty when auth generates its own key. */}}
+{{- define "erp.jwtSecretName" -}}
+{{- if .Values.jwt.existingSecret -}}
+{{- .Values.jwt.existingSecret -}}
+{{- else if .Values.jwt.privateKey -}}
+{{- printf "%s-jwt" (include "erp.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "erp.bootstrapSecretName" -}}
+{{- if .Values.bootstrapAdmin.existingSecret -}}
+{{- .Values.bootstrapAdmin.existingSecret -}}
+{{- else if .Values.bootstrapAdmin.email -}}
+{{- printf "%s-bootstrap-admin" (include "erp.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Checks across values that the JSON schema cannot express. */}}
+{{- define "erp.validate" -}}
+{{- $grace := int .Values.terminationGracePeriodSeconds -}}
+{{- $needed := add (int .Values.config.shutdownTimeoutSecs) (int .Values.config.preStopSleepSeconds) -}}
+{{- if le $grace (int $needed) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed config.shutdownTimeoutSecs + config.preStopSleepSeconds (%d)" $grace (int $needed)) -}}
+{{- end -}}
+{{- range $component := list "gateway" "auth" "event" -}}
+{{- $a := (index $.Values $component).autoscaling -}}
+{{- if and $a.enabled (gt (int $a.minReplicas) (int $a.maxReplicas)) -}}
+{{- fail (printf "%s.autoscaling.minReplicas (%d) exceeds maxReplicas (%d)" $component (int $a.minReplicas) (int $a.maxReplicas)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (or (gt (int .Values.auth.replicaCount) 1) .Values.auth.autoscaling.enabled) (not (include "erp.jwtSecretName" .)) -}}
+{{- fail "more than one auth replica needs one shared signing key: set jwt.privateKey or jwt.existingSecret" -}}
+{{- end -}}
+{{- if and .Values.bootstrapAdmin.email (not .Values.bootstrapAdmin.existingSecret) (not .Values.bootstrapAdmin.password) -}}
+{{- fail "bootstrapAdmin.email is set but bootstrapAdmin.password is empty" -}}
+{{- end -}}
+{{- if not .Values.mongodb.existingSecret -}}{{- $_ := include "erp.mongodbUri" . -}}{{- end -}}
+{{- if not .Values.redis.existingSecret -}}{{- $_ := include "erp.redisUrl" . -}}{{- end -}}
+{{- end -}}
+
+{{/* The Pod security context of the services. */}}
+{{- define "erp.podSecurityContext" -}}
+{{- toYaml .Values.podSecurityContext -}}
+{{- end -}}
