@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use erp_platform::Shutdown;
 use erp_platform::grpc as platform_grpc;
+use erp_platform::grpc_metrics::GrpcMetrics;
 use erp_platform::runtime::{BoxError, GrpcServiceHost, retry_until_shutdown};
 use erp_proto::auth::v1::auth_service_server::AuthServiceServer;
 use tokio::sync::Notify;
@@ -106,13 +107,19 @@ impl App {
         health_reporter
             .set_serving::<AuthServiceServer<grpc::AuthGrpc>>()
             .await;
-        let router = platform_grpc::server(&self.config.grpc)
-            .add_service(health_service)
-            .add_service(AuthServiceServer::new(grpc::AuthGrpc::new(Arc::clone(
-                &self.service,
-            ))));
+        let router =
+            platform_grpc::server(&self.config.grpc)
+                .add_service(health_service)
+                .add_service(self.host.grpc_metrics.wrap(AuthServiceServer::new(
+                    grpc::AuthGrpc::new(Arc::clone(&self.service)),
+                )));
 
-        let event_channel = platform_grpc::channel(&self.config.event_url, &self.config.grpc)?;
+        let event_channel = GrpcMetrics::client(&self.host.registry)?
+            .for_upstream("event")
+            .wrap(platform_grpc::channel(
+                &self.config.event_url,
+                &self.config.grpc,
+            )?);
         let relay = OutboxRelay::new(
             self.store.clone(),
             event_channel,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use erp_platform::Shutdown;
+use erp_platform::grpc_metrics::Measured;
 use erp_proto::event::v1::event_service_client::EventServiceClient;
 use erp_proto::event::v1::{ActivityKind, RecordActivityRequest};
 use tokio::sync::Notify;
@@ -21,7 +22,7 @@ const LEASE: Duration = Duration::from_secs(30);
 
 pub struct OutboxRelay {
     store: AuthStore,
-    client: EventServiceClient<Channel>,
+    client: EventServiceClient<Measured<Channel>>,
     metrics: AuthMetrics,
     wakeup: Arc<Notify>,
     config: OutboxConfig,
@@ -38,7 +39,7 @@ pub fn backoff(attempts: u32, max: Duration) -> Duration {
 impl OutboxRelay {
     pub fn new(
         store: AuthStore,
-        channel: Channel,
+        channel: Measured<Channel>,
         metrics: AuthMetrics,
         wakeup: Arc<Notify>,
         config: OutboxConfig,

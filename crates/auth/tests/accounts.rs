@@ -418,3 +418,35 @@ async fn users_and_audit_page_newest_first_with_filters() {
     // Registration is audited with the new user as the actor.
     assert_eq!(created.items[0].actor_id, ids[0]);
 }
+
+#[tokio::test]
+async fn grpc_calls_are_counted_by_method_and_code() {
+    let auth = TestAuth::start(&[]).await;
+    auth.register("m@example.com", "password-123").await;
+    auth.login("m@example.com", "wrong-password")
+        .await
+        .unwrap_err();
+    let body = reqwest::get(format!("http://{}/metrics", auth.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |method: &str, code: &str| -> f64 {
+        body.lines()
+            .filter(|l| l.starts_with("erp_grpc_server_requests_total{"))
+            .filter(|l| l.contains(&format!("method=\"/erp.auth.v1.AuthService/{method}\"")))
+            .filter(|l| {
+                l.contains(&format!("code=\"{code}\"")) && l.contains("service=\"erp-auth\"")
+            })
+            .filter_map(|l| l.rsplit(" ").next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(count("Register", "OK"), 1.0, "{body}");
+    assert_eq!(count("Login", "UNAUTHENTICATED"), 1.0, "{body}");
+    assert!(body.contains("erp_grpc_server_request_duration_seconds_bucket"));
+    assert!(
+        body.contains("erp_auth_logins_total{result=\"invalid_credentials\"} 1"),
+        "{body}"
+    );
+}

@@ -126,6 +126,15 @@ async fn logins_made_while_event_is_down_arrive_exactly_once() {
         .await
             >= 1.0
     );
+    let client_calls = metric(
+        auth.admin_addr,
+        "erp_grpc_client_requests_total{code=\"OK\",method=\"/erp.event.v1.EventService/RecordActivity\",service=\"event\"}",
+    )
+    .await;
+    assert!(
+        client_calls >= 1.0,
+        "client-side gRPC metrics count the delivery"
+    );
 
     // A second login while event is up arrives too, counted once more (same day: one login day).
     auth.login("outbox@example.com", "password-123")

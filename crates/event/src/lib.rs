@@ -87,9 +87,9 @@ impl App {
             .await;
         let router = platform_grpc::server(&self.config.grpc)
             .add_service(health_service)
-            .add_service(EventServiceServer::new(grpc::EventGrpc::new(Arc::clone(
-                &self.service,
-            ))));
+            .add_service(self.host.grpc_metrics.wrap(EventServiceServer::new(
+                grpc::EventGrpc::new(Arc::clone(&self.service)),
+            )));
 
         let cache = self.service.cache().clone();
         let reconnect_cache = cache.clone();

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod grpc_metrics;
 pub mod identity;
 pub mod metrics;
 pub mod mongo;

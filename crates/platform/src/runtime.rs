@@ -163,6 +163,8 @@ pub struct GrpcServiceHost {
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
     pub registry: prometheus::Registry,
+    /// Server-side gRPC metrics: wrap the service's own gRPC service with it.
+    pub grpc_metrics: crate::grpc_metrics::GrpcMetrics,
     pub database: mongodb::Database,
     pub redis: crate::redis::RedisStore,
 }
@@ -176,11 +178,16 @@ impl GrpcServiceHost {
     ) -> Result<Self, BoxError> {
         let database = crate::mongo::connect(mongo, &common.service_name).await?;
         let redis = crate::redis::RedisStore::connect(redis)?;
+        let registry = crate::metrics::new_registry();
         Ok(Self {
             common: common.clone(),
             grpc_listener: bind(grpc_addr, "gRPC").await?,
             admin_listener: bind(common.admin_addr, "ERP_ADMIN_ADDR").await?,
-            registry: crate::metrics::new_registry(),
+            grpc_metrics: crate::grpc_metrics::GrpcMetrics::server(
+                &registry,
+                &common.service_name,
+            )?,
+            registry,
             database,
             redis,
         })

@@ -1,0 +1,159 @@
+//! RED metrics for gRPC: a wrapper around a tonic service (server side) or a channel (client
+//! side) counting calls by method and status code and timing them.
+//!
+//! The status is read from the response headers, where tonic puts it for errors (trailers-only
+//! responses); a response without it is a success whose status follows in the trailers.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use tonic::server::NamedService;
+
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Counters and histograms of one side (server or client) in one registry; cheap to clone.
+#[derive(Clone)]
+pub struct GrpcMetrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    service: Arc<str>,
+}
+
+impl GrpcMetrics {
+    /// `erp_grpc_server_*`, labelled with this process's service name.
+    pub fn server(registry: &Registry, service: &str) -> Result<Self, prometheus::Error> {
+        Self::register(registry, "server", service)
+    }
+
+    /// `erp_grpc_client_*`; label each upstream with [`GrpcMetrics::for_upstream`].
+    pub fn client(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Self::register(registry, "client", "")
+    }
+
+    fn register(registry: &Registry, side: &str, service: &str) -> Result<Self, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                format!("erp_grpc_{side}_requests_total"),
+                format!("gRPC calls ({side} side) by service, method and status code"),
+            ),
+            &["service", "method", "code"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                format!("erp_grpc_{side}_request_duration_seconds"),
+                format!("gRPC call duration ({side} side) until response headers"),
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["service", "method"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(Self {
+            requests,
+            duration,
+            service: service.into(),
+        })
+    }
+
+    /// The same metrics labelled with the upstream service called (client side).
+    #[must_use]
+    pub fn for_upstream(&self, service: &str) -> Self {
+        Self {
+            service: service.into(),
+            ..self.clone()
+        }
+    }
+
+    pub fn wrap<S>(&self, inner: S) -> Measured<S> {
+        Measured {
+            inner,
+            metrics: self.clone(),
+        }
+    }
+
+    fn observe(&self, method: &str, code: &str, started: Instant) {
+        self.requests
+            .with_label_values(&[&self.service, method, code])
+            .inc();
+        self.duration
+            .with_label_values(&[&self.service, method])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// The canonical name of a gRPC status code.
+pub fn code_name(code: i32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "UNKNOWN",
+    }
+}
+
+/// A service (or channel) whose calls are measured.
+#[derive(Clone)]
+pub struct Measured<S> {
+    inner: S,
+    metrics: GrpcMetrics,
+}
+
+impl<S: NamedService> NamedService for Measured<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Measured<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    R: 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request.uri().path().to_owned();
+        let metrics = self.metrics.clone();
+        let started = Instant::now();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let result = future.await;
+            let code = match &result {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .map_or("OK", code_name),
+                Err(_) => "UNAVAILABLE",
+            };
+            metrics.observe(&method, code, started);
+            result
+        })
+    }
+}
