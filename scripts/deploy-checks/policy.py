@@ -20,6 +20,7 @@ a PrometheusRule, the dashboards, an Ingress, and no bundled stores.
 
 import copy
 import os
+import re
 import sys
 
 import yaml
@@ -186,6 +187,12 @@ def check_chart(report, objs, values, production):
 
     # Our three Deployments.
     configmaps = {o["metadata"]["name"]: o for o in by_kind.get("ConfigMap", [])}
+    numeric = re.compile(r"_(MS|SECS|KIB|ITERATIONS|PARALLELISM|FAILURES|MINUTE|MAX)$")
+    for service in SERVICES:
+        for key, value in ((configmaps.get("%s-%s" % (fullname, service)) or {}).get("data") or {}).items():
+            if numeric.search(key):
+                report.check(re.fullmatch(r"[0-9]+", str(value)) is not None,
+                             "ConfigMap %s-%s: %s=%r is not a plain integer" % (fullname, service, key, value))
     for service in SERVICES:
         name = "%s-%s" % (fullname, service)
         d = deployments.get(name)

@@ -246,6 +246,19 @@ def check(tilt):
         elif r["new_name"]:
             names.add(r["new_name"])
     names |= set(workloads) | {lr["name"] for lr in tilt.local_resources}
+    # Tilt's catch-all resource for objects that are not workloads (namespaces, ConfigMaps, ...).
+    if any(o.get("kind") not in WORKLOAD_KINDS for o in tilt.objects):
+        names.add("uncategorized")
+    # Object selectors (name[:kind[:namespace]]) must each pick an object.
+    for r in tilt.resources:
+        for selector in r["objects"]:
+            parts = selector.lower().split(":")
+            hits = [o for o in tilt.objects
+                    if o["metadata"]["name"].lower() == parts[0]
+                    and (len(parts) < 2 or o["kind"].lower() == parts[1])
+                    and (len(parts) < 3 or o["metadata"].get("namespace", "default").lower() == parts[2])]
+            if not hits:
+                tilt.problem("k8s_resource(%r) objects: %r selects nothing" % (r["new_name"] or r["workload"], selector))
     for r in tilt.resources + tilt.local_resources:
         for dep in r["resource_deps"]:
             if dep not in names:

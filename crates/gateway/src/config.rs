@@ -1,0 +1,100 @@
+//! Everything the gateway reads from the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use erp_platform::config::{CommonConfig, ConfigError, Env, RedisConfig};
+use erp_platform::grpc::GrpcConfig;
+use erp_platform::runtime::ServiceConfig;
+
+pub const SERVICE_NAME: &str = "erp-gateway";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `ERP_GATEWAY_ADDR`: where the public HTTP API is served.
+    pub http_addr: SocketAddr,
+    /// `ERP_AUTH_URL`, `ERP_EVENT_URL`: the gRPC services behind the gateway.
+    pub auth_url: String,
+    pub event_url: String,
+    pub grpc: GrpcConfig,
+    pub redis: RedisConfig,
+    /// `ERP_INTROSPECTION_CACHE_TTL_MS`: how long an introspection answer is reused (revocations
+    /// evict at once through Redis; never past the token's expiry).
+    pub introspection_ttl: Duration,
+    /// `ERP_RATE_LIMIT_PER_MINUTE`: requests per minute per user (per client IP when anonymous);
+    /// 0 turns rate limiting off.
+    pub rate_limit_per_minute: u32,
+    /// `ERP_AUTH_RATE_LIMIT_PER_MINUTE`: the stricter limit of `/auth/login` and
+    /// `/auth/register`, per client IP.
+    pub auth_rate_limit_per_minute: u32,
+    /// `ERP_CORS_ALLOWED_ORIGINS`: comma-separated origins allowed by CORS; empty: CORS off.
+    pub cors_allowed_origins: Vec<String>,
+    /// `ERP_COOKIE_SECURE`: mark the refresh cookie `Secure` (turn off only for plain-HTTP dev).
+    pub cookie_secure: bool,
+    /// `ERP_HTTP_TIMEOUT_MS`: the longest one request may take end to end.
+    pub request_timeout: Duration,
+    /// `ERP_TRUST_FORWARDED_FOR`: take the client IP from `X-Forwarded-For` (behind an ingress).
+    pub trust_forwarded_for: bool,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let cors_allowed_origins = env
+            .get("ERP_CORS_ALLOWED_ORIGINS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        for origin in &cors_allowed_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    "ERP_CORS_ALLOWED_ORIGINS",
+                    origin,
+                    "each origin must be http(s)://host[:port] or *",
+                ));
+            }
+        }
+        Ok(Self {
+            common: CommonConfig::from_env(env, SERVICE_NAME, "0.0.0.0:9464")?,
+            http_addr: env.socket_addr("ERP_GATEWAY_ADDR", "0.0.0.0:8080")?,
+            auth_url: env.url("ERP_AUTH_URL", "http://127.0.0.1:50051", &["http", "https"])?,
+            event_url: env.url(
+                "ERP_EVENT_URL",
+                "http://127.0.0.1:50052",
+                &["http", "https"],
+            )?,
+            grpc: GrpcConfig::from_env(env)?,
+            redis: RedisConfig::from_env(env)?,
+            introspection_ttl: env.duration_millis(
+                "ERP_INTROSPECTION_CACHE_TTL_MS",
+                Duration::from_secs(5),
+                Duration::from_millis(0),
+            )?,
+            rate_limit_per_minute: env.int_in("ERP_RATE_LIMIT_PER_MINUTE", 6000, 0..=10_000_000)?,
+            auth_rate_limit_per_minute: env.int_in(
+                "ERP_AUTH_RATE_LIMIT_PER_MINUTE",
+                120,
+                0..=10_000_000,
+            )?,
+            cors_allowed_origins,
+            cookie_secure: env.bool("ERP_COOKIE_SECURE", true)?,
+            request_timeout: env.duration_millis(
+                "ERP_HTTP_TIMEOUT_MS",
+                Duration::from_secs(15),
+                Duration::from_millis(10),
+            )?,
+            trust_forwarded_for: env.bool("ERP_TRUST_FORWARDED_FOR", false)?,
+        })
+    }
+}
+
+impl ServiceConfig for Config {
+    fn common(&self) -> &CommonConfig {
+        &self.common
+    }
+}

@@ -1,0 +1,259 @@
+//! `/auth/*`: registration, login, refresh, logout and the caller's own account.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use erp_platform::error::{ApiError, FieldError};
+use erp_proto::auth::v1 as pb;
+
+use super::Auth;
+use crate::dto::{LoginBody, ProblemBody, RefreshBody, RegisterBody, TokenResponse, User};
+use crate::extract::{JsonBody, OptionalJsonBody};
+use crate::middleware::AccessToken;
+use crate::problem::Problem;
+use crate::state::{AppState, upstream};
+
+pub const REFRESH_COOKIE: &str = "erp_refresh";
+
+fn refresh_cookie(token: &str, max_age: i64, secure: bool) -> Option<HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{REFRESH_COOKIE}={token}; HttpOnly{secure}; SameSite=Strict; Path=/api/v1/auth; Max-Age={max_age}"
+    ))
+    .ok()
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == REFRESH_COOKIE)
+        .map(|(_, value)| value.to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn token_response(
+    state: &AppState,
+    access_token: String,
+    refresh_token: String,
+    expires_in: i64,
+    refresh_expires_in: i64,
+    user: Option<pb::User>,
+) -> Response {
+    let cookie = refresh_cookie(
+        &refresh_token,
+        refresh_expires_in,
+        state.config.cookie_secure,
+    );
+    let body = TokenResponse {
+        access_token,
+        refresh_token,
+        token_type: "Bearer".to_owned(),
+        expires_in,
+        user: user.map(User::from).unwrap_or_else(|| User {
+            id: String::new(),
+            email: String::new(),
+            username: None,
+            roles: Vec::new(),
+            disabled: false,
+            created_at: None,
+            updated_at: None,
+        }),
+    };
+    let mut response = Json(body).into_response();
+    if let Some(cookie) = cookie {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// Create a player account (always the `USER` role).
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterBody,
+    responses(
+        (status = 201, description = "Created", body = User),
+        (status = 400, description = "Invalid input", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "EMAIL_TAKEN", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "RATE_LIMITED", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "UNAVAILABLE", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn register(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<RegisterBody>,
+) -> Result<(StatusCode, Json<User>), Problem> {
+    if body.roles.is_some() {
+        return Err(Problem(ApiError::validation(vec![FieldError::new(
+            "roles",
+            "must not be set: new accounts are always USER; an admin grants other roles",
+        )])));
+    }
+    let user = state
+        .auth
+        .clone()
+        .register(upstream(
+            pb::RegisterRequest {
+                email: body.email,
+                password: body.password,
+                username: body.username,
+            },
+            None,
+        ))
+        .await?
+        .into_inner()
+        .user
+        .map(User::from)
+        .ok_or_else(|| Problem(ApiError::internal()))?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// Log in with email and password; also sets the refresh token cookie.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginBody,
+    responses(
+        (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 400, description = "Invalid input", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "INVALID_CREDENTIALS", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "ACCOUNT_DISABLED", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "TOO_MANY_ATTEMPTS or RATE_LIMITED", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "UNAVAILABLE", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn login(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<LoginBody>,
+) -> Result<Response, Problem> {
+    let answer = state
+        .auth
+        .clone()
+        .login(upstream(
+            pb::LoginRequest {
+                email: body.email,
+                password: body.password,
+                client_ip: None,
+                user_agent: None,
+            },
+            None,
+        ))
+        .await?
+        .into_inner();
+    Ok(token_response(
+        &state,
+        answer.access_token,
+        answer.refresh_token,
+        answer.expires_in,
+        answer.refresh_expires_in,
+        answer.user,
+    ))
+}
+
+/// Exchange a refresh token (body or cookie) for new tokens; the old one stops working.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body(content = RefreshBody, description = "Optional when the refresh cookie is sent"),
+    responses(
+        (status = 200, description = "Rotated", body = TokenResponse),
+        (status = 400, description = "Invalid input", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "INVALID_REFRESH_TOKEN or REFRESH_TOKEN_REUSED", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "ACCOUNT_DISABLED", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "RATE_LIMITED", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "UNAVAILABLE", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    OptionalJsonBody(body): OptionalJsonBody<RefreshBody>,
+) -> Result<Response, Problem> {
+    let token = body
+        .refresh_token
+        .filter(|t| !t.is_empty())
+        .or_else(|| cookie_token(&headers))
+        .unwrap_or_default();
+    let answer = state
+        .auth
+        .clone()
+        .refresh(upstream(
+            pb::RefreshRequest {
+                refresh_token: token,
+                client_ip: None,
+                user_agent: None,
+            },
+            None,
+        ))
+        .await?
+        .into_inner();
+    Ok(token_response(
+        &state,
+        answer.access_token,
+        answer.refresh_token,
+        answer.expires_in,
+        answer.refresh_expires_in,
+        answer.user,
+    ))
+}
+
+/// End this session: the access token used and its refresh family stop working.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = [])),
+    request_body(content = RefreshBody, description = "Optional: another refresh token of yours to revoke too"),
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 401, description = "UNAUTHENTICATED", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "RATE_LIMITED", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "UNAVAILABLE", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn logout(
+    State(state): State<AppState>,
+    session: Auth,
+    axum::Extension(AccessToken(access_token)): axum::Extension<AccessToken>,
+    headers: HeaderMap,
+    OptionalJsonBody(body): OptionalJsonBody<RefreshBody>,
+) -> Result<Response, Problem> {
+    let refresh_token = body.refresh_token.or_else(|| cookie_token(&headers));
+    state
+        .auth
+        .clone()
+        .logout(upstream(
+            pb::LogoutRequest {
+                access_token,
+                refresh_token,
+            },
+            Some(&session.caller),
+        ))
+        .await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Some(cookie) = refresh_cookie("", 0, state.config.cookie_secure) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+/// The caller's own account.
+#[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = User),
+        (status = 401, description = "UNAUTHENTICATED", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "NOT_FOUND", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "RATE_LIMITED", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "UNAVAILABLE", body = ProblemBody, content_type = "application/problem+json"),
+    ))]
+pub async fn me(State(state): State<AppState>, session: Auth) -> Result<Json<User>, Problem> {
+    let user = state
+        .auth
+        .clone()
+        .get_me(upstream(
+            pb::GetMeRequest {
+                user_id: session.caller.user_id.clone(),
+            },
+            Some(&session.caller),
+        ))
+        .await?
+        .into_inner()
+        .user
+        .map(User::from)
+        .ok_or_else(|| Problem(ApiError::internal()))?;
+    Ok(Json(user))
+}

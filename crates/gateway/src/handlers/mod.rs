@@ -1,0 +1,94 @@
+//! One handler per route: decode (extractors), call the service over gRPC with the caller in
+//! metadata, encode. Errors become problem+json through [`crate::problem::Problem`].
+
+pub mod auth;
+pub mod claims;
+pub mod events;
+pub mod misc;
+pub mod users;
+
+use std::sync::Arc;
+
+use crate::dto::ProblemBody;
+use crate::introspection::Session;
+
+/// The verified session of an authenticated route (set by the authorisation middleware).
+pub type Auth = axum::Extension<Arc<Session>>;
+
+/// The problems any authenticated route may answer, for the OpenAPI document.
+#[allow(dead_code)]
+#[derive(utoipa::IntoResponses)]
+pub enum Problems {
+    #[response(
+        status = 400,
+        description = "VALIDATION_FAILED: malformed or invalid input",
+        content_type = "application/problem+json"
+    )]
+    BadRequest(ProblemBody),
+    #[response(
+        status = 401,
+        description = "UNAUTHENTICATED",
+        content_type = "application/problem+json"
+    )]
+    Unauthenticated(ProblemBody),
+    #[response(
+        status = 403,
+        description = "FORBIDDEN",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(ProblemBody),
+    #[response(
+        status = 404,
+        description = "NOT_FOUND",
+        content_type = "application/problem+json"
+    )]
+    NotFound(ProblemBody),
+    #[response(
+        status = 413,
+        description = "PAYLOAD_TOO_LARGE",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(ProblemBody),
+    #[response(
+        status = 415,
+        description = "The body is not JSON",
+        content_type = "application/problem+json"
+    )]
+    UnsupportedMediaType(ProblemBody),
+    #[response(
+        status = 429,
+        description = "RATE_LIMITED",
+        content_type = "application/problem+json"
+    )]
+    RateLimited(ProblemBody),
+    #[response(
+        status = 503,
+        description = "UNAVAILABLE",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(ProblemBody),
+}
+
+/// Business refusals some routes add.
+#[allow(dead_code)]
+#[derive(utoipa::IntoResponses)]
+pub enum Conflicts {
+    #[response(
+        status = 409,
+        description = "EMAIL_TAKEN, ALREADY_CLAIMED, OUT_OF_STOCK or INVALID_STATE",
+        content_type = "application/problem+json"
+    )]
+    Conflict(ProblemBody),
+    #[response(
+        status = 412,
+        description = "VERSION_MISMATCH",
+        content_type = "application/problem+json"
+    )]
+    PreconditionFailed(ProblemBody),
+    #[response(
+        status = 422,
+        description = "EVENT_NOT_ACTIVE or CONDITIONS_NOT_MET",
+        content_type = "application/problem+json"
+    )]
+    Unprocessable(ProblemBody),
+}

@@ -1,0 +1,208 @@
+//! The gateway's request pipeline: request id, trace context, metrics, security headers, and
+//! authentication/authorisation from the route table with rate limits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use erp_platform::error::{ApiError, ErrorCode};
+use erp_platform::telemetry;
+use tracing::Instrument;
+
+use crate::problem::Problem;
+use crate::routes::{self, Access};
+use crate::state::AppState;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request id a client sent (if sane) or a new one.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+fn request_id_from(request: &Request) -> String {
+    request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+/// Outermost layer: opens the request span (continuing the caller's trace), echoes the request
+/// id and `traceparent`, adds security headers and records HTTP metrics by route template.
+pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = request_id_from(&request);
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let span = tracing::info_span!(
+        "http.request",
+        otel.kind = "server",
+        http.method = %method,
+        http.route = %route,
+        request_id = %request_id,
+        trace_id = tracing::field::Empty,
+        http.status = tracing::field::Empty,
+    );
+    telemetry::set_parent_from_http(&span, request.headers());
+    if let Some(trace_id) = span.in_scope(telemetry::current_trace_id) {
+        span.record("trace_id", trace_id.as_str());
+    }
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.record("http.status", response.status().as_u16());
+
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert(REQUEST_ID, value);
+    }
+    span.in_scope(|| telemetry::inject_http(headers));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    if !route.starts_with("/docs") {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
+
+    let status = response.status().as_u16().to_string();
+    state
+        .metrics
+        .requests
+        .with_label_values(&[&route, method.as_str(), &status])
+        .inc();
+    state
+        .metrics
+        .duration
+        .with_label_values(&[&route, method.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+fn client_ip(request: &Request, trust_forwarded_for: bool) -> String {
+    if trust_forwarded_for
+        && let Some(forwarded) = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    {
+        return forwarded.to_owned();
+    }
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+}
+
+/// The bearer token of the `Authorization` header.
+pub fn bearer_token(request: &Request) -> Option<&str> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Authentication and authorisation from [`routes::ROUTE_TABLE`], then rate limits. Verified
+/// sessions go into the request's extensions for the handlers.
+pub async fn authorize(
+    State(state): State<AppState>,
+    matched: MatchedPath,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().clone();
+    let Some(access) = routes::access(&method, matched.as_str()) else {
+        tracing::error!(route = matched.as_str(), %method, "route missing from the route table");
+        return Problem(ApiError::new(
+            ErrorCode::Forbidden,
+            "this route is not open",
+        ))
+        .into_response();
+    };
+    let ip = client_ip(&request, state.config.trust_forwarded_for);
+    if access == Access::Public {
+        let limited = if routes::is_credential_route(&method, matched.as_str()) {
+            state
+                .limiter
+                .check("credentials", &ip, state.config.auth_rate_limit_per_minute)
+                .await
+        } else {
+            state
+                .limiter
+                .check("anonymous", &ip, state.config.rate_limit_per_minute)
+                .await
+        };
+        if let Err(error) = limited {
+            return Problem(error).into_response();
+        }
+        return next.run(request).await;
+    }
+    let Some(token) = bearer_token(&request).map(str::to_owned) else {
+        return Problem(ApiError::new(
+            ErrorCode::Unauthenticated,
+            "this route needs Authorization: Bearer <access token>",
+        ))
+        .into_response();
+    };
+    let session = match state.introspector.session(&token).await {
+        Ok(session) => session,
+        Err(error) => return Problem(error).into_response(),
+    };
+    if !routes::allows(access, &session.caller.roles) {
+        return Problem(ApiError::new(
+            ErrorCode::Forbidden,
+            "your roles do not allow this",
+        ))
+        .into_response();
+    }
+    if let Err(error) = state
+        .limiter
+        .check(
+            "user",
+            &session.caller.user_id,
+            state.config.rate_limit_per_minute,
+        )
+        .await
+    {
+        return Problem(error).into_response();
+    }
+    request.extensions_mut().insert(AccessToken(token));
+    request.extensions_mut().insert(session);
+    next.run(request).await
+}
+
+/// The raw access token of an authenticated request (logout needs it).
+#[derive(Debug, Clone)]
+pub struct AccessToken(pub String);
+
+/// Helper for handlers: the verified session.
+pub type SessionExt = axum::Extension<Arc<crate::introspection::Session>>;

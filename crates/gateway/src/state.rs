@@ -1,0 +1,89 @@
+//! What every handler shares: the upstream clients, the introspection cache, the rate limiter,
+//! configuration and metrics.
+
+use std::sync::Arc;
+
+use erp_platform::grpc_metrics::Measured;
+use erp_platform::identity::Caller;
+use erp_proto::auth::v1::auth_service_client::AuthServiceClient;
+use erp_proto::event::v1::event_service_client::EventServiceClient;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use tonic::transport::Channel;
+
+use crate::config::Config;
+use crate::introspection::Introspector;
+use crate::ratelimit::RateLimiter;
+
+#[derive(Clone)]
+pub struct HttpMetrics {
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub introspection_cache: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+}
+
+impl HttpMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = Self {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "erp_http_requests_total",
+                    "HTTP requests by route template, method and status",
+                ),
+                &["route", "method", "status"],
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "erp_http_request_duration_seconds",
+                    "HTTP request duration by route template",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ]),
+                &["route", "method"],
+            )?,
+            introspection_cache: IntCounterVec::new(
+                Opts::new(
+                    "erp_gateway_introspection_cache_total",
+                    "Introspection cache lookups by result",
+                ),
+                &["result"],
+            )?,
+            rate_limited: IntCounterVec::new(
+                Opts::new(
+                    "erp_gateway_rate_limited_total",
+                    "Requests refused by a rate limit, by policy",
+                ),
+                &["policy"],
+            )?,
+        };
+        registry.register(Box::new(metrics.requests.clone()))?;
+        registry.register(Box::new(metrics.duration.clone()))?;
+        registry.register(Box::new(metrics.introspection_cache.clone()))?;
+        registry.register(Box::new(metrics.rate_limited.clone()))?;
+        Ok(metrics)
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub auth: AuthServiceClient<Measured<Channel>>,
+    pub event: EventServiceClient<Measured<Channel>>,
+    pub introspector: Introspector,
+    pub limiter: RateLimiter,
+    pub metrics: HttpMetrics,
+    pub config: Arc<Config>,
+}
+
+/// A gRPC request carrying the caller's identity and the current trace context.
+pub fn upstream<T>(body: T, caller: Option<&Caller>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(body);
+    if let Some(caller) = caller
+        && let Err(error) = caller.write_to(request.metadata_mut())
+    {
+        tracing::warn!(%error, "caller identity not representable in metadata");
+    }
+    erp_platform::telemetry::inject_grpc(request.metadata_mut());
+    request
+}
