@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check and test of the project: formatting, clippy, and all tests against the real
-# stores (which it installs and starts if needed). Idempotent; .ci/run calls exactly this.
+# Runs every check and test of the project: the deployment checks (chart, manifests, alert rules,
+# dashboards, Tiltfile), formatting, clippy, and all tests against the real stores (which it
+# installs and starts if needed). Idempotent; .ci/run calls exactly this.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -8,6 +9,9 @@ cd "$ROOT"
 require_rust
 "$ROOT/scripts/stores.sh" start
 export_store_urls
+
+say "deployment checks (scripts/check-deploy.sh)"
+"$ROOT/scripts/check-deploy.sh"
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
