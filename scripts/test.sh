@@ -13,6 +13,14 @@ export_store_urls
 say "deployment checks (scripts/check-deploy.sh)"
 "$ROOT/scripts/check-deploy.sh"
 
+# schemathesis (PyPI) runs inside the gateway's tests against the served OpenAPI document.
+SCHEMATHESIS_VERSION=4.32.5
+if ! "$ROOT/.erp/venv-tests/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  say "installing schemathesis $SCHEMATHESIS_VERSION into .erp/venv-tests"
+  python3 -m venv "$ROOT/.erp/venv-tests"
+  "$ROOT/.erp/venv-tests/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -99,7 +99,11 @@ async fn main() {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-    for key in ["ERP_ARGON2_MEMORY_KIB", "ERP_ARGON2_ITERATIONS", "ERP_ARGON2_PARALLELISM"] {
+    for key in [
+        "ERP_ARGON2_MEMORY_KIB",
+        "ERP_ARGON2_ITERATIONS",
+        "ERP_ARGON2_PARALLELISM",
+    ] {
         if let Ok(value) = std::env::var(key) {
             env.push((key.to_owned(), value));
         }
@@ -150,7 +154,9 @@ async fn main() {
         let token = introspect_token.clone();
         async move {
             client
-                .introspect(pb::IntrospectRequest { access_token: token })
+                .introspect(pb::IntrospectRequest {
+                    access_token: token,
+                })
                 .await
                 .map(|r| r.into_inner().active)
                 .unwrap_or(false)

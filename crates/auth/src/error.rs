@@ -24,6 +24,8 @@ pub enum AuthError {
     Unauthenticated,
     #[error("not allowed")]
     Forbidden,
+    #[error("an admin cannot disable, demote or delete themselves")]
+    SelfLockout,
     #[error("no such user")]
     NotFound,
     #[error("mongodb: {0}")]
@@ -70,6 +72,10 @@ impl From<AuthError> for ApiError {
                 ApiError::new(ErrorCode::Unauthenticated, "the access token is not valid")
             }
             AuthError::Forbidden => ApiError::new(ErrorCode::Forbidden, "not allowed"),
+            AuthError::SelfLockout => ApiError::new(
+                ErrorCode::Forbidden,
+                "you cannot disable, demote or delete your own account; ask another admin",
+            ),
             AuthError::NotFound => ApiError::new(ErrorCode::NotFound, "no such user"),
             AuthError::Mongo(error) if erp_platform::mongo::is_unavailable(&error) => {
                 tracing::warn!(%error, "mongodb unavailable");

@@ -559,6 +559,17 @@ impl AuthService {
         id: &str,
         changes: UserChanges,
     ) -> Result<User, AuthError> {
+        // An admin cannot lock themselves out (disable, or drop their own ADMIN role): someone
+        // must always be left to manage accounts.
+        let removes_own_admin = caller.user_id == id
+            && (changes.disabled == Some(true)
+                || changes
+                    .roles
+                    .as_ref()
+                    .is_some_and(|roles| !roles.contains(&Role::Admin)));
+        if removes_own_admin {
+            return Err(AuthError::SelfLockout);
+        }
         let mut errors = Vec::new();
         if let Some(roles) = &changes.roles
             && let Err(message) = check_roles(roles)
@@ -621,6 +632,9 @@ impl AuthService {
     }
 
     pub async fn delete_user(&self, caller: &Caller, id: &str) -> Result<(), AuthError> {
+        if caller.user_id == id {
+            return Err(AuthError::SelfLockout);
+        }
         let actor = caller.user_id.clone();
         self.store
             .delete_user(id, |user| {

@@ -450,3 +450,43 @@ async fn grpc_calls_are_counted_by_method_and_code() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn admins_cannot_lock_themselves_out() {
+    let auth = TestAuth::start(&[]).await;
+    let admin = auth.admin().await;
+    let own = |roles: Option<Vec<pb::Role>>, disabled: Option<bool>| {
+        let mut client = auth.client();
+        let request = as_caller(
+            &admin,
+            pb::UpdateUserRequest {
+                id: admin.user_id.clone(),
+                roles: roles.map(|r| pb::RoleSet {
+                    roles: r.into_iter().map(|r| r as i32).collect(),
+                }),
+                disabled,
+                ..Default::default()
+            },
+        );
+        async move { client.update_user(request).await }
+    };
+    assert_eq!(code(&own(None, Some(true)).await.unwrap_err()), "FORBIDDEN");
+    assert_eq!(
+        code(&own(Some(vec![pb::Role::User]), None).await.unwrap_err()),
+        "FORBIDDEN"
+    );
+    own(Some(vec![pb::Role::Admin, pb::Role::Operator]), Some(false))
+        .await
+        .unwrap();
+    let delete = auth
+        .client()
+        .delete_user(as_caller(
+            &admin,
+            pb::DeleteUserRequest {
+                id: admin.user_id.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&delete), "FORBIDDEN");
+}

@@ -21,6 +21,17 @@ use crate::state::AppState;
         description = "Events, rewards and claims for a live game. Errors are application/problem+json with a machine-readable `code`."
     ),
     modifiers(&BearerAuth),
+    components(schemas(
+        crate::dto::AuditService,
+        crate::dto::EventStatus,
+        crate::dto::ClaimStatus,
+        crate::dto::RoleName,
+        crate::dto::ClaimPolicy,
+        crate::dto::RewardType,
+        crate::dto::ProgressMode,
+        crate::dto::PublicationState,
+        crate::dto::ProblemBody,
+    )),
     tags(
         (name = "auth", description = "Accounts and sessions"),
         (name = "users", description = "Account management (ADMIN)"),

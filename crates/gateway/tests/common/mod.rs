@@ -36,6 +36,14 @@ impl Platform {
     }
 
     pub async fn start_with(gateway_env: &[(&str, &str)]) -> Self {
+        Self::start_configured(&[], gateway_env).await
+    }
+
+    /// Starts with extra settings for the event service and the gateway.
+    pub async fn start_configured(
+        event_overrides: &[(&str, &str)],
+        gateway_env: &[(&str, &str)],
+    ) -> Self {
         let name = unique_name("e2e");
         let mut auth_env = grpc_service_env("ERP_AUTH_ADDR", &format!("{name}_auth"));
         auth_env.extend([
@@ -47,6 +55,10 @@ impl Platform {
         ]);
         let mut event_env = grpc_service_env("ERP_EVENT_ADDR", &format!("{name}_event"));
         event_env.push(("ERP_REDIS_KEY_PREFIX", format!("{name}:")));
+        for (key, value) in event_overrides {
+            event_env.retain(|(k, _)| k != key);
+            event_env.push((key, (*value).to_owned()));
+        }
         let event = ServiceProcess::start(&workspace_binary("erp-event"), &event_env).await;
         auth_env.push(("ERP_EVENT_URL", format!("http://{}", event.addr("grpc"))));
         let auth = ServiceProcess::start(&workspace_binary("erp-auth"), &auth_env).await;
@@ -82,6 +94,27 @@ impl Platform {
         if let Some(auth) = self.auth.take() {
             assert!(auth.terminate(Duration::from_secs(30)).await.success());
         }
+    }
+
+    /// The Prometheus text of each service's `/metrics`, concatenated.
+    pub async fn scrape_all(&self) -> String {
+        let mut text = String::new();
+        let processes = [self.auth.as_ref(), Some(&self.event), Some(&self.gateway)];
+        for process in processes.into_iter().flatten() {
+            let url = format!("http://{}/metrics", process.addr("admin"));
+            text.push_str(
+                &self
+                    .http
+                    .get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap(),
+            );
+        }
+        text
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,402 @@
+//! Whole journeys through the gateway with the real binaries: an operator runs events, a player
+//! meets a condition and claims, a manual claim is approved, an auditor reads claims and both
+//! audit trails, concurrency through HTTP, and every dashboard/alert metric exported.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Platform, iso};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+async fn create_event(platform: &Platform, token: &str, body: Value) -> Value {
+    let (status, event) = platform
+        .call(Method::POST, "/events", Some(token), Some(body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{event}");
+    event
+}
+
+fn event_body(title: &str, policy: &str, condition: Value, stock: Option<i64>) -> Value {
+    json!({
+        "title": title,
+        "description": "journey",
+        "startsAt": iso(chrono::Duration::hours(-1)),
+        "endsAt": iso(chrono::Duration::days(3)),
+        "claimPolicy": policy,
+        "condition": condition,
+        "rewards": [
+            {"name": "Gold", "type": "CURRENCY", "quantity": 500, "stock": stock},
+            {"name": "Sword", "type": "ITEM", "itemCode": "sword-01", "quantity": 1},
+        ],
+    })
+}
+
+#[tokio::test]
+async fn operator_player_and_auditor_journey() {
+    let platform = Platform::start().await;
+    let admin = platform.admin().await;
+    let operator = platform
+        .staff(&admin, "op@example.com", &["OPERATOR"])
+        .await;
+    let auditor = platform
+        .staff(&admin, "aud@example.com", &["AUDITOR"])
+        .await;
+
+    let condition = json!({"all": [
+        {"metric": "login_days", "op": "GTE", "value": 1},
+        {"metric": "dungeon_clears", "op": "GTE", "value": 3, "window": "EVENT"},
+    ]});
+    let event = create_event(
+        &platform,
+        &operator.access_token,
+        event_body("Dungeon week", "AUTO", condition.clone(), Some(5)),
+    )
+    .await;
+    let event_id = event["id"].as_str().unwrap().to_owned();
+    assert_eq!(event["status"], "ACTIVE");
+    assert_eq!(event["condition"]["all"][1]["window"], "EVENT");
+    assert_eq!(event["condition"]["all"][0]["metric"], "login_days");
+
+    // The player logs in (a login day) but has not cleared enough dungeons.
+    let player = platform.player("hero@example.com").await;
+    let claim_path = format!("/events/{event_id}/claims");
+    let (status, refused) = platform
+        .call(Method::POST, &claim_path, Some(&player.access_token), None)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(refused["code"], "CONDITIONS_NOT_MET");
+    assert_eq!(refused["evaluation"]["passed"], false);
+    assert_eq!(
+        refused["evaluation"]["details"][1]["metric"],
+        "dungeon_clears"
+    );
+    assert_eq!(refused["evaluation"]["details"][1]["actual"], 0);
+
+    // A game server (as an operator) reports progress; the login arrives through the outbox.
+    let (status, accepted) = platform
+        .call(
+            Method::POST,
+            "/progress",
+            Some(&operator.access_token),
+            Some(json!({"items": [
+                {"userId": player.id, "metric": "dungeon_clears", "value": 2, "mode": "INCREMENT", "key": "run-1"},
+                {"userId": player.id, "metric": "dungeon_clears", "value": 1, "mode": "INCREMENT", "key": "run-2"},
+                {"userId": player.id, "metric": "dungeon_clears", "value": 1, "mode": "INCREMENT", "key": "run-1"},
+            ]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{accepted}");
+    assert_eq!(accepted, json!({"accepted": 2, "duplicates": 1}));
+    let progress_path = format!("/events/{event_id}/progress");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, progress) = platform
+            .call(
+                Method::GET,
+                &progress_path,
+                Some(&player.access_token),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{progress}");
+        if progress["passed"] == true {
+            assert_eq!(progress["details"][0]["actual"], 1);
+            assert_eq!(progress["details"][1]["actual"], 3);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never eligible: {progress}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Now the claim is granted, with snapshots; a repeat with the same key replays it.
+    let claim_request = |key: &str| {
+        platform
+            .http
+            .post(platform.url(&claim_path))
+            .bearer_auth(&player.access_token)
+            .header("idempotency-key", key)
+            .send()
+    };
+    let response = claim_request("claim-1").await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let claim: Value = response.json().await.unwrap();
+    assert_eq!(claim["status"], "GRANTED");
+    assert_eq!(claim["userId"], player.id.as_str());
+    assert_eq!(claim["event"]["title"], "Dungeon week");
+    assert_eq!(claim["rewards"].as_array().unwrap().len(), 2);
+    assert_eq!(claim["evaluation"]["passed"], true);
+    let replay: Value = claim_request("claim-1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replay["id"], claim["id"]);
+    let (status, again) = platform
+        .call(Method::POST, &claim_path, Some(&player.access_token), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(again["code"], "ALREADY_CLAIMED");
+    assert_eq!(again["claimId"], claim["id"]);
+    let (_, rewards) = platform
+        .call(
+            Method::GET,
+            &format!("/events/{event_id}/rewards"),
+            Some(&player.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(rewards["items"][0]["remaining"], 4);
+    assert_eq!(rewards["items"][1]["remaining"], Value::Null);
+
+    // Claims are private to their owner and staff.
+    let claim_id = claim["id"].as_str().unwrap();
+    let stranger = platform.player("stranger@example.com").await;
+    let (status, _) = platform
+        .call(
+            Method::GET,
+            &format!("/claims/{claim_id}"),
+            Some(&stranger.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = platform
+        .call(
+            Method::GET,
+            &format!("/claims/{claim_id}"),
+            Some(&player.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, mine) = platform
+        .call(Method::GET, "/claims/me", Some(&player.access_token), None)
+        .await;
+    assert_eq!(mine["items"][0]["id"], claim["id"]);
+
+    // A manual event: pending, then approved once.
+    let manual = create_event(
+        &platform,
+        &operator.access_token,
+        event_body("Review", "MANUAL", Value::Null, None),
+    )
+    .await;
+    let manual_id = manual["id"].as_str().unwrap();
+    let (status, pending) = platform
+        .call(
+            Method::POST,
+            &format!("/events/{manual_id}/claims"),
+            Some(&player.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, pending["status"].as_str()),
+        (StatusCode::CREATED, Some("PENDING"))
+    );
+    let approve = format!("/claims/{}/approve", pending["id"].as_str().unwrap());
+    let (status, granted) = platform
+        .call(Method::POST, &approve, Some(&operator.access_token), None)
+        .await;
+    assert_eq!(
+        (status, granted["status"].as_str()),
+        (StatusCode::OK, Some("GRANTED"))
+    );
+    assert_eq!(granted["decidedBy"], operator.id.as_str());
+    let (status, twice) = platform
+        .call(Method::POST, &approve, Some(&operator.access_token), None)
+        .await;
+    assert_eq!(
+        (status, twice["code"].as_str()),
+        (StatusCode::CONFLICT, Some("INVALID_STATE"))
+    );
+
+    // The auditor reads claims and both services' audit trails.
+    let (status, claims) = platform
+        .call(
+            Method::GET,
+            &format!("/claims?eventId={event_id}"),
+            Some(&auditor.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(claims["items"].as_array().unwrap().len(), 1);
+    let (_, event_audit) = platform
+        .call(
+            Method::GET,
+            "/audit?service=event&limit=100",
+            Some(&auditor.access_token),
+            None,
+        )
+        .await;
+    let actions: Vec<&str> = event_audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for action in [
+        "EVENT_CREATED",
+        "REWARD_CREATED",
+        "CLAIM_DENIED",
+        "CLAIM_GRANTED",
+        "CLAIM_PENDING",
+        "CLAIM_APPROVED",
+    ] {
+        assert!(actions.contains(&action), "{action} in {actions:?}");
+    }
+    assert!(
+        event_audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["service"] == "event")
+    );
+    let (_, auth_audit) = platform
+        .call(
+            Method::GET,
+            "/audit?service=auth&action=USER_CREATED",
+            Some(&auditor.access_token),
+            None,
+        )
+        .await;
+    assert!(
+        auth_audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["entityId"] == player.id.as_str())
+    );
+    let (_, merged) = platform
+        .call(
+            Method::GET,
+            "/audit?limit=100",
+            Some(&auditor.access_token),
+            None,
+        )
+        .await;
+    let services: std::collections::BTreeSet<&str> = merged["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(services.into_iter().collect::<Vec<_>>(), ["auth", "event"]);
+    let times: Vec<&str> = merged["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["at"].as_str().unwrap())
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(times, sorted, "newest first");
+
+    let (status, dashboard) = platform
+        .call(Method::GET, "/dashboard", Some(&auditor.access_token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{dashboard}");
+    assert_eq!(dashboard["claims"]["byStatus"]["GRANTED"], 2);
+    assert_eq!(dashboard["events"]["byStatus"]["ACTIVE"], 2);
+}
+
+#[tokio::test]
+async fn a_hundred_parallel_claims_by_one_player_make_one_claim() {
+    let platform = Platform::start().await;
+    let admin = platform.admin().await;
+    let event = create_event(
+        &platform,
+        &admin.access_token,
+        event_body("Rush", "AUTO", Value::Null, Some(1000)),
+    )
+    .await;
+    let player = platform.player("rush@example.com").await;
+    let path = format!("/events/{}/claims", event["id"].as_str().unwrap());
+    let attempts = futures::future::join_all(
+        (0..100).map(|_| platform.call(Method::POST, &path, Some(&player.access_token), None)),
+    )
+    .await;
+    let created: Vec<&Value> = attempts
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(created.len(), 1, "{attempts:?}");
+    for (status, body) in attempts.iter().filter(|(s, _)| *s != StatusCode::CREATED) {
+        assert_eq!(*status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "ALREADY_CLAIMED");
+        assert_eq!(body["claimId"], created[0]["id"]);
+    }
+}
+
+#[tokio::test]
+async fn every_metric_of_the_dashboards_and_alerts_is_exported() {
+    let platform = Platform::start_configured(
+        &[("ERP_JOBS_INTERVAL_SECS", "1")],
+        &[("ERP_RATE_LIMIT_PER_MINUTE", "300")],
+    )
+    .await;
+    let admin = platform.admin().await;
+    let event = create_event(
+        &platform,
+        &admin.access_token,
+        event_body("Metrics", "AUTO", Value::Null, Some(10)),
+    )
+    .await;
+    let player = platform.player("metrics@example.com").await;
+    let path = format!("/events/{}/claims", event["id"].as_str().unwrap());
+    platform
+        .call(Method::POST, &path, Some(&player.access_token), None)
+        .await;
+    platform
+        .call(Method::POST, &path, Some(&player.access_token), None)
+        .await;
+    let (status, _) = platform
+        .call(
+            Method::POST,
+            "/auth/refresh",
+            None,
+            Some(json!({"refreshToken": player.refresh_token})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    platform
+        .call(Method::POST, "/progress", Some(&admin.access_token), Some(json!({"items": [{"userId": player.id, "metric": "kills", "value": 1, "mode": "INCREMENT"}]})))
+        .await;
+    // Trip the per-user rate limit with a throwaway account.
+    let spammer = platform.player("spam@example.com").await;
+    let mut limited = false;
+    for _ in 0..400 {
+        let (status, _) = platform
+            .call(Method::GET, "/auth/me", Some(&spammer.access_token), None)
+            .await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the per-user limit never answered 429");
+    tokio::time::sleep(Duration::from_millis(2500)).await; // lifecycle jobs run at least once
+
+    let exported = platform.scrape_all().await;
+    let names = include_str!("../../../infrastructure/metrics.txt");
+    let missing: Vec<&str> = names
+        .lines()
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && !n.starts_with('#'))
+        .filter(|name| !exported.contains(&format!("# TYPE {name} ")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "metrics used by dashboards or alerts but not exported: {missing:?}"
+    );
+}
