@@ -13,12 +13,15 @@ export_store_urls
 say "deployment checks (scripts/check-deploy.sh)"
 "$ROOT/scripts/check-deploy.sh"
 
-# schemathesis (PyPI) runs inside the gateway's tests against the served OpenAPI document.
-SCHEMATHESIS_VERSION=4.32.5
-if ! "$ROOT/.erp/venv-tests/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
-  say "installing schemathesis $SCHEMATHESIS_VERSION into .erp/venv-tests"
+# Test tools from PyPI used by the gateway's end-to-end tests: schemathesis (against the served
+# OpenAPI document) and rotel (an OTLP receiver for the end-to-end trace test).
+TEST_TOOLS=("schemathesis==4.32.5" "rotel==0.0.1a15")
+TOOLS_STAMP="$ROOT/.erp/venv-tests/.tools"
+if [ "$(cat "$TOOLS_STAMP" 2>/dev/null)" != "${TEST_TOOLS[*]}" ]; then
+  say "installing ${TEST_TOOLS[*]} into .erp/venv-tests"
   python3 -m venv "$ROOT/.erp/venv-tests"
-  "$ROOT/.erp/venv-tests/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  "$ROOT/.erp/venv-tests/bin/pip" install -q --disable-pip-version-check "${TEST_TOOLS[@]}"
+  echo "${TEST_TOOLS[*]}" >"$TOOLS_STAMP"
 fi
 
 say "cargo fmt --check"

@@ -86,9 +86,12 @@ impl Introspector {
         let answer = self
             .client
             .clone()
-            .introspect(pb::IntrospectRequest {
-                access_token: token.to_owned(),
-            })
+            .introspect(crate::state::upstream(
+                pb::IntrospectRequest {
+                    access_token: token.to_owned(),
+                },
+                None,
+            ))
             .await
             .map_err(|status| {
                 tracing::warn!(code = ?status.code(), "introspection failed");

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn unknown_routes_wrong_methods_and_docs() {
     let platform = Platform::start().await;
-    let root = format!("http://{}", platform.gateway.addr("http"));
+    let root = format!("http://{}", platform.gateway().addr("http"));
     let response = platform
         .http
         .get(format!("{root}/api/v1/nope"))

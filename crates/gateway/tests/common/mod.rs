@@ -14,9 +14,9 @@ pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
 
 pub struct Platform {
-    pub auth: Option<ServiceProcess>,
-    pub event: ServiceProcess,
-    pub gateway: ServiceProcess,
+    auth: Option<ServiceProcess>,
+    event: Option<ServiceProcess>,
+    gateway: Option<ServiceProcess>,
     pub base: String,
     pub http: reqwest::Client,
 }
@@ -44,6 +44,15 @@ impl Platform {
         event_overrides: &[(&str, &str)],
         gateway_env: &[(&str, &str)],
     ) -> Self {
+        Self::start_full(&[], event_overrides, gateway_env).await
+    }
+
+    /// Starts with `all` set for every service, plus per-service settings.
+    pub async fn start_full(
+        all: &[(&str, &str)],
+        event_overrides: &[(&str, &str)],
+        gateway_env: &[(&str, &str)],
+    ) -> Self {
         let name = unique_name("e2e");
         let mut auth_env = grpc_service_env("ERP_AUTH_ADDR", &format!("{name}_auth"));
         auth_env.extend([
@@ -55,6 +64,10 @@ impl Platform {
         ]);
         let mut event_env = grpc_service_env("ERP_EVENT_ADDR", &format!("{name}_event"));
         event_env.push(("ERP_REDIS_KEY_PREFIX", format!("{name}:")));
+        for (key, value) in all {
+            auth_env.push((key, (*value).to_owned()));
+            event_env.push((key, (*value).to_owned()));
+        }
         for (key, value) in event_overrides {
             event_env.retain(|(k, _)| k != key);
             event_env.push((key, (*value).to_owned()));
@@ -70,8 +83,8 @@ impl Platform {
             ("ERP_REDIS_URL", redis_url()),
             ("ERP_REDIS_KEY_PREFIX", format!("{name}:")),
         ];
-        for (key, value) in gateway_env {
-            env.retain(|(k, _)| k != key);
+        for (key, value) in all.iter().chain(gateway_env) {
+            env.retain(|(k, _)| *k != *key);
             env.push((key, (*value).to_owned()));
         }
         let gateway =
@@ -82,8 +95,8 @@ impl Platform {
         let base = format!("http://{}/api/v1", gateway.addr("http"));
         Self {
             auth: Some(auth),
-            event,
-            gateway,
+            event: Some(event),
+            gateway: Some(gateway),
             base,
             http: reqwest::Client::new(),
         }
@@ -99,7 +112,11 @@ impl Platform {
     /// The Prometheus text of each service's `/metrics`, concatenated.
     pub async fn scrape_all(&self) -> String {
         let mut text = String::new();
-        let processes = [self.auth.as_ref(), Some(&self.event), Some(&self.gateway)];
+        let processes = [
+            self.auth.as_ref(),
+            self.event.as_ref(),
+            self.gateway.as_ref(),
+        ];
         for process in processes.into_iter().flatten() {
             let url = format!("http://{}/metrics", process.addr("admin"));
             text.push_str(
@@ -115,6 +132,26 @@ impl Platform {
             );
         }
         text
+    }
+
+    pub fn gateway(&self) -> &ServiceProcess {
+        self.gateway.as_ref().expect("gateway running")
+    }
+
+    /// Stops the gateway (SIGTERM); whether it exited cleanly.
+    pub async fn stop_gateway(&mut self) -> bool {
+        match self.gateway.take() {
+            Some(p) => p.terminate(Duration::from_secs(30)).await.success(),
+            None => true,
+        }
+    }
+
+    /// Stops the event service (SIGTERM); whether it exited cleanly.
+    pub async fn stop_event(&mut self) -> bool {
+        match self.event.take() {
+            Some(p) => p.terminate(Duration::from_secs(30)).await.success(),
+            None => true,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
