@@ -28,6 +28,9 @@ pub struct Config {
     /// `ERP_USER_CACHE_TTL_MS`: how long introspection may use a user's roles and state without
     /// reading them again (changes also evict at once through the revocation channel).
     pub user_cache_ttl: Duration,
+    /// The environment, for in-cluster discovery of the event service
+    /// (`ERP_KUBERNETES_DISCOVERY`, `ERP_EVENT_SERVICE_NAME`, `POD_NAMESPACE`).
+    pub env: Env,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +162,10 @@ impl Config {
                 Duration::from_secs(30),
                 Duration::from_millis(0),
             )?,
+            env: {
+                env.bool("ERP_KUBERNETES_DISCOVERY", false)?;
+                env.clone()
+            },
         })
     }
 }

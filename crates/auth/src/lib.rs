@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use erp_platform::Shutdown;
+use erp_platform::cluster::{self, GrpcPeer};
 use erp_platform::grpc as platform_grpc;
 use erp_platform::grpc_metrics::GrpcMetrics;
 use erp_platform::runtime::{BoxError, GrpcServiceHost, retry_until_shutdown};
@@ -114,12 +115,22 @@ impl App {
                     grpc::AuthGrpc::new(Arc::clone(&self.service)),
                 )));
 
+        let discovery = Shutdown::new();
         let event_channel = GrpcMetrics::client(&self.host.registry)?
             .for_upstream("event")
-            .wrap(platform_grpc::channel(
-                &self.config.event_url,
-                &self.config.grpc,
-            )?);
+            .wrap(
+                cluster::grpc_channel_from_env(
+                    &self.config.env,
+                    GrpcPeer {
+                        url_var: "ERP_EVENT_URL",
+                        default_url: "http://127.0.0.1:50052",
+                        service_var: "ERP_EVENT_SERVICE_NAME",
+                    },
+                    &self.config.grpc,
+                    &discovery,
+                )
+                .await?,
+            );
         let relay = OutboxRelay::new(
             self.store.clone(),
             event_channel,
@@ -161,6 +172,7 @@ impl App {
         };
 
         let served = self.host.serve(router, startup, shutdown).await;
+        discovery.trigger();
         let _ = relay_task.await;
         let _ = listener_task.await;
         served

@@ -36,6 +36,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// `ERP_TRUST_FORWARDED_FOR`: take the client IP from `X-Forwarded-For` (behind an ingress).
     pub trust_forwarded_for: bool,
+    /// The environment, for in-cluster discovery of the gRPC peers (`ERP_KUBERNETES_DISCOVERY`,
+    /// `ERP_AUTH_SERVICE_NAME`, `ERP_EVENT_SERVICE_NAME`, `POD_NAMESPACE`).
+    pub env: Env,
 }
 
 impl Config {
@@ -89,6 +92,10 @@ impl Config {
                 Duration::from_millis(10),
             )?,
             trust_forwarded_for: env.bool("ERP_TRUST_FORWARDED_FOR", false)?,
+            env: {
+                env.bool("ERP_KUBERNETES_DISCOVERY", false)?;
+                env.clone()
+            },
         })
     }
 }

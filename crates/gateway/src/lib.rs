@@ -22,8 +22,9 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use erp_platform::admin::{self, Readiness};
+use erp_platform::cluster::{self, GrpcPeer};
 use erp_platform::error::ApiError;
-use erp_platform::grpc::{self, GrpcHealthCheck};
+use erp_platform::grpc::GrpcHealthCheck;
 use erp_platform::grpc_metrics::GrpcMetrics;
 use erp_platform::redis::{RedisCheck, RedisStore};
 use erp_platform::runtime::{self, BoxError};
@@ -51,13 +52,36 @@ pub struct App {
     redis: RedisStore,
     registry: prometheus::Registry,
     state: AppState,
+    /// Stops the EndpointSlice watches (in a cluster) once the gateway has stopped.
+    discovery: Shutdown,
 }
 
 impl App {
     pub async fn build(config: Config) -> Result<Self, BoxError> {
         let config = Arc::new(config);
-        let auth_channel = grpc::channel(&config.auth_url, &config.grpc)?;
-        let event_channel = grpc::channel(&config.event_url, &config.grpc)?;
+        let discovery = Shutdown::new();
+        let auth_channel = cluster::grpc_channel_from_env(
+            &config.env,
+            GrpcPeer {
+                url_var: "ERP_AUTH_URL",
+                default_url: "http://127.0.0.1:50051",
+                service_var: "ERP_AUTH_SERVICE_NAME",
+            },
+            &config.grpc,
+            &discovery,
+        )
+        .await?;
+        let event_channel = cluster::grpc_channel_from_env(
+            &config.env,
+            GrpcPeer {
+                url_var: "ERP_EVENT_URL",
+                default_url: "http://127.0.0.1:50052",
+                service_var: "ERP_EVENT_SERVICE_NAME",
+            },
+            &config.grpc,
+            &discovery,
+        )
+        .await?;
         let redis = RedisStore::connect(&config.redis)?;
         let registry = metrics::new_registry();
         let http_metrics = HttpMetrics::register(&registry)?;
@@ -90,6 +114,7 @@ impl App {
             redis,
             registry,
             state,
+            discovery,
         })
     }
 
@@ -140,6 +165,7 @@ impl App {
             shutdown,
         )
         .await;
+        self.discovery.trigger();
         let _ = listener_task.await;
         served
     }
