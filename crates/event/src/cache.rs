@@ -16,6 +16,7 @@ use moka::future::Cache;
 use prometheus::IntCounterVec;
 use serde::{Deserialize, Serialize};
 
+use crate::error::EventError;
 use crate::model::{Event, Reward};
 use crate::store::catalog::EventQuery;
 
@@ -72,51 +73,72 @@ impl CatalogCache {
             .inc();
     }
 
-    pub async fn event<F, Fut, E>(&self, id: &str, load: F) -> Result<Option<Arc<Event>>, E>
+    /// Reads through `cache`: concurrent misses of one key share a single `load` (a popular
+    /// event evicted by a write is loaded once, not once per waiting request).
+    async fn read_through<K, V, F, Fut>(
+        &self,
+        cache: &Cache<K, V>,
+        name: &str,
+        key: K,
+        load: F,
+    ) -> Result<V, EventError>
     where
+        K: std::hash::Hash + Eq + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Option<Event>, E>>,
+        Fut: std::future::Future<Output = Result<V, EventError>>,
     {
-        if let Some(cached) = self.events.get(id).await {
-            self.count("event", true);
-            return Ok(cached);
-        }
-        self.count("event", false);
-        let loaded = load().await?.map(Arc::new);
-        self.events.insert(id.to_owned(), loaded.clone()).await;
-        Ok(loaded)
+        let entry = cache
+            .entry(key)
+            .or_try_insert_with(load())
+            .await
+            .map_err(|error| error.duplicate())?;
+        self.count(name, !entry.is_fresh());
+        Ok(entry.into_value())
     }
 
-    pub async fn rewards<F, Fut, E>(&self, event_id: &str, load: F) -> Result<Arc<Vec<Reward>>, E>
+    pub async fn event<F, Fut>(&self, id: &str, load: F) -> Result<Option<Arc<Event>>, EventError>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<Reward>, E>>,
+        Fut: std::future::Future<Output = Result<Option<Event>, EventError>>,
     {
-        if let Some(cached) = self.rewards.get(event_id).await {
-            self.count("rewards", true);
-            return Ok(cached);
-        }
-        self.count("rewards", false);
-        let loaded = Arc::new(load().await?);
-        self.rewards
-            .insert(event_id.to_owned(), Arc::clone(&loaded))
-            .await;
-        Ok(loaded)
+        self.read_through(&self.events, "event", id.to_owned(), || async move {
+            Ok(load().await?.map(Arc::new))
+        })
+        .await
     }
 
-    pub async fn list<F, Fut, E>(&self, query: &EventQuery, load: F) -> Result<Arc<Page<Event>>, E>
+    pub async fn rewards<F, Fut>(
+        &self,
+        event_id: &str,
+        load: F,
+    ) -> Result<Arc<Vec<Reward>>, EventError>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Page<Event>, E>>,
+        Fut: std::future::Future<Output = Result<Vec<Reward>, EventError>>,
     {
-        if let Some(cached) = self.lists.get(query).await {
-            self.count("event_list", true);
-            return Ok(cached);
-        }
-        self.count("event_list", false);
-        let loaded = Arc::new(load().await?);
-        self.lists.insert(query.clone(), Arc::clone(&loaded)).await;
-        Ok(loaded)
+        self.read_through(
+            &self.rewards,
+            "rewards",
+            event_id.to_owned(),
+            || async move { Ok(Arc::new(load().await?)) },
+        )
+        .await
+    }
+
+    pub async fn list<F, Fut>(
+        &self,
+        query: &EventQuery,
+        load: F,
+    ) -> Result<Arc<Page<Event>>, EventError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Page<Event>, EventError>>,
+    {
+        self.read_through(&self.lists, "event_list", query.clone(), || async move {
+            Ok(Arc::new(load().await?))
+        })
+        .await
     }
 
     /// Evicts what `invalidation` names, here only.

@@ -23,6 +23,17 @@ pub struct Config {
     /// `ERP_EVENT_LIST_CACHE_TTL_MS`: the same for event lists, short because a list filtered
     /// by status changes with the clock.
     pub list_cache_ttl: Duration,
+    /// `ERP_CLAIM_PENDING_EXPIRY_SECS` (default 604800, 7 days): how long after its event ends a
+    /// PENDING claim waits for an operator before the expiry job releases its stock (0: at once).
+    pub claim_pending_expiry: Duration,
+    /// `ERP_JOBS_INTERVAL_SECS` (default 30): how often the leader runs the background jobs.
+    pub jobs_interval: Duration,
+    /// `ERP_CLAIM_BATCH_MAX` (default 64, 0..=1000): the most claims of one event placed in one
+    /// transaction. Claims of one event arriving while its previous transaction runs wait and
+    /// go together in the next, so a hot reward is written once per batch instead of once per
+    /// claim (with write conflicts between all of them). 0 turns batching off: each claim is its
+    /// own transaction, and concurrent ones retry on conflicts.
+    pub claim_batch_max: usize,
 }
 
 impl Config {
@@ -43,6 +54,17 @@ impl Config {
                 Duration::from_secs(1),
                 Duration::from_millis(1),
             )?,
+            claim_pending_expiry: env.duration_secs(
+                "ERP_CLAIM_PENDING_EXPIRY_SECS",
+                Duration::from_secs(7 * 24 * 3600),
+                Duration::ZERO,
+            )?,
+            jobs_interval: env.duration_secs(
+                "ERP_JOBS_INTERVAL_SECS",
+                Duration::from_secs(30),
+                Duration::from_secs(1),
+            )?,
+            claim_batch_max: env.int_in("ERP_CLAIM_BATCH_MAX", 64, 0..=1000)?,
         })
     }
 }

@@ -14,6 +14,17 @@ pub enum EventError {
     Unauthenticated,
     #[error("not allowed")]
     Forbidden,
+    #[error("already claimed (claim {claim_id})")]
+    AlreadyClaimed { claim_id: String },
+    #[error("out of stock (reward {reward_id})")]
+    OutOfStock { reward_id: String },
+    #[error("the claim is not pending")]
+    InvalidState,
+    #[error("the event is not active")]
+    EventNotActive,
+    /// `evaluation` is the REST shape: `{"eventId","userId","passed","details":[...]}`.
+    #[error("the event's conditions are not met")]
+    ConditionsNotMet { evaluation: serde_json::Value },
     #[error("mongodb: {0}")]
     Mongo(#[from] mongodb::error::Error),
     #[error("redis: {0}")]
@@ -31,12 +42,27 @@ impl EventError {
             EventError::VersionMismatch { .. } => "version_mismatch",
             EventError::Unauthenticated => "unauthenticated",
             EventError::Forbidden => "forbidden",
+            EventError::AlreadyClaimed { .. } => "already_claimed",
+            EventError::OutOfStock { .. } => "out_of_stock",
+            EventError::InvalidState => "invalid_state",
+            EventError::EventNotActive => "event_not_active",
+            EventError::ConditionsNotMet { .. } => "conditions_not_met",
             EventError::Mongo(_) | EventError::Redis(_) | EventError::Internal(_) => "error",
         }
     }
 
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    /// A copy for answering several waiters of one failed batch: store errors keep their kind
+    /// (so "unavailable" stays unavailable), anything else becomes an internal error.
+    pub fn duplicate(&self) -> Self {
+        match self {
+            EventError::Mongo(error) => EventError::Mongo(error.clone()),
+            EventError::NotFound(what) => EventError::NotFound(what),
+            other => EventError::Internal(other.to_string()),
+        }
     }
 }
 
@@ -56,6 +82,28 @@ impl From<EventError> for ApiError {
                 ApiError::new(ErrorCode::Unauthenticated, "this call needs a caller")
             }
             EventError::Forbidden => ApiError::new(ErrorCode::Forbidden, "not allowed"),
+            EventError::AlreadyClaimed { claim_id } => ApiError::new(
+                ErrorCode::AlreadyClaimed,
+                "this event was already claimed by this user",
+            )
+            .with_metadata("claimId", claim_id),
+            EventError::OutOfStock { reward_id } => ApiError::new(
+                ErrorCode::OutOfStock,
+                "a reward of this event has no stock left",
+            )
+            .with_metadata("rewardId", reward_id),
+            EventError::InvalidState => {
+                ApiError::new(ErrorCode::InvalidState, "the claim is not pending")
+            }
+            EventError::EventNotActive => ApiError::new(
+                ErrorCode::EventNotActive,
+                "the event is not active (outside its window, a draft or canceled)",
+            ),
+            EventError::ConditionsNotMet { evaluation } => ApiError::new(
+                ErrorCode::ConditionsNotMet,
+                "the player's activity does not satisfy the event's condition",
+            )
+            .with_metadata("evaluation", evaluation.to_string()),
             EventError::Mongo(error) if erp_platform::mongo::is_unavailable(&error) => {
                 tracing::warn!(%error, "mongodb unavailable");
                 ApiError::unavailable("the event store")

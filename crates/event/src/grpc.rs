@@ -14,8 +14,9 @@ use tonic::{Request, Response, Status};
 use crate::conditions::{self, Condition, Leaf, Op, Window};
 use crate::error::EventError;
 use crate::model::{
-    ClaimPolicy, Event, EventPatch, EventStatus, NewEvent, ProgressItem, ProgressMode, Publication,
-    Reward, RewardInput, RewardPatch, RewardType,
+    Claim, ClaimFilter, ClaimPolicy, ClaimStatus, Dashboard, Event, EventPatch, EventStatus,
+    NewEvent, ProgressItem, ProgressMode, Publication, Reward, RewardInput, RewardPatch,
+    RewardType,
 };
 use crate::service::EventService;
 
@@ -273,6 +274,111 @@ pub fn audit_to_pb(entry: AuditEntry) -> pb::AuditEntry {
         before_json: entry.before.map(|v| v.to_string()),
         after_json: entry.after.map(|v| v.to_string()),
         trace_id: entry.trace_id,
+    }
+}
+
+pub fn claim_status_to_pb(status: ClaimStatus) -> pb::ClaimStatus {
+    match status {
+        ClaimStatus::Pending => pb::ClaimStatus::Pending,
+        ClaimStatus::Granted => pb::ClaimStatus::Granted,
+        ClaimStatus::Rejected => pb::ClaimStatus::Rejected,
+        ClaimStatus::Expired => pb::ClaimStatus::Expired,
+    }
+}
+
+fn claim_status_from_pb(value: i32) -> Result<ClaimStatus, EventError> {
+    match pb::ClaimStatus::try_from(value) {
+        Ok(pb::ClaimStatus::Pending) => Ok(ClaimStatus::Pending),
+        Ok(pb::ClaimStatus::Granted) => Ok(ClaimStatus::Granted),
+        Ok(pb::ClaimStatus::Rejected) => Ok(ClaimStatus::Rejected),
+        Ok(pb::ClaimStatus::Expired) => Ok(ClaimStatus::Expired),
+        _ => Err(EventError::field(
+            "status",
+            "must be PENDING, GRANTED, REJECTED or EXPIRED",
+        )),
+    }
+}
+
+pub fn claim_to_pb(claim: &Claim) -> pb::Claim {
+    pb::Claim {
+        id: claim.id.clone(),
+        event_id: claim.event_id.clone(),
+        user_id: claim.user_id.clone(),
+        status: claim_status_to_pb(claim.status) as i32,
+        rewards: claim
+            .rewards
+            .iter()
+            .map(|r| pb::RewardSnapshot {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                r#type: reward_type_to_pb(r.reward_type) as i32,
+                item_code: r.item_code.clone(),
+                quantity: r.quantity,
+            })
+            .collect(),
+        event: Some(pb::EventSnapshot {
+            title: claim.event.title.clone(),
+            starts_at: Some(timestamp(claim.event.starts_at)),
+            ends_at: Some(timestamp(claim.event.ends_at)),
+        }),
+        evaluation: Some(pb::Evaluation {
+            event_id: claim.event_id.clone(),
+            user_id: claim.user_id.clone(),
+            passed: claim.evaluation.passed,
+            details: evaluation_to_pb(&claim.evaluation),
+        }),
+        requested_at: Some(timestamp(claim.requested_at)),
+        decided_at: claim.decided_at.map(timestamp),
+        decided_by: claim.decided_by.clone(),
+        reason: claim.reason.clone(),
+    }
+}
+
+/// An optional string filter: absent and empty both mean "any".
+fn filter_value(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
+pub fn dashboard_to_pb(dashboard: &Dashboard) -> pb::Dashboard {
+    pb::Dashboard {
+        events: Some(pb::DashboardEvents {
+            by_status: dashboard
+                .events_by_status
+                .iter()
+                .map(|(status, n)| (status.as_str().to_owned(), *n))
+                .collect(),
+        }),
+        claims: Some(pb::DashboardClaims {
+            by_status: dashboard
+                .claims_by_status
+                .iter()
+                .map(|(status, n)| (status.as_str().to_owned(), *n))
+                .collect(),
+            per_day: dashboard
+                .claims_per_day
+                .iter()
+                .map(|d| pb::DayCount {
+                    day: d.day.format("%Y-%m-%d").to_string(),
+                    count: d.count,
+                })
+                .collect(),
+        }),
+        rewards: Some(pb::DashboardRewards {
+            granted_by_type: dashboard
+                .granted_by_type
+                .iter()
+                .map(|(t, n)| (t.as_str().to_owned(), *n))
+                .collect(),
+        }),
+        top_events: dashboard
+            .top_events
+            .iter()
+            .map(|e| pb::TopEvent {
+                event_id: e.event_id.clone(),
+                title: e.title.clone(),
+                claims: e.claims,
+            })
+            .collect(),
     }
 }
 
@@ -598,6 +704,121 @@ impl EventRpc for EventGrpc {
         Ok(Response::new(pb::ListAuditResponse {
             items: page.items.into_iter().map(audit_to_pb).collect(),
             next_cursor: page.next_cursor,
+        }))
+    }
+
+    async fn claim(&self, request: Request<pb::ClaimRequest>) -> RpcResult<pb::ClaimResponse> {
+        let caller = caller(&request)?;
+        let body = request.into_inner();
+        let outcome = self
+            .service
+            .claim(
+                caller.as_ref(),
+                &body.event_id,
+                body.idempotency_key.as_deref(),
+            )
+            .await?;
+        Ok(Response::new(pb::ClaimResponse {
+            claim: Some(claim_to_pb(&outcome.claim)),
+            replayed: outcome.replayed,
+        }))
+    }
+
+    async fn get_claim(
+        &self,
+        request: Request<pb::GetClaimRequest>,
+    ) -> RpcResult<pb::GetClaimResponse> {
+        let caller = caller(&request)?;
+        let claim = self
+            .service
+            .get_claim(caller.as_ref(), &request.into_inner().id)
+            .await?;
+        Ok(Response::new(pb::GetClaimResponse {
+            claim: Some(claim_to_pb(&claim)),
+        }))
+    }
+
+    async fn list_my_claims(
+        &self,
+        request: Request<pb::ListMyClaimsRequest>,
+    ) -> RpcResult<pb::ListMyClaimsResponse> {
+        let caller = caller(&request)?;
+        let body = request.into_inner();
+        let filter = ClaimFilter {
+            status: body.status.map(claim_status_from_pb).transpose()?,
+            event_id: filter_value(body.event_id),
+            ..ClaimFilter::default()
+        };
+        let page = self
+            .service
+            .list_my_claims(caller.as_ref(), filter, body.limit, &body.cursor)
+            .await?;
+        Ok(Response::new(pb::ListMyClaimsResponse {
+            items: page.items.iter().map(claim_to_pb).collect(),
+            next_cursor: page.next_cursor,
+        }))
+    }
+
+    async fn list_claims(
+        &self,
+        request: Request<pb::ListClaimsRequest>,
+    ) -> RpcResult<pb::ListClaimsResponse> {
+        let caller = caller(&request)?;
+        let body = request.into_inner();
+        let filter = ClaimFilter {
+            user_id: filter_value(body.user_id),
+            event_id: filter_value(body.event_id),
+            status: body.status.map(claim_status_from_pb).transpose()?,
+            from: from_timestamp(body.from),
+            to: from_timestamp(body.to),
+        };
+        let page = self
+            .service
+            .list_claims(caller.as_ref(), filter, body.limit, &body.cursor)
+            .await?;
+        Ok(Response::new(pb::ListClaimsResponse {
+            items: page.items.iter().map(claim_to_pb).collect(),
+            next_cursor: page.next_cursor,
+        }))
+    }
+
+    async fn approve_claim(
+        &self,
+        request: Request<pb::ApproveClaimRequest>,
+    ) -> RpcResult<pb::ApproveClaimResponse> {
+        let caller = caller(&request)?;
+        let claim = self
+            .service
+            .approve_claim(caller.as_ref(), &request.into_inner().id)
+            .await?;
+        Ok(Response::new(pb::ApproveClaimResponse {
+            claim: Some(claim_to_pb(&claim)),
+        }))
+    }
+
+    async fn reject_claim(
+        &self,
+        request: Request<pb::RejectClaimRequest>,
+    ) -> RpcResult<pb::RejectClaimResponse> {
+        let caller = caller(&request)?;
+        let body = request.into_inner();
+        let claim = self
+            .service
+            .reject_claim(caller.as_ref(), &body.id, &body.reason)
+            .await?;
+        Ok(Response::new(pb::RejectClaimResponse {
+            claim: Some(claim_to_pb(&claim)),
+        }))
+    }
+
+    async fn get_dashboard(
+        &self,
+        request: Request<pb::GetDashboardRequest>,
+    ) -> RpcResult<pb::GetDashboardResponse> {
+        let caller = caller(&request)?;
+        let dashboard = self.service.dashboard(caller.as_ref()).await?;
+        Ok(Response::new(pb::GetDashboardResponse {
+            dashboard: Some(dashboard_to_pb(&dashboard)),
         }))
     }
 }

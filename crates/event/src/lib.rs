@@ -1,14 +1,19 @@
-//! The event service: events, rewards, player activity and conditions (claims, approvals and the
-//! dashboard build on these).
+//! The event service: events, rewards, player activity and conditions, claims and approvals,
+//! the audit trail, the dashboard and the lifecycle jobs.
 //!
 //! [`App::build`] binds its listeners and connects its stores; [`App::run`] creates indexes, then
-//! serves gRPC, the admin endpoints and the cache-invalidation listener until shutdown.
+//! serves gRPC, the admin endpoints, the cache-invalidation listener and (on the leader) the
+//! background jobs until shutdown.
 
 pub mod cache;
+pub mod claims;
 pub mod conditions;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod grpc;
+pub mod jobs;
+pub mod leader;
 pub mod metrics;
 pub mod model;
 pub mod service;
@@ -26,9 +31,12 @@ use erp_proto::event::v1::event_service_server::EventServiceServer;
 pub use config::{Config, SERVICE_NAME};
 
 use crate::cache::{CatalogCache, Invalidation};
+use crate::claims::ClaimSettings;
+use crate::jobs::Jobs;
+use crate::leader::{AlwaysLeader, LeaderElection};
 use crate::metrics::EventMetrics;
 use crate::service::EventService;
-use crate::store::{ActivityStore, CatalogStore};
+use crate::store::{ActivityStore, CatalogStore, ClaimStore, TallyStore};
 
 /// The event service, bound and connected, not yet serving.
 pub struct App {
@@ -36,7 +44,10 @@ pub struct App {
     host: GrpcServiceHost,
     catalog: CatalogStore,
     activity: ActivityStore,
+    claims: ClaimStore,
+    tallies: TallyStore,
     service: Arc<EventService>,
+    jobs: Jobs,
 }
 
 impl App {
@@ -51,6 +62,8 @@ impl App {
         let metrics = EventMetrics::register(&host.registry)?;
         let catalog = CatalogStore::new(host.database.clone());
         let activity = ActivityStore::new(host.database.clone());
+        let claims = ClaimStore::new(host.database.clone());
+        let tallies = TallyStore::new(host.database.clone());
         let cache = CatalogCache::new(
             config.cache_ttl,
             config.list_cache_ttl,
@@ -60,16 +73,42 @@ impl App {
         let service = Arc::new(EventService::new(
             catalog.clone(),
             activity.clone(),
+            claims.clone(),
+            tallies.clone(),
             cache,
             metrics,
+            ClaimSettings {
+                batch_max: config.claim_batch_max,
+                pending_expiry: config.claim_pending_expiry,
+            },
         ));
+        let jobs = Jobs::new(
+            Arc::clone(&service),
+            Arc::new(AlwaysLeader),
+            config.jobs_interval,
+        );
         Ok(Self {
             config,
             host,
             catalog,
             activity,
+            claims,
+            tallies,
             service,
+            jobs,
         })
+    }
+
+    /// Runs the background jobs only while `leader` says so (the default: always).
+    #[must_use]
+    pub fn with_leader_election(mut self, leader: Arc<dyn LeaderElection>) -> Self {
+        self.jobs = Jobs::new(Arc::clone(&self.service), leader, self.config.jobs_interval);
+        self
+    }
+
+    /// The background jobs, to run them by hand (tests, tools) beside the schedule.
+    pub fn jobs(&self) -> Jobs {
+        self.jobs.clone()
     }
 
     pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
@@ -109,18 +148,35 @@ impl App {
 
         let catalog = self.catalog.clone();
         let activity = self.activity.clone();
+        let claims = self.claims.clone();
+        let tallies = self.tallies.clone();
         let startup_shutdown = shutdown.clone();
+        let (indexes_ready, indexes_done) = tokio::sync::oneshot::channel::<()>();
         let startup = async move {
-            retry_until_shutdown("indexes", &startup_shutdown, || async {
+            let created = retry_until_shutdown("indexes", &startup_shutdown, || async {
                 catalog.ensure_indexes().await?;
                 activity.ensure_indexes().await?;
+                claims.ensure_indexes().await?;
+                tallies.ensure_indexes().await?;
                 Ok::<(), error::EventError>(())
             })
             .await;
+            if created {
+                let _ = indexes_ready.send(());
+            }
         };
+        let jobs = self.jobs.clone();
+        let jobs_shutdown = shutdown.clone();
+        let jobs_loop = tokio::spawn(async move {
+            // The jobs start once the indexes they query exist (never, if shut down before).
+            if indexes_done.await.is_ok() {
+                jobs.run_until(jobs_shutdown).await;
+            }
+        });
 
         let served = self.host.serve(router, startup, shutdown).await;
         let _ = listener_task.await;
+        let _ = jobs_loop.await;
         served
     }
 }

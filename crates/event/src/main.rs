@@ -2,6 +2,16 @@
 
 fn main() -> std::process::ExitCode {
     erp_platform::runtime::run(erp_event::Config::from_env, |config, shutdown| async move {
-        erp_event::App::build(config).await?.run(shutdown).await
+        // A Kubernetes Lease when ERP_KUBERNETES_LEASE_NAME is set, else always the leader.
+        let leader = erp_platform::cluster::leader_election_from_env(
+            &erp_platform::Env::from_process(),
+            &shutdown,
+        )
+        .await?;
+        erp_event::App::build(config)
+            .await?
+            .with_leader_election(leader)
+            .run(shutdown)
+            .await
     })
 }

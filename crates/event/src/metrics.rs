@@ -1,6 +1,14 @@
 //! The event service's business metrics.
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, core::Collector,
+};
+
+/// Claim latency buckets: from a cached refusal (sub-millisecond) to a transaction waiting out
+/// write conflicts.
+const CLAIM_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 #[derive(Clone)]
 pub struct EventMetrics {
@@ -10,6 +18,23 @@ pub struct EventMetrics {
     pub cache_requests: IntCounterVec,
     /// `result`: accepted, duplicate.
     pub progress_items: IntCounterVec,
+    /// `result`: granted, pending, denied, duplicate; `reason`: the refusal code for denied
+    /// (EVENT_NOT_ACTIVE, CONDITIONS_NOT_MET, OUT_OF_STOCK), empty otherwise.
+    pub claims: IntCounterVec,
+    /// Claims created (granted or pending) per event.
+    pub event_claims: IntCounterVec,
+    /// Rewards handed out (on an AUTO grant or an approval) by reward type.
+    pub rewards_granted: IntCounterVec,
+    /// Units left of each limited reward, as last seen by this replica's claims and decisions.
+    pub reward_remaining: IntGaugeVec,
+    /// Time to answer a Claim call, refusals included.
+    pub claim_duration: Histogram,
+    /// Transaction callbacks run again after a transient error (write conflicts), by operation:
+    /// claim, approve, reject, expire.
+    pub transaction_retries: IntCounterVec,
+    /// Background job runs: `job` expire_pending, lifecycle; `result` ok, error, skipped (not
+    /// the leader).
+    pub job_runs: IntCounterVec,
 }
 
 impl EventMetrics {
@@ -36,10 +61,71 @@ impl EventMetrics {
                 ),
                 &["result"],
             )?,
+            claims: IntCounterVec::new(
+                Opts::new(
+                    "erp_event_claims_total",
+                    "Claim requests by result (granted, pending, denied, duplicate) and refusal reason",
+                ),
+                &["result", "reason"],
+            )?,
+            event_claims: IntCounterVec::new(
+                Opts::new(
+                    "erp_event_event_claims_total",
+                    "Claims created (granted or pending) per event",
+                ),
+                &["event_id"],
+            )?,
+            rewards_granted: IntCounterVec::new(
+                Opts::new(
+                    "erp_event_rewards_granted_total",
+                    "Rewards granted (AUTO grants and approvals) by reward type",
+                ),
+                &["type"],
+            )?,
+            reward_remaining: IntGaugeVec::new(
+                Opts::new(
+                    "erp_event_reward_remaining",
+                    "Units left of a limited reward after the last claim or release seen here",
+                ),
+                &["event_id", "reward_id"],
+            )?,
+            claim_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "erp_event_claim_duration_seconds",
+                    "Time to answer a claim, refusals included",
+                )
+                .buckets(CLAIM_BUCKETS.to_vec()),
+            )?,
+            transaction_retries: IntCounterVec::new(
+                Opts::new(
+                    "erp_event_transaction_retries_total",
+                    "Transaction callbacks run again after a transient error, by operation",
+                ),
+                &["operation"],
+            )?,
+            job_runs: IntCounterVec::new(
+                Opts::new(
+                    "erp_event_job_runs_total",
+                    "Background job runs by job and result",
+                ),
+                &["task", "result"],
+            )?,
         };
-        registry.register(Box::new(metrics.catalog_operations.clone()))?;
-        registry.register(Box::new(metrics.cache_requests.clone()))?;
-        registry.register(Box::new(metrics.progress_items.clone()))?;
+        let collectors: [Box<dyn Collector>; 10] = [
+            Box::new(metrics.catalog_operations.clone()),
+            Box::new(metrics.cache_requests.clone()),
+            Box::new(metrics.progress_items.clone()),
+            Box::new(metrics.claims.clone()),
+            Box::new(metrics.event_claims.clone()),
+            Box::new(metrics.rewards_granted.clone()),
+            Box::new(metrics.reward_remaining.clone()),
+            Box::new(metrics.claim_duration.clone()),
+            Box::new(metrics.transaction_retries.clone()),
+            Box::new(metrics.job_runs.clone()),
+        ];
+        for collector in collectors {
+            registry.register(collector)?;
+        }
         Ok(metrics)
     }
 }

@@ -1,8 +1,8 @@
 //! The event domain's types, free of transport and store types.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::conditions::Condition;
+use crate::conditions::{Condition, Evaluation};
 
 /// What an operator decided about an event's visibility; its status also depends on time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,6 +278,129 @@ pub struct ProgressItem {
     pub mode: ProgressMode,
     pub occurred_at: DateTime<Utc>,
     pub key: Option<String>,
+}
+
+/// A moment in an event's life that the audit trail records once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Milestone {
+    Started,
+    Ended,
+}
+
+impl Milestone {
+    pub const ALL: [Milestone; 2] = [Milestone::Started, Milestone::Ended];
+
+    pub fn action(self) -> &'static str {
+        match self {
+            Milestone::Started => "EVENT_STARTED",
+            Milestone::Ended => "EVENT_ENDED",
+        }
+    }
+}
+
+/// Where a claim is in its life: MANUAL claims wait as `Pending` (holding their stock) until an
+/// operator decides or the expiry job gives the stock back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClaimStatus {
+    Pending,
+    Granted,
+    Rejected,
+    Expired,
+}
+
+impl ClaimStatus {
+    pub const ALL: [ClaimStatus; 4] = [
+        ClaimStatus::Pending,
+        ClaimStatus::Granted,
+        ClaimStatus::Rejected,
+        ClaimStatus::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimStatus::Pending => "PENDING",
+            ClaimStatus::Granted => "GRANTED",
+            ClaimStatus::Rejected => "REJECTED",
+            ClaimStatus::Expired => "EXPIRED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
+    }
+}
+
+/// A reward as it was when a claim took it; later edits or deletion do not change it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RewardSnapshot {
+    pub id: String,
+    pub name: String,
+    pub reward_type: RewardType,
+    pub item_code: Option<String>,
+    pub quantity: i64,
+}
+
+/// The event as it was when a claim was made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSnapshot {
+    pub title: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
+/// One player's claim on one event (at most one per pair).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub id: String,
+    pub event_id: String,
+    pub user_id: String,
+    pub status: ClaimStatus,
+    pub rewards: Vec<RewardSnapshot>,
+    pub event: EventSnapshot,
+    /// The evaluation that admitted the claim.
+    pub evaluation: Evaluation,
+    pub requested_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+    /// The key of the request that created it, so a repeat with that key replays it.
+    pub idempotency_key: Option<String>,
+}
+
+/// Filters of a claim listing; `from` inclusive, `to` exclusive, on `requested_at`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClaimFilter {
+    pub user_id: Option<String>,
+    pub event_id: Option<String>,
+    pub status: Option<ClaimStatus>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// Claims requested on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayCount {
+    pub day: NaiveDate,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopEvent {
+    pub event_id: String,
+    /// From the newest claim's snapshot, so it survives the event's deletion.
+    pub title: String,
+    pub claims: i64,
+}
+
+/// The operators' overview; every status and type is present, with 0 when there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dashboard {
+    pub events_by_status: Vec<(EventStatus, i64)>,
+    pub claims_by_status: Vec<(ClaimStatus, i64)>,
+    /// Oldest first, days without claims included.
+    pub claims_per_day: Vec<DayCount>,
+    pub granted_by_type: Vec<(RewardType, i64)>,
+    pub top_events: Vec<TopEvent>,
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! values; the stores persist.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use erp_platform::audit::{AuditEntry, AuditFilter};
@@ -12,6 +13,7 @@ use erp_platform::pagination::{Cursor, Page, page_limit};
 use serde_json::{Value, json};
 
 use crate::cache::{CatalogCache, Invalidation};
+use crate::claims::{ClaimBatcher, ClaimSettings};
 use crate::conditions::{self, Evaluation, LOGIN_METRIC, Span, json as condition_json};
 use crate::error::EventError;
 use crate::metrics::EventMetrics;
@@ -21,21 +23,26 @@ use crate::model::{
 };
 use crate::store::activity::Applied;
 use crate::store::catalog::{EventQuery, RewardDoc};
-use crate::store::{ActivityStore, CatalogStore};
+use crate::store::{ActivityStore, CatalogStore, ClaimStore, TallyStore};
 use crate::validate;
 
-const STAFF: &[Role] = &[Role::Operator, Role::Auditor, Role::Admin];
-const EDITORS: &[Role] = &[Role::Operator, Role::Admin];
+pub(crate) const STAFF: &[Role] = &[Role::Operator, Role::Auditor, Role::Admin];
+pub(crate) const EDITORS: &[Role] = &[Role::Operator, Role::Admin];
 const ADMINS: &[Role] = &[Role::Admin];
 
 pub struct EventService {
-    catalog: CatalogStore,
+    pub(crate) catalog: CatalogStore,
     activity: ActivityStore,
-    cache: CatalogCache,
-    metrics: EventMetrics,
+    pub(crate) claims: ClaimStore,
+    pub(crate) tallies: TallyStore,
+    pub(crate) batcher: Arc<ClaimBatcher>,
+    pub(crate) cache: CatalogCache,
+    pub(crate) metrics: EventMetrics,
+    /// How long after its event ends a pending claim waits before it expires.
+    pub(crate) pending_expiry: Duration,
 }
 
-fn require(caller: Option<&Caller>, roles: &[Role]) -> Result<Caller, EventError> {
+pub(crate) fn require(caller: Option<&Caller>, roles: &[Role]) -> Result<Caller, EventError> {
     let caller = caller.ok_or(EventError::Unauthenticated)?;
     if caller.has_any(roles) {
         Ok(caller.clone())
@@ -108,14 +115,27 @@ impl EventService {
     pub fn new(
         catalog: CatalogStore,
         activity: ActivityStore,
+        claims: ClaimStore,
+        tallies: TallyStore,
         cache: CatalogCache,
         metrics: EventMetrics,
+        settings: ClaimSettings,
     ) -> Self {
+        let batcher = Arc::new(ClaimBatcher::new(
+            claims.clone(),
+            cache.clone(),
+            metrics.clone(),
+            settings.batch_max,
+        ));
         Self {
             catalog,
             activity,
+            claims,
+            tallies,
+            batcher,
             cache,
             metrics,
+            pending_expiry: settings.pending_expiry,
         }
     }
 
@@ -134,7 +154,7 @@ impl EventService {
             .inc();
     }
 
-    async fn load_event(&self, id: &str) -> Result<Option<Arc<Event>>, EventError> {
+    pub(crate) async fn load_event(&self, id: &str) -> Result<Option<Arc<Event>>, EventError> {
         let catalog = self.catalog.clone();
         let owned = id.to_owned();
         self.cache

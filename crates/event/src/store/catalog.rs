@@ -12,7 +12,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::conditions::json as condition_json;
 use crate::error::EventError;
-use crate::model::{ClaimPolicy, Event, EventStatus, Publication, Reward, RewardType};
+use crate::model::{ClaimPolicy, Event, EventStatus, Milestone, Publication, Reward, RewardType};
+
+/// Set on an event, in the transaction that writes its EVENT_STARTED / EVENT_ENDED audit record,
+/// so each is recorded once however many job runners race.
+const MARKER_STARTED: &str = "started_recorded_at";
+const MARKER_ENDED: &str = "ended_recorded_at";
+
+/// The marker field and the time field of a milestone.
+fn milestone_fields(milestone: Milestone) -> (&'static str, &'static str) {
+    match milestone {
+        Milestone::Started => (MARKER_STARTED, "starts_at"),
+        Milestone::Ended => (MARKER_ENDED, "ends_at"),
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventDoc {
@@ -204,6 +217,13 @@ impl CatalogStore {
                     .build(),
                 IndexModel::builder()
                     .keys(doc! { "publication": 1, "starts_at": 1, "ends_at": 1 })
+                    .build(),
+                // The lifecycle job's scans: events whose milestone is not recorded yet.
+                IndexModel::builder()
+                    .keys(doc! { MARKER_STARTED: 1, "publication": 1, "starts_at": 1 })
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { MARKER_ENDED: 1, "publication": 1, "ends_at": 1 })
                     .build(),
             ])
             .await?;
@@ -519,5 +539,101 @@ impl CatalogStore {
             })
             .await?;
         Ok(deleted)
+    }
+
+    /// Non-deleted events by their status at `now`.
+    pub async fn count_by_status(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(EventStatus, i64)>, EventError> {
+        futures::future::try_join_all(EventStatus::ALL.into_iter().map(|status| {
+            let events = self.events.clone();
+            async move {
+                let n = events
+                    .count_documents(doc! { "$and": [
+                        { "deleted_at": Bson::Null },
+                        status_filter(status, now),
+                    ] })
+                    .await?;
+                Ok::<_, EventError>((status, i64::try_from(n).unwrap_or(i64::MAX)))
+            }
+        }))
+        .await
+    }
+
+    /// The current end of each of `ids` (deleted events included: their claims still expire).
+    pub async fn ends_of(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, DateTime<Utc>>, EventError> {
+        let docs: Vec<EventDoc> = self
+            .events
+            .find(doc! { "_id": { "$in": ids } })
+            .await?
+            .try_collect()
+            .await?;
+        Ok(docs
+            .into_iter()
+            .map(|d| (d.id, from_bson_time(d.ends_at)))
+            .collect())
+    }
+
+    /// Up to `limit` published, non-deleted events that reached `milestone` by `now` and whose
+    /// audit record for it is not written yet.
+    pub async fn unrecorded(
+        &self,
+        milestone: Milestone,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Event>, EventError> {
+        let (marker, time) = milestone_fields(milestone);
+        let docs: Vec<EventDoc> = self
+            .events
+            .find(doc! {
+                marker: Bson::Null,
+                "publication": Publication::Published.as_str(),
+                time: { "$lte": to_bson_time(now) },
+                "deleted_at": Bson::Null,
+            })
+            .sort(doc! { time: 1, "_id": 1 })
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?;
+        docs.into_iter().map(EventDoc::into_event).collect()
+    }
+
+    /// Marks `milestone` of `event_id` as recorded and writes `audit`, in one transaction; false
+    /// when it was already recorded (by another runner).
+    pub async fn record_milestone(
+        &self,
+        event_id: &str,
+        milestone: Milestone,
+        audit: &AuditEntry,
+    ) -> Result<bool, EventError> {
+        let (marker, _) = milestone_fields(milestone);
+        let at = to_bson_time(audit.at);
+        let mut session = self.session().await?;
+        let recorded = session
+            .start_transaction()
+            .and_run((self, audit), |session, (store, audit)| {
+                Box::pin(async move {
+                    let marked = store
+                        .events
+                        .update_one(
+                            doc! { "_id": event_id, marker: Bson::Null },
+                            doc! { "$set": { marker: at } },
+                        )
+                        .session(&mut *session)
+                        .await?;
+                    if marked.matched_count == 0 {
+                        return Ok(false);
+                    }
+                    store.audit.record(audit, session).await?;
+                    Ok(true)
+                })
+            })
+            .await?;
+        Ok(recorded)
     }
 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use erp_event::jobs::Jobs;
 use erp_event::{App, Config};
 use erp_platform::identity::{Caller, Role};
 use erp_platform::{Env, Shutdown};
@@ -17,6 +18,9 @@ use tonic::transport::Channel;
 pub struct TestEvent {
     pub client: EventServiceClient<Channel>,
     pub database: String,
+    /// The instance's background jobs, to run by hand.
+    pub jobs: Jobs,
+    pub admin_addr: std::net::SocketAddr,
     shutdown: Shutdown,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -41,6 +45,7 @@ impl TestEvent {
             .unwrap();
         let grpc_addr = app.grpc_addr().unwrap();
         let admin_addr = app.admin_addr().unwrap();
+        let jobs = app.jobs();
         let shutdown = Shutdown::new();
         let task = tokio::spawn({
             let shutdown = shutdown.clone();
@@ -57,6 +62,8 @@ impl TestEvent {
         Self {
             client,
             database: database.to_owned(),
+            jobs,
+            admin_addr,
             shutdown,
             task: Some(task),
         }
@@ -82,6 +89,117 @@ impl TestEvent {
             .unwrap()
             .into_inner();
         (response.event.unwrap(), response.rewards)
+    }
+
+    /// The instance's Prometheus text (`/metrics` on the admin port).
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.admin_addr)
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    /// Claims `event_id` as `who`.
+    pub async fn claim(
+        &self,
+        who: &Caller,
+        event_id: &str,
+        key: Option<&str>,
+    ) -> Result<pb::ClaimResponse, tonic::Status> {
+        self.client()
+            .claim(as_caller(
+                who,
+                pb::ClaimRequest {
+                    event_id: event_id.to_owned(),
+                    idempotency_key: key.map(str::to_owned),
+                },
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// The claim `event_id` gets for `who`, which must be granted or pending.
+    pub async fn claimed(&self, who: &Caller, event_id: &str) -> pb::Claim {
+        self.claim(who, event_id, None)
+            .await
+            .unwrap()
+            .claim
+            .unwrap()
+    }
+
+    pub async fn rewards(&self, event_id: &str) -> Vec<pb::Reward> {
+        self.client()
+            .list_rewards(as_caller(
+                &operator(),
+                pb::ListRewardsRequest {
+                    event_id: event_id.to_owned(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .items
+    }
+
+    pub async fn get_claim(&self, who: &Caller, id: &str) -> Result<pb::Claim, tonic::Status> {
+        self.client()
+            .get_claim(as_caller(who, pb::GetClaimRequest { id: id.to_owned() }))
+            .await
+            .map(|r| r.into_inner().claim.unwrap())
+    }
+
+    /// Every audit record with `action`, newest first.
+    pub async fn audit(&self, action: &str) -> Vec<pb::AuditEntry> {
+        let mut items = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = self
+                .client()
+                .list_audit(as_caller(
+                    &auditor(),
+                    pb::ListAuditRequest {
+                        action: Some(action.to_owned()),
+                        limit: 100,
+                        cursor: cursor.clone(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            items.extend(page.items);
+            match page.next_cursor {
+                Some(next) => cursor = next,
+                None => return items,
+            }
+        }
+    }
+
+    /// Reports `value` of `metric` for `user` (INCREMENT).
+    pub async fn report(&self, user: &str, metric: &str, value: i64) {
+        self.client()
+            .report_progress(as_caller(
+                &operator(),
+                pb::ReportProgressRequest {
+                    items: vec![pb::ProgressItem {
+                        user_id: user.to_owned(),
+                        metric: metric.to_owned(),
+                        value,
+                        mode: pb::ProgressMode::Increment as i32,
+                        occurred_at: None,
+                        key: None,
+                    }],
+                },
+            ))
+            .await
+            .unwrap();
     }
 }
 
@@ -129,6 +247,14 @@ pub fn code(status: &tonic::Status) -> &'static str {
         .as_str()
 }
 
+/// A fact the error carries in its ErrorInfo metadata (`claimId`, `rewardId`, `evaluation`).
+pub fn metadata(status: &tonic::Status, key: &str) -> Option<String> {
+    erp_platform::error::ApiError::from_status(status)
+        .metadata
+        .get(key)
+        .cloned()
+}
+
 pub fn fields(status: &tonic::Status) -> Vec<String> {
     erp_platform::error::ApiError::from_status(status)
         .fields
@@ -159,6 +285,11 @@ pub fn all(children: Vec<pb::Condition>) -> pb::Condition {
     pb::Condition {
         node: Some(pb::condition::Node::All(pb::ConditionGroup { children })),
     }
+}
+
+pub fn manual(mut request: pb::CreateEventRequest) -> pb::CreateEventRequest {
+    request.claim_policy = Some(pb::ClaimPolicy::Manual as i32);
+    request
 }
 
 pub fn reward(name: &str, stock: Option<i64>) -> pb::RewardInput {
@@ -196,4 +327,40 @@ pub fn active_event_request(title: &str) -> pb::CreateEventRequest {
         chrono::Duration::hours(-1),
         chrono::Duration::days(7),
     )
+}
+
+/// Rewards of `event_id` as stored (with the `claimed` counter the API does not show).
+pub async fn stored_rewards(service: &TestEvent, event_id: &str) -> Vec<mongodb::bson::Document> {
+    use mongodb::bson::{Document, doc};
+    let mut docs = Vec::new();
+    let mut cursor = service
+        .database()
+        .await
+        .collection::<Document>("rewards")
+        .find(doc! { "event_id": event_id })
+        .sort(doc! { "created_at": 1, "_id": 1 })
+        .await
+        .unwrap();
+    while cursor.advance().await.unwrap() {
+        docs.push(cursor.deserialize_current().unwrap());
+    }
+    docs
+}
+
+pub async fn claims_of(service: &TestEvent, event_id: &str) -> u64 {
+    use mongodb::bson::{Document, doc};
+    service
+        .database()
+        .await
+        .collection::<Document>("claims")
+        .count_documents(doc! { "event_id": event_id })
+        .await
+        .unwrap()
+}
+
+/// An integer field, however MongoDB stored it.
+pub fn int(doc: &mongodb::bson::Document, key: &str) -> i64 {
+    doc.get_i64(key)
+        .or_else(|_| doc.get_i32(key).map(i64::from))
+        .unwrap()
 }
