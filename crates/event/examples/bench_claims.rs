@@ -158,7 +158,9 @@ impl Instance {
             .collect();
         env.push(("ERP_LOG_FORMAT".into(), "json".into()));
         env.push(("ERP_CLAIM_BATCH_MAX".into(), batch_max.into()));
+        // The jobs run only when the benchmark says so, and expire nothing it seeded.
         env.push(("ERP_JOBS_INTERVAL_SECS".into(), "3600".into()));
+        env.push(("ERP_CLAIM_PENDING_EXPIRY_SECS".into(), "31536000".into()));
         // The conflicting design needs longer than the default call timeout under load.
         env.push(("ERP_GRPC_TIMEOUT_MS".into(), "60000".into()));
         let config = Config::from_env(&Env::from_pairs(env)).unwrap();

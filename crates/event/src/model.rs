@@ -211,58 +211,6 @@ pub struct EventPatch {
     pub expected_version: Option<i64>,
 }
 
-/// One audit record.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditEntry {
-    pub id: String,
-    pub at: DateTime<Utc>,
-    pub actor_id: String,
-    pub action: String,
-    pub entity_type: String,
-    pub entity_id: String,
-    pub before: Option<serde_json::Value>,
-    pub after: Option<serde_json::Value>,
-    pub trace_id: Option<String>,
-}
-
-impl AuditEntry {
-    pub fn new(
-        actor_id: &str,
-        action: &str,
-        entity_type: &str,
-        entity_id: &str,
-        before: Option<serde_json::Value>,
-        after: Option<serde_json::Value>,
-    ) -> Self {
-        Self {
-            id: uuid::Uuid::now_v7().to_string(),
-            at: Utc::now(),
-            actor_id: actor_id.to_owned(),
-            action: action.to_owned(),
-            entity_type: entity_type.to_owned(),
-            entity_id: entity_id.to_owned(),
-            before,
-            after,
-            trace_id: erp_platform::telemetry::current_trace_id(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    pub action: Option<String>,
-    pub actor_id: Option<String>,
-    pub entity_id: Option<String>,
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_cursor: Option<String>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
     Increment,
