@@ -32,8 +32,8 @@ pub struct EventMetrics {
     /// Transaction callbacks run again after a transient error (write conflicts), by operation:
     /// claim, approve, reject, expire.
     pub transaction_retries: IntCounterVec,
-    /// Background job runs: `job` expire_pending, lifecycle; `result` ok, error, skipped (not
-    /// the leader).
+    /// Background job runs: `task` expire_pending, lifecycle, tally_claims; `result` ok, error,
+    /// skipped (not the leader).
     pub job_runs: IntCounterVec,
 }
 
