@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use erp_platform::identity::Caller;
 use erp_proto::auth::v1 as pb;
 use erp_proto::auth::v1::auth_service_server::AuthService as AuthRpc;
+pub use erp_proto::time::{from_timestamp, timestamp};
 use tonic::{Request, Response, Status};
 
 use crate::error::AuthError;
@@ -21,17 +21,6 @@ impl AuthGrpc {
     pub fn new(service: Arc<AuthService>) -> Self {
         Self { service }
     }
-}
-
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-fn from_timestamp(at: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    at.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
 }
 
 fn role_to_pb(role: Role) -> pb::Role {

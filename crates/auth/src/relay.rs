@@ -89,10 +89,7 @@ impl OutboxRelay {
             idempotency_key: item.id.clone(),
             user_id: item.user_id.clone(),
             kind: ActivityKind::Login as i32,
-            occurred_at: Some(prost_types::Timestamp {
-                seconds: item.occurred_at.timestamp(),
-                nanos: i32::try_from(item.occurred_at.timestamp_subsec_nanos()).unwrap_or(0),
-            }),
+            occurred_at: Some(erp_proto::time::timestamp(item.occurred_at)),
         };
         let outcome = self.client.clone().record_activity(request).await;
         let stored = match outcome {

@@ -9,6 +9,7 @@ use erp_platform::audit::{AuditEntry, AuditFilter};
 use erp_platform::identity::Caller;
 use erp_proto::event::v1 as pb;
 use erp_proto::event::v1::event_service_server::EventService as EventRpc;
+pub use erp_proto::time::{from_timestamp, timestamp};
 use tonic::{Request, Response, Status};
 
 use crate::conditions::{self, Condition, Leaf, Op, Window};
@@ -31,17 +32,6 @@ impl EventGrpc {
 }
 
 type RpcResult<T> = Result<Response<T>, Status>;
-
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-pub fn from_timestamp(at: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    at.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
-}
 
 /// The caller in metadata; `None` for an internal call.
 fn caller<T>(request: &Request<T>) -> Result<Option<Caller>, EventError> {

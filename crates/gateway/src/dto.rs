@@ -9,17 +9,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
+pub use erp_proto::time::timestamp;
+
 pub fn time(at: Option<prost_types::Timestamp>) -> Option<String> {
     let at = at?;
     DateTime::<Utc>::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?)
         .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-}
-
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).

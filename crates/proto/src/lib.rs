@@ -16,3 +16,20 @@ pub mod event {
         tonic::include_proto!("erp.event.v1");
     }
 }
+
+/// Conversions between protobuf timestamps and `chrono` UTC times, shared by every service.
+pub mod time {
+    use chrono::{DateTime, Utc};
+
+    pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+        prost_types::Timestamp {
+            seconds: at.timestamp(),
+            nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+        }
+    }
+
+    /// `None` for an absent or out-of-range timestamp.
+    pub fn from_timestamp(at: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+        at.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+    }
+}
