@@ -6,7 +6,9 @@
 #   2. POST /api/v1/events/{id}/claims by many distinct players (AUTO, limited stock);
 #   3. resident memory of each service afterwards.
 # Builds release binaries, starts the stores and the three services on 127.0.0.1:18xxx, installs
-# wrk (Debian) if missing. DURATION (seconds, default 15), CONNECTIONS (64), PLAYERS (2000).
+# wrk (Debian) if missing. DURATION (seconds, default 15), CONNECTIONS (64), PLAYERS (2000),
+# GATEWAY_THREADS (the gateway's ERP_WORKER_THREADS: HTTP shards, default: the cores), SERVICE_THREADS
+# (auth's and event's, default 1: what the chart's one-CPU limits give them in a cluster).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -14,6 +16,8 @@ cd "$ROOT"
 DURATION="${DURATION:-15}"
 CONNECTIONS="${CONNECTIONS:-64}"
 PLAYERS="${PLAYERS:-2000}"
+GATEWAY_THREADS="${GATEWAY_THREADS:-$(nproc)}"
+SERVICE_THREADS="${SERVICE_THREADS:-1}"
 LOGS="$ROOT/.erp/logs/bench"
 mkdir -p "$LOGS"
 
@@ -35,7 +39,7 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-common=(ERP_LOG_FORMAT=json RUST_LOG=warn ERP_REDIS_KEY_PREFIX="$RUN:")
+common=(ERP_LOG_FORMAT=json RUST_LOG=warn ERP_REDIS_KEY_PREFIX="$RUN:" ERP_WORKER_THREADS="$SERVICE_THREADS")
 env "${common[@]}" ERP_EVENT_ADDR=127.0.0.1:18052 ERP_ADMIN_ADDR=127.0.0.1:18066 \
   ERP_MONGODB_DATABASE="${RUN}_event" target/release/erp-event >"$LOGS/event.log" 2>&1 &
 pids+=("$!"); event_pid=$!
@@ -47,7 +51,7 @@ env "${common[@]}" ERP_AUTH_ADDR=127.0.0.1:18051 ERP_ADMIN_ADDR=127.0.0.1:18065 
 pids+=("$!"); auth_pid=$!
 env "${common[@]}" ERP_GATEWAY_ADDR=127.0.0.1:18080 ERP_ADMIN_ADDR=127.0.0.1:18064 \
   ERP_AUTH_URL=http://127.0.0.1:18051 ERP_EVENT_URL=http://127.0.0.1:18052 \
-  ERP_RATE_LIMIT_PER_MINUTE=0 ERP_AUTH_RATE_LIMIT_PER_MINUTE=0 \
+  ERP_RATE_LIMIT_PER_MINUTE=0 ERP_AUTH_RATE_LIMIT_PER_MINUTE=0 ERP_WORKER_THREADS="$GATEWAY_THREADS" \
   target/release/erp-gateway >"$LOGS/gateway.log" 2>&1 &
 pids+=("$!"); gateway_pid=$!
 target/release/examples/bare_axum 127.0.0.1:18090 >"$LOGS/bare.log" 2>&1 &
@@ -106,7 +110,7 @@ wrk -t2 -c"$CONNECTIONS" -d3s -H "Authorization: Bearer $TOKEN" "http://127.0.0.
 wrk -t2 -c"$CONNECTIONS" -d3s "http://127.0.0.1:18090/" >/dev/null
 
 echo
-echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); wrk -t2 -c$CONNECTIONS -d${DURATION}s"
+echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); wrk -t2 -c$CONNECTIONS -d${DURATION}s; ERP_WORKER_THREADS: gateway $GATEWAY_THREADS, auth and event $SERVICE_THREADS"
 echo
 echo "| target | requests/s | p50 | p99 |"
 echo "|---|---|---|---|"

@@ -56,19 +56,27 @@ fn role_from_pb(value: i32) -> Option<Role> {
     }
 }
 
+/// Verified sessions by the SHA-256 of their token, shared by every HTTP shard of the gateway.
+pub type SessionCache = Cache<[u8; 32], Arc<Session>>;
+
 impl Introspector {
+    /// A cache whose answers live `ttl` (revocations evict them at once).
+    pub fn cache(ttl: Duration) -> SessionCache {
+        Cache::builder()
+            .max_capacity(200_000)
+            .time_to_live(ttl)
+            .support_invalidation_closures()
+            .build()
+    }
+
     pub fn new(
         client: AuthServiceClient<Measured<Channel>>,
-        ttl: Duration,
+        cache: SessionCache,
         lookups: IntCounterVec,
     ) -> Self {
         Self {
             client,
-            cache: Cache::builder()
-                .max_capacity(200_000)
-                .time_to_live(ttl)
-                .support_invalidation_closures()
-                .build(),
+            cache,
             lookups,
         }
     }

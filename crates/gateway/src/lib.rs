@@ -3,6 +3,7 @@
 //! table, rate-limits, and calls the auth and event services over gRPC.
 
 pub mod config;
+pub mod connections;
 pub mod dto;
 pub mod extract;
 pub mod handlers;
@@ -23,7 +24,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use erp_platform::admin::{self, Readiness};
 use erp_platform::cluster::{self, GrpcPeer};
-use erp_platform::error::ApiError;
 use erp_platform::grpc::GrpcHealthCheck;
 use erp_platform::grpc_metrics::GrpcMetrics;
 use erp_platform::redis::{RedisCheck, RedisStore};
@@ -37,29 +37,53 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use config::{Config, SERVICE_NAME};
 
-use crate::introspection::{Introspector, Revocation};
-use crate::problem::Problem;
+use crate::connections::{Dispatcher, Handoff};
+use crate::introspection::{Introspector, Revocation, SessionCache};
 use crate::ratelimit::RateLimiter;
-use crate::state::{AppState, HttpMetrics};
+use crate::state::{AppState, HttpMetrics, Shared};
 
 /// The gateway, bound and connected, not yet serving.
+///
+/// It serves HTTP on one thread per `ERP_WORKER_THREADS` (default: the CPUs it may use), each a
+/// single-threaded runtime with its own connections to auth and event ("shards"; the first
+/// accepts and deals the connections out in turn, [`connections`]). A shard batches the gRPC
+/// frames of its requests into few writes, and shards do not wait on each other: measured, two
+/// shards serve about a fifth more than one, and a multi-threaded runtime of two workers less
+/// than one shard (docs/benchmarks.md). The shards share configuration, metrics and the
+/// introspection cache.
 pub struct App {
-    config: Arc<Config>,
-    http_listener: TcpListener,
+    common: Common,
+    http_listener: Dispatcher,
+    /// The connections of every further shard.
+    shard_listeners: Vec<Handoff>,
     admin_listener: TcpListener,
-    auth_channel: Channel,
-    event_channel: Channel,
+    upstreams: Upstreams,
     redis: RedisStore,
     registry: prometheus::Registry,
-    state: AppState,
     /// Stops the EndpointSlice watches (in a cluster) once the gateway has stopped.
     discovery: Shutdown,
 }
 
-impl App {
-    pub async fn build(config: Config) -> Result<Self, BoxError> {
-        let config = Arc::new(config);
-        let discovery = Shutdown::new();
+/// What every HTTP shard shares.
+#[derive(Clone)]
+struct Common {
+    config: Arc<Config>,
+    http_metrics: HttpMetrics,
+    grpc_metrics: GrpcMetrics,
+    sessions: SessionCache,
+}
+
+/// One shard's connections to the services and the state its handlers use.
+struct Upstreams {
+    auth_channel: Channel,
+    event_channel: Channel,
+    state: AppState,
+}
+
+impl Upstreams {
+    /// Channels made on the calling thread's runtime, which then drives them.
+    async fn connect(common: &Common, discovery: &Shutdown) -> Result<Self, BoxError> {
+        let config = &common.config;
         let auth_channel = cluster::grpc_channel_from_env(
             &config.env,
             GrpcPeer {
@@ -68,7 +92,7 @@ impl App {
                 service_var: "ERP_AUTH_SERVICE_NAME",
             },
             &config.grpc,
-            &discovery,
+            discovery,
         )
         .await?;
         let event_channel = cluster::grpc_channel_from_env(
@@ -79,47 +103,64 @@ impl App {
                 service_var: "ERP_EVENT_SERVICE_NAME",
             },
             &config.grpc,
-            &discovery,
+            discovery,
         )
         .await?;
         let redis = RedisStore::connect(&config.redis)?;
-        let registry = metrics::new_registry();
-        let http_metrics = HttpMetrics::register(&registry)?;
-        let grpc_metrics = GrpcMetrics::client(&registry)?;
-        let auth =
-            AuthServiceClient::new(grpc_metrics.for_upstream("auth").wrap(auth_channel.clone()));
-        let event = EventServiceClient::new(
-            grpc_metrics
-                .for_upstream("event")
-                .wrap(event_channel.clone()),
-        );
-        let state = AppState {
+        let metrics = &common.grpc_metrics;
+        let auth = AuthServiceClient::new(metrics.for_upstream("auth").wrap(auth_channel.clone()));
+        let event =
+            EventServiceClient::new(metrics.for_upstream("event").wrap(event_channel.clone()));
+        let http_metrics = common.http_metrics.clone();
+        let state = AppState::new(Shared {
             introspector: Introspector::new(
                 auth.clone(),
-                config.introspection_ttl,
+                common.sessions.clone(),
                 http_metrics.introspection_cache.clone(),
             ),
-            limiter: RateLimiter::new(redis.clone(), http_metrics.rate_limited.clone()),
+            limiter: RateLimiter::new(redis, http_metrics.rate_limited.clone()),
             auth,
             event,
             metrics: http_metrics,
-            config: Arc::clone(&config),
-        };
+            config: Arc::clone(config),
+        });
         Ok(Self {
-            http_listener: runtime::bind(config.http_addr, "ERP_GATEWAY_ADDR").await?,
-            admin_listener: runtime::bind(config.common.admin_addr, "ERP_ADMIN_ADDR").await?,
-            config,
             auth_channel,
             event_channel,
-            redis,
-            registry,
             state,
+        })
+    }
+}
+
+impl App {
+    pub async fn build(config: Config) -> Result<Self, BoxError> {
+        let config = Arc::new(config);
+        let discovery = Shutdown::new();
+        let registry = metrics::new_registry();
+        let common = Common {
+            http_metrics: HttpMetrics::register(&registry)?,
+            grpc_metrics: GrpcMetrics::client(&registry)?,
+            sessions: Introspector::cache(config.introspection_ttl),
+            config: Arc::clone(&config),
+        };
+        let upstreams = Upstreams::connect(&common, &discovery).await?;
+        let http_listener = runtime::bind(config.http_addr, "ERP_GATEWAY_ADDR").await?;
+        let (http_listener, shard_listeners) =
+            connections::spread(http_listener, runtime::worker_threads(&config.common))?;
+        Ok(Self {
+            http_listener,
+            shard_listeners,
+            admin_listener: runtime::bind(config.common.admin_addr, "ERP_ADMIN_ADDR").await?,
+            redis: RedisStore::connect(&config.redis)?,
+            upstreams,
+            common,
+            registry,
             discovery,
         })
     }
 
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
-        self.http_listener.local_addr()
+        axum::serve::Listener::local_addr(&self.http_listener)
     }
 
     pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
@@ -129,10 +170,16 @@ impl App {
     pub async fn run(self, shutdown: Shutdown) -> Result<(), BoxError> {
         let readiness = Readiness::new(shutdown.clone())
             .with_check(RedisCheck::new(self.redis.clone()))
-            .with_check(GrpcHealthCheck::new("auth", self.auth_channel.clone()))
-            .with_check(GrpcHealthCheck::new("event", self.event_channel.clone()));
+            .with_check(GrpcHealthCheck::new(
+                "auth",
+                self.upstreams.auth_channel.clone(),
+            ))
+            .with_check(GrpcHealthCheck::new(
+                "event",
+                self.upstreams.event_channel.clone(),
+            ));
 
-        let introspector = self.state.introspector.clone();
+        let introspector = self.upstreams.state.introspector.clone();
         let reconnect = introspector.clone();
         let listener_task = tokio::spawn(erp_platform::redis::subscribe_until_shutdown(
             self.redis.client().clone(),
@@ -148,27 +195,90 @@ impl App {
 
         tracing::info!(
             service = SERVICE_NAME,
-            http_addr = %self.http_listener.local_addr()?,
+            http_addr = %self.http_addr()?,
             admin_addr = %self.admin_listener.local_addr()?,
+            http_threads = self.shard_listeners.len() + 1,
             "listening"
         );
-        let drain = self.config.common.shutdown_timeout;
+        let drain = self.common.config.common.shutdown_timeout;
+        let shards: Vec<_> = self
+            .shard_listeners
+            .into_iter()
+            .enumerate()
+            .map(|(index, listener)| {
+                spawn_shard(
+                    index + 1,
+                    listener,
+                    self.common.clone(),
+                    self.discovery.clone(),
+                    shutdown.clone(),
+                )
+            })
+            .collect::<Result<_, _>>()?;
         let served = runtime::run_with_admin(
             runtime::serve_http(
                 self.http_listener,
-                public_router(self.state),
+                public_router(self.upstreams.state),
                 shutdown.clone(),
                 drain,
             ),
             self.admin_listener,
             admin::router(self.registry, readiness),
-            shutdown,
+            shutdown.clone(),
         )
         .await;
+        // A shard that failed stops the others too.
+        shutdown.trigger();
+        let mut outcome = served;
+        for shard in shards {
+            let finished = shard
+                .await
+                .unwrap_or_else(|_| Err("an HTTP shard stopped".into()));
+            if let Err(error) = finished {
+                tracing::error!(%error, "HTTP shard failed");
+                if outcome.is_ok() {
+                    outcome = Err(error);
+                }
+            }
+        }
         self.discovery.trigger();
         let _ = listener_task.await;
-        served
+        outcome
     }
+}
+
+/// Serves HTTP on a thread of its own with a single-threaded runtime and its own upstream
+/// connections, until `shutdown`. The receiver yields how it ended.
+fn spawn_shard(
+    index: usize,
+    listener: Handoff,
+    common: Common,
+    discovery: Shutdown,
+    shutdown: Shutdown,
+) -> Result<tokio::sync::oneshot::Receiver<Result<(), BoxError>>, BoxError> {
+    let (finished, outcome) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("http-shard-{index}"))
+        .spawn(move || {
+            let stop_all = shutdown.clone();
+            let served = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(async move {
+                    let upstreams = Upstreams::connect(&common, &discovery).await?;
+                    let drain = common.config.common.shutdown_timeout;
+                    let router = public_router(upstreams.state);
+                    runtime::serve_http(listener, router, shutdown, drain).await
+                }),
+                Err(error) => Err(error.into()),
+            };
+            if served.is_err() {
+                stop_all.trigger();
+            }
+            let _ = finished.send(served);
+        })?;
+    Ok(outcome)
 }
 
 /// Every public route with the gateway's pipeline.
@@ -179,33 +289,17 @@ pub fn public_router(state: AppState) -> Router {
         "{}".to_owned()
     });
     let api = api.route_layer(from_fn_with_state(state.clone(), middleware::authorize));
-    let timeout = state.config.request_timeout;
     let mut router = Router::new()
         .merge(api)
         .merge(openapi::docs_router(document))
         .fallback(|| async { problem::not_found() })
         .method_not_allowed_fallback(|| async { problem::method_not_allowed() })
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(move |request, next| {
-            with_timeout(timeout, request, next)
-        }))
         .layer(from_fn_with_state(state.clone(), middleware::observe));
     if let Some(cors) = cors(&state.config.cors_allowed_origins) {
         router = router.layer(cors);
     }
     router.with_state(state)
-}
-
-async fn with_timeout(
-    timeout: Duration,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => Problem(ApiError::unavailable("a service behind the gateway")).into_response(),
-    }
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {

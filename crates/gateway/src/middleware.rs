@@ -29,11 +29,20 @@ fn request_id_from(request: &Request) -> String {
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+        .map_or_else(new_request_id, str::to_owned)
 }
 
-/// Outermost layer: opens the request span (continuing the caller's trace), echoes the request
-/// id and `traceparent`, adds security headers and records HTTP metrics by route template.
+/// A random (v4) UUID from the thread-local generator: `Uuid::new_v4` asks the kernel for
+/// randomness on every call, once per request here.
+fn new_request_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
+}
+
+/// Outermost layer: opens the request span (continuing the caller's trace), bounds the request
+/// by `ERP_HTTP_TIMEOUT_MS` (503 after it), echoes the request id and `traceparent`, adds
+/// security headers and records HTTP metrics by route template.
 pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = request_id_from(&request);
@@ -41,10 +50,8 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         .extensions_mut()
         .insert(RequestId(request_id.clone()));
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let span = tracing::info_span!(
         "http.request",
         otel.kind = "server",
@@ -58,7 +65,13 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
     if let Some(trace_id) = span.in_scope(telemetry::current_trace_id) {
         span.record("trace_id", trace_id.as_str());
     }
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = match tokio::time::timeout(state.config.request_timeout, next.run(request))
+        .instrument(span.clone())
+        .await
+    {
+        Ok(response) => response,
+        Err(_) => Problem(ApiError::unavailable("a service behind the gateway")).into_response(),
+    };
     span.record("http.status", response.status().as_u16());
 
     let headers = response.headers_mut();
@@ -85,16 +98,15 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         );
     }
 
-    let status = response.status().as_u16().to_string();
     state
         .metrics
         .requests
-        .with_label_values(&[&route, method.as_str(), &status])
+        .with_label_values(&[route, method.as_str(), response.status().as_str()])
         .inc();
     state
         .metrics
         .duration
-        .with_label_values(&[&route, method.as_str()])
+        .with_label_values(&[route, method.as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
 }

@@ -62,9 +62,10 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Every `/api/v1` route with its OpenAPI description.
+/// Every `/api/v1` route with its OpenAPI description. The handlers' paths carry the prefix
+/// themselves: a nested router would rewrite every request's URI.
 pub fn api() -> OpenApiRouter<AppState> {
-    let v1 = OpenApiRouter::new()
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(auth::register))
         .routes(routes!(auth::login))
         .routes(routes!(auth::refresh))
@@ -89,8 +90,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(claims::reject))
         .routes(routes!(misc::report))
         .routes(routes!(misc::audit))
-        .routes(routes!(misc::dashboard));
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(crate::routes::API_PREFIX, v1)
+        .routes(routes!(misc::dashboard))
 }
 
 const SWAGGER_CSS: &[u8] = include_bytes!("../assets/swagger-ui/swagger-ui.css");

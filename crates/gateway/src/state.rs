@@ -66,8 +66,26 @@ impl HttpMetrics {
     }
 }
 
+/// A cheap handle on [`Shared`]: axum clones the state for every extractor and middleware, so
+/// it is one `Arc` rather than the clients, caches and metrics themselves.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub auth: AuthServiceClient<Measured<Channel>>,
     pub event: EventServiceClient<Measured<Channel>>,
     pub introspector: Introspector,

@@ -209,6 +209,9 @@ pub struct CommonConfig {
     pub shutdown_timeout: Duration,
     /// OTLP/gRPC collector endpoint; traces are exported only when set.
     pub otlp_endpoint: Option<String>,
+    /// Async runtime worker threads; `None`: one per CPU the process may use (in a container,
+    /// its CPU limit).
+    pub worker_threads: Option<usize>,
 }
 
 impl CommonConfig {
@@ -231,6 +234,10 @@ impl CommonConfig {
             otlp_endpoint: match env.get("OTEL_EXPORTER_OTLP_ENDPOINT") {
                 None => None,
                 Some(_) => Some(env.url("OTEL_EXPORTER_OTLP_ENDPOINT", "", &["http", "https"])?),
+            },
+            worker_threads: match env.get("ERP_WORKER_THREADS") {
+                None => None,
+                Some(_) => Some(env.int_in("ERP_WORKER_THREADS", 1, 1..=256)?),
             },
         })
     }

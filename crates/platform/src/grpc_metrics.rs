@@ -4,11 +4,12 @@
 //! The status is read from the response headers, where tonic puts it for errors (trailers-only
 //! responses); a response without it is a success whose status follows in the trailers.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures::future::BoxFuture;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tonic::server::NamedService;
 
@@ -16,12 +17,15 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Counters and histograms of one side (server or client) in one registry; cheap to clone.
+/// Counters and histograms of one side (server or client) in one registry, labelled with a
+/// service; one `Arc`, as every measured call holds a clone.
 #[derive(Clone)]
-pub struct GrpcMetrics {
+pub struct GrpcMetrics(Arc<Labelled>);
+
+struct Labelled {
     requests: IntCounterVec,
     duration: HistogramVec,
-    service: Arc<str>,
+    service: String,
 }
 
 impl GrpcMetrics {
@@ -53,20 +57,21 @@ impl GrpcMetrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(Self {
+        Ok(Self(Arc::new(Labelled {
             requests,
             duration,
-            service: service.into(),
-        })
+            service: service.to_owned(),
+        })))
     }
 
     /// The same metrics labelled with the upstream service called (client side).
     #[must_use]
     pub fn for_upstream(&self, service: &str) -> Self {
-        Self {
-            service: service.into(),
-            ..self.clone()
-        }
+        Self(Arc::new(Labelled {
+            requests: self.0.requests.clone(),
+            duration: self.0.duration.clone(),
+            service: service.to_owned(),
+        }))
     }
 
     pub fn wrap<S>(&self, inner: S) -> Measured<S> {
@@ -77,11 +82,14 @@ impl GrpcMetrics {
     }
 
     fn observe(&self, method: &str, code: &str, started: Instant) {
-        self.requests
-            .with_label_values(&[&self.service, method, code])
+        let labelled = &self.0;
+        labelled
+            .requests
+            .with_label_values(&[&labelled.service, method, code])
             .inc();
-        self.duration
-            .with_label_values(&[&self.service, method])
+        labelled
+            .duration
+            .with_label_values(&[&labelled.service, method])
             .observe(started.elapsed().as_secs_f64());
     }
 }
@@ -124,36 +132,60 @@ impl<S: NamedService> NamedService for Measured<S> {
 impl<S, B, R> tower::Service<http::Request<B>> for Measured<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
-    S::Error: 'static,
-    R: 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+    type Future = MeasuredFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request.uri().path().to_owned();
-        let metrics = self.metrics.clone();
-        let started = Instant::now();
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let result = future.await;
-            let code = match &result {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-                    .map_or("OK", code_name),
-                Err(_) => "UNAVAILABLE",
-            };
-            metrics.observe(&method, code, started);
-            result
-        })
+        MeasuredFuture {
+            // tonic's paths are static: cloning one is a reference count, not a copy.
+            method: request.uri().path_and_query().cloned(),
+            metrics: self.metrics.clone(),
+            started: Instant::now(),
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A measured call: records its status code and duration when the response (headers) comes.
+    pub struct MeasuredFuture<F> {
+        #[pin]
+        inner: F,
+        method: Option<http::uri::PathAndQuery>,
+        metrics: GrpcMetrics,
+        started: Instant,
+    }
+}
+
+impl<F, R, E> Future for MeasuredFuture<F>
+where
+    F: Future<Output = Result<http::Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let code = match &result {
+            Ok(response) => response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .map_or("OK", code_name),
+            Err(_) => "UNAVAILABLE",
+        };
+        let method = this
+            .method
+            .as_ref()
+            .map_or("", http::uri::PathAndQuery::path);
+        this.metrics.observe(method, code, *this.started);
+        Poll::Ready(result)
     }
 }

@@ -72,7 +72,7 @@ fn token_response(
 }
 
 /// Create a player account (always the `USER` role).
-#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterBody,
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterBody,
     responses(
         (status = 201, description = "Created", body = User),
         (status = 400, description = "Invalid input", body = ProblemBody, content_type = "application/problem+json"),
@@ -112,7 +112,7 @@ pub async fn register(
 }
 
 /// Log in with email and password; also sets the refresh token cookie.
-#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginBody,
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginBody,
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 400, description = "Invalid input", body = ProblemBody, content_type = "application/problem+json"),
@@ -152,7 +152,7 @@ pub async fn login(
 }
 
 /// Exchange a refresh token (body or cookie) for new tokens; the old one stops working.
-#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body(content = RefreshBody, description = "Optional when the refresh cookie is sent"),
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body(content = RefreshBody, description = "Optional when the refresh cookie is sent"),
     responses(
         (status = 200, description = "Rotated", body = TokenResponse),
         (status = 400, description = "Invalid input", body = ProblemBody, content_type = "application/problem+json"),
@@ -196,7 +196,7 @@ pub async fn refresh(
 }
 
 /// End this session: the access token used and its refresh family stop working.
-#[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
     request_body(content = RefreshBody, description = "Optional: another refresh token of yours to revoke too"),
     responses(
         (status = 204, description = "Logged out"),
@@ -232,7 +232,7 @@ pub async fn logout(
 }
 
 /// The caller's own account.
-#[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller", body = User),
         (status = 401, description = "UNAUTHENTICATED", body = ProblemBody, content_type = "application/problem+json"),

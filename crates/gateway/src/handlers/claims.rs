@@ -37,7 +37,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
 }
 
 /// Claim an event's rewards for the caller. `Idempotency-Key` replays the first answer.
-#[utoipa::path(post, path = "/events/{id}/claims", tag = "claims", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/events/{id}/claims", tag = "claims", security(("bearer" = [])),
     params(("id" = String, Path, description = "Event id"), ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key")),
     responses((status = 201, description = "GRANTED (AUTO) or PENDING (MANUAL)", body = Claim), Problems, Conflicts))]
 pub async fn create(
@@ -62,7 +62,7 @@ pub async fn create(
 }
 
 /// The caller's claims, newest first.
-#[utoipa::path(get, path = "/claims/me", tag = "claims", security(("bearer" = [])), params(MyClaimsQuery),
+#[utoipa::path(get, path = "/api/v1/claims/me", tag = "claims", security(("bearer" = [])), params(MyClaimsQuery),
     responses((status = 200, description = "A page of claims", body = Page<Claim>), Problems))]
 pub async fn mine(
     State(state): State<AppState>,
@@ -90,7 +90,7 @@ pub async fn mine(
 }
 
 /// Every claim, newest first, with filters.
-#[utoipa::path(get, path = "/claims", tag = "claims", security(("bearer" = [])), params(ClaimsQuery),
+#[utoipa::path(get, path = "/api/v1/claims", tag = "claims", security(("bearer" = [])), params(ClaimsQuery),
     responses((status = 200, description = "A page of claims", body = Page<Claim>), Problems))]
 pub async fn list(
     State(state): State<AppState>,
@@ -121,7 +121,7 @@ pub async fn list(
 }
 
 /// One claim: its owner or staff.
-#[utoipa::path(get, path = "/claims/{id}", tag = "claims", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/claims/{id}", tag = "claims", security(("bearer" = [])),
     params(("id" = String, Path, description = "Claim id")),
     responses((status = 200, description = "The claim", body = Claim), Problems))]
 pub async fn get(
@@ -139,7 +139,7 @@ pub async fn get(
 }
 
 /// Grant a pending claim.
-#[utoipa::path(post, path = "/claims/{id}/approve", tag = "claims", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/claims/{id}/approve", tag = "claims", security(("bearer" = [])),
     params(("id" = String, Path, description = "Claim id")),
     responses((status = 200, description = "GRANTED", body = Claim), Problems, Conflicts))]
 pub async fn approve(
@@ -160,7 +160,7 @@ pub async fn approve(
 }
 
 /// Reject a pending claim with a reason; its stock is released.
-#[utoipa::path(post, path = "/claims/{id}/reject", tag = "claims", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/claims/{id}/reject", tag = "claims", security(("bearer" = [])),
     params(("id" = String, Path, description = "Claim id")), request_body = RejectBody,
     responses((status = 200, description = "REJECTED", body = Claim), Problems, Conflicts))]
 pub async fn reject(

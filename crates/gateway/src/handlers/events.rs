@@ -49,7 +49,7 @@ fn expected_version(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
 }
 
 /// Create an event, optionally with its rewards.
-#[utoipa::path(post, path = "/events", tag = "events", security(("bearer" = [])), request_body = CreateEventBody,
+#[utoipa::path(post, path = "/api/v1/events", tag = "events", security(("bearer" = [])), request_body = CreateEventBody,
     responses((status = 201, description = "Created", body = Event), Problems))]
 pub async fn create(
     State(state): State<AppState>,
@@ -89,7 +89,7 @@ pub async fn create(
 }
 
 /// Events, newest first (plain players never see drafts).
-#[utoipa::path(get, path = "/events", tag = "events", security(("bearer" = [])), params(EventQuery),
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", security(("bearer" = [])), params(EventQuery),
     responses((status = 200, description = "A page of events", body = Page<Event>), Problems))]
 pub async fn list(
     State(state): State<AppState>,
@@ -116,7 +116,7 @@ pub async fn list(
 }
 
 /// One event; `ETag` is its version.
-#[utoipa::path(get, path = "/events/{id}", tag = "events", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events", security(("bearer" = [])),
     params(("id" = String, Path, description = "Event id")),
     responses((status = 200, description = "The event", body = Event), Problems))]
 pub async fn get(
@@ -134,7 +134,7 @@ pub async fn get(
 }
 
 /// Change an event; `If-Match` makes it conditional on the version.
-#[utoipa::path(patch, path = "/events/{id}", tag = "events", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/events/{id}", tag = "events", security(("bearer" = [])),
     params(("id" = String, Path, description = "Event id"), ("If-Match" = Option<String>, Header, description = "Expected version, e.g. \"3\"")),
     request_body = UpdateEventBody,
     responses((status = 200, description = "The updated event", body = Event), Problems, Conflicts))]
@@ -191,7 +191,7 @@ pub async fn update(
 }
 
 /// Delete an event: it disappears from reads; claims keep their snapshots.
-#[utoipa::path(delete, path = "/events/{id}", tag = "events", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/events/{id}", tag = "events", security(("bearer" = [])),
     params(("id" = String, Path, description = "Event id")),
     responses((status = 204, description = "Deleted"), Problems))]
 pub async fn delete(
@@ -217,7 +217,7 @@ fn reward(reward: Option<pb::Reward>) -> Result<Json<Reward>, Problem> {
 }
 
 /// Add a reward to an event.
-#[utoipa::path(post, path = "/events/{id}/rewards", tag = "rewards", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/events/{id}/rewards", tag = "rewards", security(("bearer" = [])),
     params(("id" = String, Path, description = "Event id")), request_body = RewardInput,
     responses((status = 201, description = "Created", body = Reward), Problems))]
 pub async fn create_reward(
@@ -242,7 +242,7 @@ pub async fn create_reward(
 }
 
 /// The rewards of an event.
-#[utoipa::path(get, path = "/events/{id}/rewards", tag = "rewards", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/events/{id}/rewards", tag = "rewards", security(("bearer" = [])),
     params(("id" = String, Path, description = "Event id")),
     responses((status = 200, description = "Rewards", body = Items<Reward>), Problems))]
 pub async fn list_rewards(
@@ -265,7 +265,7 @@ pub async fn list_rewards(
 }
 
 /// One reward.
-#[utoipa::path(get, path = "/events/{id}/rewards/{rewardId}", tag = "rewards", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/events/{id}/rewards/{rewardId}", tag = "rewards", security(("bearer" = [])),
     params(("id" = String, Path, description = "Event id"), ("rewardId" = String, Path, description = "Reward id")),
     responses((status = 200, description = "The reward", body = Reward), Problems))]
 pub async fn get_reward(
@@ -289,7 +289,7 @@ pub async fn get_reward(
 }
 
 /// Change a reward; `stock: null` makes it unlimited.
-#[utoipa::path(patch, path = "/events/{id}/rewards/{rewardId}", tag = "rewards", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/events/{id}/rewards/{rewardId}", tag = "rewards", security(("bearer" = [])),
     params(("id" = String, Path, description = "Event id"), ("rewardId" = String, Path, description = "Reward id")),
     request_body = UpdateRewardBody,
     responses((status = 200, description = "The updated reward", body = Reward), Problems))]
@@ -326,7 +326,7 @@ pub async fn update_reward(
 }
 
 /// Delete a reward.
-#[utoipa::path(delete, path = "/events/{id}/rewards/{rewardId}", tag = "rewards", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/events/{id}/rewards/{rewardId}", tag = "rewards", security(("bearer" = [])),
     params(("id" = String, Path, description = "Event id"), ("rewardId" = String, Path, description = "Reward id")),
     responses((status = 204, description = "Deleted"), Problems))]
 pub async fn delete_reward(
@@ -349,7 +349,7 @@ pub async fn delete_reward(
 }
 
 /// A player's progress toward an event's condition (own, or `userId` for staff).
-#[utoipa::path(get, path = "/events/{id}/progress", tag = "events", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/events/{id}/progress", tag = "events", security(("bearer" = [])),
     params(("id" = String, Path, description = "Event id"), ProgressQuery),
     responses((status = 200, description = "The evaluation", body = Progress), Problems))]
 pub async fn progress(

@@ -16,7 +16,7 @@ use crate::problem::Problem;
 use crate::state::{AppState, upstream};
 
 /// Report player activity (1..1000 items).
-#[utoipa::path(post, path = "/progress", tag = "progress", security(("bearer" = [])), request_body = ProgressBody,
+#[utoipa::path(post, path = "/api/v1/progress", tag = "progress", security(("bearer" = [])), request_body = ProgressBody,
     responses((status = 200, description = "Accepted and duplicate counts", body = ProgressAccepted), Problems))]
 pub async fn report(
     State(state): State<AppState>,
@@ -54,7 +54,7 @@ pub async fn report(
 }
 
 /// The audit trail, newest first; without `service`, both services' trails merged.
-#[utoipa::path(get, path = "/audit", tag = "audit", security(("bearer" = [])), params(AuditQuery),
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("bearer" = [])), params(AuditQuery),
     responses((status = 200, description = "A page of audit entries", body = Page<AuditEntry>), Problems))]
 pub async fn audit(
     State(state): State<AppState>,
@@ -129,7 +129,7 @@ pub async fn audit(
 }
 
 /// Events by status, claims by status and per day, grants by type, top events.
-#[utoipa::path(get, path = "/dashboard", tag = "dashboard", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/dashboard", tag = "dashboard", security(("bearer" = [])),
     responses((status = 200, description = "The dashboard", body = Dashboard), Problems))]
 pub async fn dashboard(
     State(state): State<AppState>,

@@ -18,7 +18,7 @@ fn user(user: Option<pb::User>) -> Result<Json<User>, Problem> {
 }
 
 /// List accounts, newest first.
-#[utoipa::path(get, path = "/users", tag = "users", security(("bearer" = [])), params(UserQuery),
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = [])), params(UserQuery),
     responses((status = 200, description = "A page of users", body = Page<User>), Problems))]
 pub async fn list(
     State(state): State<AppState>,
@@ -46,7 +46,7 @@ pub async fn list(
 }
 
 /// Create an account with any roles.
-#[utoipa::path(post, path = "/users", tag = "users", security(("bearer" = [])), request_body = CreateUserBody,
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", security(("bearer" = [])), request_body = CreateUserBody,
     responses((status = 201, description = "Created", body = User), Problems, Conflicts))]
 pub async fn create(
     State(state): State<AppState>,
@@ -71,7 +71,7 @@ pub async fn create(
 }
 
 /// One account.
-#[utoipa::path(get, path = "/users/{id}", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
     params(("id" = String, Path, description = "User id")),
     responses((status = 200, description = "The user", body = User), Problems))]
 pub async fn get(
@@ -89,7 +89,7 @@ pub async fn get(
 }
 
 /// Change roles, disabled state, password or username; sessions follow at once.
-#[utoipa::path(patch, path = "/users/{id}", tag = "users", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
     params(("id" = String, Path, description = "User id")), request_body = UpdateUserBody,
     responses((status = 200, description = "The updated user", body = User), Problems))]
 pub async fn update(
@@ -120,7 +120,7 @@ pub async fn update(
 }
 
 /// Delete an account; its sessions are revoked.
-#[utoipa::path(delete, path = "/users/{id}", tag = "users", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
     params(("id" = String, Path, description = "User id")),
     responses((status = 204, description = "Deleted"), Problems))]
 pub async fn delete(
