@@ -34,6 +34,19 @@ pub struct Page<T: ToSchema> {
     pub next_cursor: Option<String>,
 }
 
+impl<T: ToSchema> Page<T> {
+    /// A page of a service's answer, each item in its public form.
+    pub fn of<P>(items: Vec<P>, next_cursor: Option<String>) -> axum::Json<Self>
+    where
+        T: From<P>,
+    {
+        axum::Json(Self {
+            items: items.into_iter().map(T::from).collect(),
+            next_cursor,
+        })
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Items<T: ToSchema> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use erp_platform::error::{ApiError, ErrorCode};
@@ -20,9 +20,6 @@ use crate::state::AppState;
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request id a client sent (if sane) or a new one.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
 fn request_id_from(request: &Request) -> String {
     request
         .headers()
@@ -43,12 +40,9 @@ fn new_request_id() -> String {
 /// Outermost layer: opens the request span (continuing the caller's trace), bounds the request
 /// by `ERP_HTTP_TIMEOUT_MS` (503 after it), echoes the request id and `traceparent`, adds
 /// security headers and records HTTP metrics by route template.
-pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = request_id_from(&request);
-    request
-        .extensions_mut()
-        .insert(RequestId(request_id.clone()));
     let method = request.method().clone();
     let matched = request.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
@@ -130,12 +124,8 @@ fn client_ip(request: &Request, trust_forwarded_for: bool) -> String {
 }
 
 /// The bearer token of the `Authorization` header.
-pub fn bearer_token(request: &Request) -> Option<&str> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -178,14 +168,14 @@ pub async fn authorize(
         }
         return next.run(request).await;
     }
-    let Some(token) = bearer_token(&request).map(str::to_owned) else {
+    let Some(token) = bearer_token(request.headers()) else {
         return Problem(ApiError::new(
             ErrorCode::Unauthenticated,
             "this route needs Authorization: Bearer <access token>",
         ))
         .into_response();
     };
-    let session = match state.introspector.session(&token).await {
+    let session = match state.introspector.session(token).await {
         Ok(session) => session,
         Err(error) => return Problem(error).into_response(),
     };
@@ -207,14 +197,9 @@ pub async fn authorize(
     {
         return Problem(error).into_response();
     }
-    request.extensions_mut().insert(AccessToken(token));
     request.extensions_mut().insert(session);
     next.run(request).await
 }
-
-/// The raw access token of an authenticated request (logout needs it).
-#[derive(Debug, Clone)]
-pub struct AccessToken(pub String);
 
 /// Helper for handlers: the verified session.
 pub type SessionExt = axum::Extension<Arc<crate::introspection::Session>>;

@@ -10,7 +10,7 @@ use erp_proto::auth::v1 as pb;
 use super::Auth;
 use crate::dto::{LoginBody, ProblemBody, RefreshBody, RegisterBody, TokenResponse, User};
 use crate::extract::{JsonBody, OptionalJsonBody};
-use crate::middleware::AccessToken;
+use crate::middleware::bearer_token;
 use crate::problem::Problem;
 use crate::state::{AppState, upstream};
 
@@ -208,10 +208,11 @@ pub async fn refresh(
 pub async fn logout(
     State(state): State<AppState>,
     session: Auth,
-    axum::Extension(AccessToken(access_token)): axum::Extension<AccessToken>,
     headers: HeaderMap,
     OptionalJsonBody(body): OptionalJsonBody<RefreshBody>,
 ) -> Result<Response, Problem> {
+    // Present: the authorisation middleware checked it.
+    let access_token = bearer_token(&headers).unwrap_or_default().to_owned();
     let refresh_token = body.refresh_token.or_else(|| cookie_token(&headers));
     state
         .auth

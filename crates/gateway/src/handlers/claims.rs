@@ -83,10 +83,7 @@ pub async fn mine(
         ))
         .await?
         .into_inner();
-    Ok(Json(Page {
-        items: page.items.into_iter().map(Claim::from).collect(),
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Page::of(page.items, page.next_cursor))
 }
 
 /// Every claim, newest first, with filters.
@@ -114,10 +111,7 @@ pub async fn list(
         ))
         .await?
         .into_inner();
-    Ok(Json(Page {
-        items: page.items.into_iter().map(Claim::from).collect(),
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Page::of(page.items, page.next_cursor))
 }
 
 /// One claim: its owner or staff.

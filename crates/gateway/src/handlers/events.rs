@@ -109,10 +109,7 @@ pub async fn list(
         ))
         .await?
         .into_inner();
-    Ok(Json(Page {
-        items: page.items.into_iter().map(Event::from).collect(),
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Page::of(page.items, page.next_cursor))
 }
 
 /// One event; `ETag` is its version.

@@ -39,10 +39,7 @@ pub async fn list(
         ))
         .await?
         .into_inner();
-    Ok(Json(Page {
-        items: page.items.into_iter().map(User::from).collect(),
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Page::of(page.items, page.next_cursor))
 }
 
 /// Create an account with any roles.
