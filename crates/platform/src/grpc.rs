@@ -97,16 +97,21 @@ pub fn health() -> (
     tonic_health::server::health_reporter()
 }
 
-/// A channel to `url` that connects on first use and reconnects by itself.
-pub fn channel(url: &str, config: &GrpcConfig) -> Result<Channel, tonic::transport::Error> {
+/// An endpoint for `url` with the platform's timeouts and keep-alive (every client channel, also
+/// the per-pod endpoints of a balanced channel in a cluster).
+pub fn endpoint(url: &str, config: &GrpcConfig) -> Result<Endpoint, tonic::transport::Error> {
     Ok(Endpoint::from_shared(url.to_owned())?
         .connect_timeout(config.connect_timeout)
         .timeout(config.request_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(config.keepalive_interval)
         .keep_alive_timeout(config.keepalive_timeout)
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+        .keep_alive_while_idle(true))
+}
+
+/// A channel to `url` that connects on first use and reconnects by itself.
+pub fn channel(url: &str, config: &GrpcConfig) -> Result<Channel, tonic::transport::Error> {
+    Ok(endpoint(url, config)?.connect_lazy())
 }
 
 /// `/readyz` check: the upstream's `grpc.health.v1` says the whole server is serving.

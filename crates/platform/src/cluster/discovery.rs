@@ -169,17 +169,10 @@ pub fn diff(current: &BTreeSet<String>, desired: &BTreeSet<String>) -> EndpointD
 
 /// An endpoint with the same settings as [`crate::grpc::channel`].
 pub fn endpoint(url: &str, config: &GrpcConfig) -> Result<Endpoint, ClusterError> {
-    Ok(Endpoint::from_shared(url.to_owned())
-        .map_err(|source| ClusterError::InvalidEndpoint {
-            url: url.to_owned(),
-            source: source.into(),
-        })?
-        .connect_timeout(config.connect_timeout)
-        .timeout(config.request_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(config.keepalive_interval)
-        .keep_alive_timeout(config.keepalive_timeout)
-        .keep_alive_while_idle(true))
+    crate::grpc::endpoint(url, config).map_err(|source| ClusterError::InvalidEndpoint {
+        url: url.to_owned(),
+        source: source.into(),
+    })
 }
 
 struct SliceWatch {
