@@ -16,6 +16,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+#[path = "../tests/shared/dashboard_delta.rs"]
+mod dashboard_delta;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +33,8 @@ use erp_testkit::{grpc_service_env, unique_name, wait_for_200};
 use mongodb::bson::{Document, doc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
+
+use crate::dashboard_delta::delta_for;
 
 /// What a call answered.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -421,58 +426,6 @@ async fn seed_claims(
     }
     assert_eq!(inserted, total);
     started.elapsed()
-}
-
-/// The dashboard delta of `claims`: counts by status, grants by type, claims by day and event.
-fn delta_for(claims: &[Document]) -> Document {
-    use std::collections::HashMap;
-    let mut status: HashMap<String, i64> = HashMap::new();
-    let mut granted: HashMap<String, i64> = HashMap::new();
-    let mut days: HashMap<String, i64> = HashMap::new();
-    let mut events: HashMap<String, (i64, mongodb::bson::DateTime, String)> = HashMap::new();
-    for claim in claims {
-        let state = claim.get_str("status").unwrap();
-        *status.entry(state.to_owned()).or_default() += 1;
-        if state == "GRANTED" {
-            for reward in claim.get_array("rewards").unwrap() {
-                let kind = reward.as_document().unwrap().get_str("type").unwrap();
-                *granted.entry(kind.to_owned()).or_default() += 1;
-            }
-        }
-        let at = *claim.get_datetime("requested_at").unwrap();
-        let day = chrono::DateTime::<Utc>::from_timestamp_millis(at.timestamp_millis())
-            .unwrap()
-            .format("%Y-%m-%d")
-            .to_string();
-        *days.entry(day).or_default() += 1;
-        let title = claim
-            .get_document("event")
-            .unwrap()
-            .get_str("title")
-            .unwrap();
-        let event = events
-            .entry(claim.get_str("event_id").unwrap().to_owned())
-            .or_insert((0, at, title.to_owned()));
-        event.0 += 1;
-        if at > event.1 {
-            (event.1, event.2) = (at, title.to_owned());
-        }
-    }
-    let counts = |counts: HashMap<String, i64>| -> Document {
-        counts
-            .into_iter()
-            .map(|(k, n)| (k, mongodb::bson::Bson::Int64(n)))
-            .collect()
-    };
-    doc! {
-        "_id": uuid::Uuid::now_v7().to_string(),
-        "status": counts(status),
-        "granted": counts(granted),
-        "days": days.into_iter().map(|(day, n)| doc! { "day": day, "n": n }).collect::<Vec<_>>(),
-        "events": events.into_iter().map(|(event_id, (n, at, title))| doc! {
-            "event_id": event_id, "n": n, "newest_at": at, "title": title,
-        }).collect::<Vec<_>>(),
-    }
 }
 
 #[tokio::main]
