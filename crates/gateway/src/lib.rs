@@ -58,7 +58,6 @@ pub struct App {
     shard_listeners: Vec<Handoff>,
     admin_listener: TcpListener,
     upstreams: Upstreams,
-    redis: RedisStore,
     registry: prometheus::Registry,
     /// Stops the EndpointSlice watches (in a cluster) once the gateway has stopped.
     discovery: Shutdown,
@@ -77,6 +76,7 @@ struct Common {
 struct Upstreams {
     auth_channel: Channel,
     event_channel: Channel,
+    redis: RedisStore,
     state: AppState,
 }
 
@@ -118,7 +118,7 @@ impl Upstreams {
                 common.sessions.clone(),
                 http_metrics.introspection_cache.clone(),
             ),
-            limiter: RateLimiter::new(redis, http_metrics.rate_limited.clone()),
+            limiter: RateLimiter::new(redis.clone(), http_metrics.rate_limited.clone()),
             auth,
             event,
             metrics: http_metrics,
@@ -127,6 +127,7 @@ impl Upstreams {
         Ok(Self {
             auth_channel,
             event_channel,
+            redis,
             state,
         })
     }
@@ -151,7 +152,6 @@ impl App {
             http_listener,
             shard_listeners,
             admin_listener: runtime::bind(config.common.admin_addr, "ERP_ADMIN_ADDR").await?,
-            redis: RedisStore::connect(&config.redis)?,
             upstreams,
             common,
             registry,
@@ -169,7 +169,7 @@ impl App {
 
     pub async fn run(self, shutdown: Shutdown) -> Result<(), BoxError> {
         let readiness = Readiness::new(shutdown.clone())
-            .with_check(RedisCheck::new(self.redis.clone()))
+            .with_check(RedisCheck::new(self.upstreams.redis.clone()))
             .with_check(GrpcHealthCheck::new(
                 "auth",
                 self.upstreams.auth_channel.clone(),
@@ -182,8 +182,8 @@ impl App {
         let introspector = self.upstreams.state.introspector.clone();
         let reconnect = introspector.clone();
         let listener_task = tokio::spawn(erp_platform::redis::subscribe_until_shutdown(
-            self.redis.client().clone(),
-            self.redis.key("auth:revocations"),
+            self.upstreams.redis.client().clone(),
+            self.upstreams.redis.key("auth:revocations"),
             shutdown.clone(),
             move |payload| match serde_json::from_str::<Revocation>(&payload) {
                 Ok(revocation) => introspector.evict(revocation),
