@@ -314,6 +314,21 @@ mod tests {
     }
 
     #[test]
+    fn worker_threads_are_a_positive_count() {
+        let unset =
+            CommonConfig::from_env(&Env::from_pairs([("X", "1")]), "s", "0.0.0.0:1").unwrap();
+        assert_eq!(unset.worker_threads, None);
+        let env = Env::from_pairs([("ERP_WORKER_THREADS", "2")]);
+        let two = CommonConfig::from_env(&env, "s", "0.0.0.0:1").unwrap();
+        assert_eq!(two.worker_threads, Some(2));
+        for bad in ["0", "many", "-1"] {
+            let env = Env::from_pairs([("ERP_WORKER_THREADS", bad)]);
+            let err = CommonConfig::from_env(&env, "s", "0.0.0.0:1").unwrap_err();
+            assert_eq!(err.variable, "ERP_WORKER_THREADS", "{bad}");
+        }
+    }
+
+    #[test]
     fn defaults_apply_when_unset_or_empty() {
         let env = Env::from_pairs([("ERP_LOG_FORMAT", "  ")]);
         let config = CommonConfig::from_env(&env, "erp-test", "0.0.0.0:9464").unwrap();
