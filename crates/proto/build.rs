@@ -38,6 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         // RPCs a service does not implement yet answer UNIMPLEMENTED instead of not compiling.
         .generate_default_stubs(true)
+        .codec_path("crate::codec::SizedProstCodec")
         .compile_with_config(config, &protos, &[proto_root])?;
     Ok(())
 }

@@ -102,6 +102,12 @@ impl CatalogCache {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Option<Event>, EventError>>,
     {
+        // The hot read: a plain lookup by `&str` costs less than the entry API (which owns its
+        // key and coordinates concurrent loads) when the event is there.
+        if let Some(cached) = self.events.get(id).await {
+            self.count("event", true);
+            return Ok(cached);
+        }
         self.read_through(&self.events, "event", id.to_owned(), || async move {
             Ok(load().await?.map(Arc::new))
         })

@@ -155,11 +155,7 @@ impl EventService {
     }
 
     pub(crate) async fn load_event(&self, id: &str) -> Result<Option<Arc<Event>>, EventError> {
-        let catalog = self.catalog.clone();
-        let owned = id.to_owned();
-        self.cache
-            .event(id, || async move { catalog.find_event(&owned).await })
-            .await
+        self.cache.event(id, || self.catalog.find_event(id)).await
     }
 
     /// The event if `caller` may see it.

@@ -13,7 +13,7 @@ use erp_platform::identity::{Caller, Role};
 use erp_proto::auth::v1 as pb;
 use erp_proto::auth::v1::auth_service_client::AuthServiceClient;
 use moka::future::Cache;
-use prometheus::IntCounterVec;
+use prometheus::{IntCounter, IntCounterVec};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
@@ -43,7 +43,8 @@ pub enum Revocation {
 pub struct Introspector {
     client: AuthServiceClient<Measured<Channel>>,
     cache: Cache<[u8; 32], Arc<Session>>,
-    lookups: IntCounterVec,
+    hits: IntCounter,
+    misses: IntCounter,
 }
 
 fn role_from_pb(value: i32) -> Option<Role> {
@@ -77,7 +78,8 @@ impl Introspector {
         Self {
             client,
             cache,
-            lookups,
+            hits: lookups.with_label_values(&["hit"]),
+            misses: lookups.with_label_values(&["miss"]),
         }
     }
 
@@ -87,10 +89,10 @@ impl Introspector {
         if let Some(session) = self.cache.get(&key).await
             && session.expires_at > SystemTime::now()
         {
-            self.lookups.with_label_values(&["hit"]).inc();
+            self.hits.inc();
             return Ok(session);
         }
-        self.lookups.with_label_values(&["miss"]).inc();
+        self.misses.inc();
         let answer = self
             .client
             .clone()

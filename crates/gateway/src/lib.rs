@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::from_fn_with_state;
+use axum::routing::Route;
 use erp_platform::admin::{self, Readiness};
 use erp_platform::cluster::{self, GrpcPeer};
 use erp_platform::grpc::GrpcHealthCheck;
@@ -33,6 +33,7 @@ use erp_proto::auth::v1::auth_service_client::AuthServiceClient;
 use erp_proto::event::v1::event_service_client::EventServiceClient;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
+use tower::layer::layer_fn;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use config::{Config, SERVICE_NAME};
@@ -288,14 +289,20 @@ pub fn public_router(state: AppState) -> Router {
         tracing::error!(%error, "cannot render the OpenAPI document");
         "{}".to_owned()
     });
-    let api = api.route_layer(from_fn_with_state(state.clone(), middleware::authorize));
+    let api = api.route_layer(layer_fn({
+        let state = state.clone();
+        move |route: Route| middleware::Authorize::new(route, state.clone())
+    }));
     let mut router = Router::new()
         .merge(api)
         .merge(openapi::docs_router(document))
         .fallback(|| async { problem::not_found() })
         .method_not_allowed_fallback(|| async { problem::method_not_allowed() })
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .layer(from_fn_with_state(state.clone(), middleware::observe));
+        .layer(layer_fn({
+            let state = state.clone();
+            move |route: Route| middleware::Observe::new(route, state.clone())
+        }));
     if let Some(cors) = cors(&state.config.cors_allowed_origins) {
         router = router.layer(cors);
     }

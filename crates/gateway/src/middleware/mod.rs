@@ -1,0 +1,30 @@
+//! The gateway's request pipeline, as two tower services: [`Observe`] (request id, trace
+//! context, timeout, security headers, metrics) around every route, and [`Authorize`]
+//! (authentication and authorisation from the route table, then rate limits) around the API
+//! routes. They are hand-written services rather than `axum::middleware::from_fn`, which boxes
+//! and clones the inner route for every request: this is the hottest code of the gateway.
+
+mod authorize;
+mod observe;
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderName, header};
+
+pub use authorize::Authorize;
+pub use observe::{Observe, ObservedFuture};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The bearer token of the `Authorization` header.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Helper for handlers: the verified session.
+pub type SessionExt = axum::Extension<Arc<crate::introspection::Session>>;

@@ -1,0 +1,182 @@
+//! The outermost layer: opens the request span (continuing the caller's trace), bounds the
+//! request by `ERP_HTTP_TIMEOUT_MS` (503 after it), echoes the request id and `traceparent`, adds
+//! security headers and records HTTP metrics by route template.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use erp_platform::error::ApiError;
+use erp_platform::telemetry;
+use pin_project_lite::pin_project;
+use tokio::time::Timeout;
+use tower::Service;
+use tracing::Instrument;
+use tracing::instrument::Instrumented;
+
+use super::REQUEST_ID;
+use crate::problem::Problem;
+use crate::state::AppState;
+
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> Observe<S> {
+    pub fn new(inner: S, state: AppState) -> Self {
+        Self { inner, state }
+    }
+}
+
+impl<S> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ObservedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let exchange = Exchange {
+            started: Instant::now(),
+            request_id: request_id_from(&request),
+            method: request.method().clone(),
+            route: request.extensions().get::<MatchedPath>().cloned(),
+            state: self.state.clone(),
+        };
+        let span = tracing::info_span!(
+            "http.request",
+            otel.kind = "server",
+            http.method = %exchange.method,
+            http.route = %exchange.route(),
+            request_id = %exchange.request_id,
+            trace_id = tracing::field::Empty,
+            http.status = tracing::field::Empty,
+        );
+        telemetry::set_parent_from_http(&span, request.headers());
+        if let Some(trace_id) = span.in_scope(telemetry::current_trace_id) {
+            span.record("trace_id", trace_id.as_str());
+        }
+        let response = span.in_scope(|| self.inner.call(request));
+        ObservedFuture {
+            response: tokio::time::timeout(self.state.config.request_timeout, response)
+                .instrument(span),
+            exchange: Some(exchange),
+        }
+    }
+}
+
+pin_project! {
+    /// The inner route's response, finished by [`Observe`] once it is ready.
+    pub struct ObservedFuture<F> {
+        #[pin]
+        response: Instrumented<Timeout<F>>,
+        exchange: Option<Exchange>,
+    }
+}
+
+impl<F> Future for ObservedFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let response = match ready!(this.response.as_mut().poll(cx)) {
+            Ok(Ok(response)) => response,
+            Ok(Err(never)) => match never {},
+            Err(_elapsed) => {
+                Problem(ApiError::unavailable("a service behind the gateway")).into_response()
+            }
+        };
+        let span = this.response.as_ref().get_ref().span();
+        Poll::Ready(Ok(match this.exchange.take() {
+            Some(exchange) => exchange.finish(response, span),
+            // Only reachable if polled again after completion.
+            None => response,
+        }))
+    }
+}
+
+/// What the layer remembers of a request until its response.
+struct Exchange {
+    started: Instant,
+    request_id: String,
+    method: Method,
+    route: Option<MatchedPath>,
+    state: AppState,
+}
+
+impl Exchange {
+    fn route(&self) -> &str {
+        self.route.as_ref().map_or("unmatched", MatchedPath::as_str)
+    }
+
+    fn finish(self, mut response: Response, span: &tracing::Span) -> Response {
+        span.record("http.status", response.status().as_u16());
+        let route = self.route();
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&self.request_id) {
+            headers.insert(REQUEST_ID, value);
+        }
+        span.in_scope(|| telemetry::inject_http(headers));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
+        if !route.starts_with("/docs") {
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+            );
+        }
+        let metrics = &self.state.metrics;
+        metrics
+            .requests
+            .with_label_values(&[route, self.method.as_str(), response.status().as_str()])
+            .inc();
+        metrics
+            .duration
+            .with_label_values(&[route, self.method.as_str()])
+            .observe(self.started.elapsed().as_secs_f64());
+        response
+    }
+}
+
+/// The request id a client sent (if sane) or a new one.
+fn request_id_from(request: &Request) -> String {
+    request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map_or_else(new_request_id, str::to_owned)
+}
+
+/// A random (v4) UUID from the thread-local generator: `Uuid::new_v4` asks the kernel for
+/// randomness on every call, once per request here.
+fn new_request_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
+}
