@@ -128,5 +128,15 @@ async fn one_request_is_one_trace_across_the_three_services() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // The status is set on the gateway's span for export only (not as a log field).
+    assert!(
+        log.lines()
+            .any(|line| line.trim() == "-> http.status: Int(200)"),
+        "the gateway's span carries http.status; rotel saw:\n{}",
+        log.lines()
+            .filter(|l| l.contains("http."))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     std::fs::remove_file(log_path).ok();
 }

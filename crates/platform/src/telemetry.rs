@@ -195,6 +195,13 @@ pub fn inject_grpc(metadata: &mut tonic::metadata::MetadataMap) {
     propagator().inject_context(&context, &mut MetadataInjector(metadata));
 }
 
+/// Sets an attribute of `span` for trace export only. Recording a `tracing` field instead would
+/// also make the JSON log layer re-parse and re-write every field of the span, for a value no log
+/// line of the span shows (it is set when the request is over).
+pub fn set_span_attribute(span: &tracing::Span, key: &'static str, value: i64) {
+    span.set_attribute(key, value);
+}
+
 /// Makes `span` a child of the remote context found in `headers`, if any.
 pub fn set_parent_from_http(span: &tracing::Span, headers: &http::HeaderMap) {
     let parent = extract_http(headers);

@@ -62,7 +62,6 @@ where
             http.route = %exchange.route(),
             request_id = %exchange.request_id,
             trace_id = tracing::field::Empty,
-            http.status = tracing::field::Empty,
         );
         telemetry::set_parent_from_http(&span, request.headers());
         if let Some(trace_id) = span.in_scope(telemetry::current_trace_id) {
@@ -125,7 +124,7 @@ impl Exchange {
     }
 
     fn finish(self, mut response: Response, span: &tracing::Span) -> Response {
-        span.record("http.status", response.status().as_u16());
+        telemetry::set_span_attribute(span, "http.status", i64::from(response.status().as_u16()));
         let route = self.route();
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&self.request_id) {
