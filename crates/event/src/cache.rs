@@ -73,23 +73,29 @@ impl CatalogCache {
             .inc();
     }
 
-    /// Reads through `cache`: concurrent misses of one key share a single `load` (a popular
-    /// event evicted by a write is loaded once, not once per waiting request).
-    async fn read_through<K, V, F, Fut>(
+    /// Reads through `cache`. A hit is a plain lookup by the borrowed key; a miss goes through
+    /// the entry API, which owns its key and makes concurrent misses of one key share a single
+    /// `load` (a popular event evicted by a write is loaded once, not once per waiting request).
+    async fn read_through<K, Q, V, F, Fut>(
         &self,
         cache: &Cache<K, V>,
         name: &str,
-        key: K,
+        key: &Q,
         load: F,
     ) -> Result<V, EventError>
     where
-        K: std::hash::Hash + Eq + Send + Sync + 'static,
+        K: std::borrow::Borrow<Q> + std::hash::Hash + Eq + Send + Sync + 'static,
+        Q: ToOwned<Owned = K> + std::hash::Hash + Eq + ?Sized,
         V: Clone + Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<V, EventError>>,
     {
+        if let Some(cached) = cache.get(key).await {
+            self.count(name, true);
+            return Ok(cached);
+        }
         let entry = cache
-            .entry(key)
+            .entry(key.to_owned())
             .or_try_insert_with(load())
             .await
             .map_err(|error| error.duplicate())?;
@@ -102,13 +108,7 @@ impl CatalogCache {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Option<Event>, EventError>>,
     {
-        // The hot read: a plain lookup by `&str` costs less than the entry API (which owns its
-        // key and coordinates concurrent loads) when the event is there.
-        if let Some(cached) = self.events.get(id).await {
-            self.count("event", true);
-            return Ok(cached);
-        }
-        self.read_through(&self.events, "event", id.to_owned(), || async move {
+        self.read_through(&self.events, "event", id, || async move {
             Ok(load().await?.map(Arc::new))
         })
         .await
@@ -123,12 +123,9 @@ impl CatalogCache {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Vec<Reward>, EventError>>,
     {
-        self.read_through(
-            &self.rewards,
-            "rewards",
-            event_id.to_owned(),
-            || async move { Ok(Arc::new(load().await?)) },
-        )
+        self.read_through(&self.rewards, "rewards", event_id, || async move {
+            Ok(Arc::new(load().await?))
+        })
         .await
     }
 
@@ -141,7 +138,7 @@ impl CatalogCache {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Page<Event>, EventError>>,
     {
-        self.read_through(&self.lists, "event_list", query.clone(), || async move {
+        self.read_through(&self.lists, "event_list", query, || async move {
             Ok(Arc::new(load().await?))
         })
         .await
