@@ -41,7 +41,11 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-common=(ERP_LOG_FORMAT=json RUST_LOG=warn ERP_REDIS_KEY_PREFIX="$RUN:" ERP_WORKER_THREADS="$SERVICE_THREADS")
+mkdir -p "$ROOT/.erp"
+identity_key="$ROOT/.erp/bench-identity.key"
+[ -s "$identity_key" ] || (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"$identity_key")
+common=(ERP_LOG_FORMAT=json RUST_LOG=warn ERP_REDIS_KEY_PREFIX="$RUN:" ERP_WORKER_THREADS="$SERVICE_THREADS"
+  ERP_SERVICE_IDENTITY_KEY_FILE="$identity_key")
 env "${common[@]}" ERP_EVENT_ADDR=127.0.0.1:18052 ERP_ADMIN_ADDR=127.0.0.1:18066 \
   ERP_MONGODB_DATABASE="${RUN}_event" target/release/erp-event >"$LOGS/event.log" 2>&1 &
 pids+=("$!"); event_pid=$!

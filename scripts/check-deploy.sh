@@ -3,8 +3,13 @@
 #
 #   1. helm lint and helm template: default values, values-dev.yaml, values-production.yaml and
 #      scripts/deploy-checks/good-values/*.yaml
-#   2. every rendered manifest (and k8s/, infrastructure/k8s/) passes kubernetes-validate --strict
-#   3. policy assertions over the rendered objects (scripts/deploy-checks/policy.py)
+#   2. every rendered manifest (and k8s/, infrastructure/k8s/) passes kubernetes-validate --strict;
+#      custom resources the chart renders (Linkerd policy, cert-manager Certificate) are checked
+#      against structural schemas of their own (scripts/deploy-checks/crd_schemas.py)
+#   3. policy assertions over the rendered objects (scripts/deploy-checks/policy.py), security
+#      included: one ServiceAccount per service with least-privilege Roles, NetworkPolicies on by
+#      default, the service-identity key, TLS and Linkerd objects when enabled (and some value set
+#      must enable Linkerd, so those checks never go unexercised)
 #   4. values.schema.json and the chart's own checks reject scripts/deploy-checks/bad-values/*.yaml
 #      (and every key of values.yaml is documented by a comment above it)
 #   5. k8s/ and the chart's copies of infrastructure/ files equal a fresh render
@@ -184,6 +189,16 @@ step_policy() {
     (cd "$DC" && "$PY" policy.py "${args[@]}") || ok=1
   done
   (cd "$DC" && "$PY" policy.py plain infrastructure/k8s "$ROOT"/infrastructure/k8s/*.yaml) || ok=1
+  # The Linkerd and TLS assertions only run for value sets that enable them: some set must.
+  local kind
+  for kind in "policy.linkerd.io/v1beta3 Server" "policy.linkerd.io/v1alpha1 AuthorizationPolicy" \
+    "policy.linkerd.io/v1alpha1 MeshTLSAuthentication" "cert-manager.io/v1 Certificate"; do
+    if ! grep -h -x -A1 "apiVersion: ${kind% *}" "$WORK"/render/*.yaml | grep -qx "kind: ${kind##* }"; then
+      echo "  FAIL: no value set renders a ${kind##* } (${kind% *}): its checks went unexercised" >&2
+      ok=1
+    fi
+  done
+  ((ok == 0)) && echo "  Linkerd Server/AuthorizationPolicy/MeshTLSAuthentication and cert-manager Certificate rendered and checked (good-mesh)"
   return $ok
 }
 

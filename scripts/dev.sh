@@ -5,6 +5,8 @@
 #   ERP_BOOTSTRAP_ADMIN_EMAIL / ERP_BOOTSTRAP_ADMIN_PASSWORD   the admin login (defaults printed)
 #   ERP_MONGODB_URI / ERP_REDIS_URL                           use these stores instead of local ones
 #   ERP_PROFILE=release                                       build optimised binaries (slower build)
+#   ERP_DEV_GRPC_TLS=1                                        mutual TLS between the services, with
+#                                                             certificates made by scripts/dev-certs.sh
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -26,6 +28,19 @@ export ERP_LOG_FORMAT="${ERP_LOG_FORMAT:-pretty}"
 export RUST_LOG="${RUST_LOG:-info}"
 LOGS="$ROOT/.erp/logs"
 mkdir -p "$LOGS"
+
+# The key the services sign and verify their caller assertions with: made once, kept in .erp/.
+identity_key="$ROOT/.erp/service-identity.key"
+if [ ! -s "$identity_key" ]; then
+  (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"$identity_key")
+fi
+export ERP_SERVICE_IDENTITY_KEY_FILE="${ERP_SERVICE_IDENTITY_KEY_FILE:-$identity_key}"
+if [ "${ERP_DEV_GRPC_TLS:-0}" = 1 ]; then
+  "$ROOT/scripts/dev-certs.sh" "$ROOT/.erp/grpc-tls"
+  export ERP_GRPC_TLS_CERT_FILE="$ROOT/.erp/grpc-tls/tls.crt"
+  export ERP_GRPC_TLS_KEY_FILE="$ROOT/.erp/grpc-tls/tls.key"
+  export ERP_GRPC_TLS_CA_FILE="$ROOT/.erp/grpc-tls/ca.crt"
+fi
 
 pids=()
 cleanup() {

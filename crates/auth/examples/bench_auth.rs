@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use erp_auth::{App, Config};
+use erp_platform::identity::{Asserting, AssertionSigner, IdentityKeys, Service};
 use erp_platform::{Env, Shutdown};
 use erp_proto::auth::v1 as pb;
 use erp_proto::auth::v1::auth_service_client::AuthServiceClient;
 use erp_testkit::{grpc_service_env, unique_name, wait_for_200};
+use tonic::transport::Channel;
 
 struct Outcome {
     calls: usize,
@@ -119,7 +121,7 @@ async fn main() {
     wait_for_200(&format!("http://{admin}/readyz"), Duration::from_secs(30)).await;
 
     let url = format!("http://{grpc}");
-    let mut client = AuthServiceClient::connect(url.clone()).await.unwrap();
+    let mut client = connect(&url).await;
     client
         .register(pb::RegisterRequest {
             email: "bench@example.com".into(),
@@ -143,7 +145,7 @@ async fn main() {
     // One HTTP/2 connection per worker, as separate gateway replicas or clients would have.
     let mut clients = Vec::new();
     for _ in 0..connections {
-        clients.push(AuthServiceClient::connect(url.clone()).await.unwrap());
+        clients.push(connect(&url).await);
     }
     let clients = Arc::new(clients);
 
@@ -197,4 +199,17 @@ async fn main() {
 
     shutdown.trigger();
     let _ = server.await;
+}
+
+/// A client signing caller assertions as the gateway does, with the test key.
+async fn connect(url: &str) -> AuthServiceClient<Asserting<Channel>> {
+    let channel = Channel::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let keys = IdentityKeys::from_secrets(erp_testkit::IDENTITY_KEY, &[]).unwrap();
+    AuthServiceClient::new(
+        AssertionSigner::new(Service::Gateway, keys).wrap(Service::Auth, channel),
+    )
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use erp_platform::config::{CommonConfig, ConfigError, Env, MongoConfig, RedisConfig};
 use erp_platform::grpc::GrpcConfig;
+use erp_platform::identity::IdentityKeys;
 use erp_platform::runtime::ServiceConfig;
 
 pub const SERVICE_NAME: &str = "erp-auth";
@@ -16,6 +17,9 @@ pub struct Config {
     /// `ERP_AUTH_ADDR`: where gRPC is served.
     pub grpc_addr: SocketAddr,
     pub grpc: GrpcConfig,
+    /// `ERP_SERVICE_IDENTITY_KEY_FILE` (+ `ERP_SERVICE_IDENTITY_ACCEPT_KEY_FILES`): the key of
+    /// the caller assertions between the services.
+    pub identity: IdentityKeys,
     pub mongo: MongoConfig,
     pub redis: RedisConfig,
     /// `ERP_EVENT_URL`: where login activity is delivered.
@@ -37,6 +41,9 @@ pub struct Config {
 pub struct TokenConfig {
     pub private_key_file: Option<PathBuf>,
     pub previous_public_key_files: Vec<PathBuf>,
+    /// `ERP_JWT_NEXT_PUBLIC_KEY_FILES`: public keys that verify tokens and are published before
+    /// any replica signs with them (step 1 of a rotation).
+    pub next_public_key_files: Vec<PathBuf>,
     pub issuer: String,
     pub audience: String,
     pub access_ttl: Duration,
@@ -48,11 +55,20 @@ pub struct PasswordConfig {
     pub memory_kib: u32,
     pub iterations: u32,
     pub parallelism: u32,
+    /// `ERP_PASSWORD_HASH_CONCURRENCY`: hashes and verifications running at once (each holds
+    /// `memory_kib`); default: the CPUs the process may use.
+    pub concurrency: usize,
+    /// `ERP_PASSWORD_HASH_QUEUE_TIMEOUT_MS`: the longest a login or registration waits for a
+    /// hashing slot before it is answered 503 `UNAVAILABLE` with `Retry-After`.
+    pub queue_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct LockoutConfig {
+    /// `ERP_LOGIN_MAX_FAILURES`: failed logins of one account from one client address.
     pub max_failures: u32,
+    /// `ERP_LOGIN_MAX_FAILURES_PER_ACCOUNT`: failed logins of one account from all addresses.
+    pub max_failures_per_account: u32,
     pub window: Duration,
 }
 
@@ -98,6 +114,7 @@ impl Config {
             common: CommonConfig::from_env(env, SERVICE_NAME, "0.0.0.0:9465")?,
             grpc_addr: env.socket_addr("ERP_AUTH_ADDR", "0.0.0.0:50051")?,
             grpc: GrpcConfig::from_env(env)?,
+            identity: IdentityKeys::from_env(env)?,
             mongo: MongoConfig::from_env(env, "erp_auth")?,
             redis: RedisConfig::from_env(env)?,
             event_url: env.url(
@@ -117,6 +134,7 @@ impl Config {
                             .collect()
                     })
                     .unwrap_or_default(),
+                next_public_key_files: path_list(env, "ERP_JWT_NEXT_PUBLIC_KEY_FILES"),
                 issuer: env.string("ERP_JWT_ISSUER", "erp-auth"),
                 audience: env.string("ERP_JWT_AUDIENCE", "erp"),
                 access_ttl: env.duration_secs(
@@ -135,9 +153,24 @@ impl Config {
                 memory_kib: env.int_in("ERP_ARGON2_MEMORY_KIB", 19_456, 1024..=1_048_576)?,
                 iterations: env.int_in("ERP_ARGON2_ITERATIONS", 2, 1..=20)?,
                 parallelism: env.int_in("ERP_ARGON2_PARALLELISM", 1, 1..=16)?,
+                concurrency: env.int_in(
+                    "ERP_PASSWORD_HASH_CONCURRENCY",
+                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+                    1..=1024,
+                )?,
+                queue_timeout: env.duration_millis(
+                    "ERP_PASSWORD_HASH_QUEUE_TIMEOUT_MS",
+                    Duration::from_millis(2000),
+                    Duration::from_millis(1),
+                )?,
             },
             lockout: LockoutConfig {
                 max_failures: env.int_in("ERP_LOGIN_MAX_FAILURES", 5, 1..=1000)?,
+                max_failures_per_account: env.int_in(
+                    "ERP_LOGIN_MAX_FAILURES_PER_ACCOUNT",
+                    50,
+                    1..=1_000_000,
+                )?,
                 window: env.duration_secs(
                     "ERP_LOGIN_LOCKOUT_WINDOW_SECS",
                     Duration::from_secs(15 * 60),
@@ -168,6 +201,19 @@ impl Config {
             },
         })
     }
+}
+
+/// A comma-separated list of paths; empty when unset.
+fn path_list(env: &Env, name: &str) -> Vec<PathBuf> {
+    env.get(name)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl ServiceConfig for Config {

@@ -16,6 +16,9 @@ pub enum AuthError {
     AccountDisabled,
     #[error("too many failed logins")]
     TooManyAttempts { retry_after: Duration },
+    /// No password-hashing slot became free within the queue deadline.
+    #[error("password hashing is saturated")]
+    Overloaded { retry_after: Duration },
     #[error("unknown, expired or revoked refresh token")]
     InvalidRefreshToken,
     #[error("refresh token reused")]
@@ -60,6 +63,11 @@ impl From<AuthError> for ApiError {
                 "too many failed logins; try again later",
             )
             .with_retry_after(retry_after),
+            AuthError::Overloaded { retry_after } => ApiError::new(
+                ErrorCode::Unavailable,
+                "the service is busy; try again shortly",
+            )
+            .with_retry_after(retry_after),
             AuthError::InvalidRefreshToken => ApiError::new(
                 ErrorCode::InvalidRefreshToken,
                 "the refresh token is unknown, expired or revoked",
@@ -101,5 +109,26 @@ impl From<AuthError> for ApiError {
 impl From<AuthError> for tonic::Status {
     fn from(error: AuthError) -> Self {
         ApiError::from(error).to_status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saturated_hashing_is_unavailable_with_retry_after() {
+        let error = ApiError::from(AuthError::Overloaded {
+            retry_after: Duration::from_secs(1),
+        });
+        assert_eq!(error.code, ErrorCode::Unavailable);
+        assert_eq!(error.code.http_status(), 503);
+        assert_eq!(error.retry_after, Some(Duration::from_secs(1)));
+        let status = error.to_status();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            ApiError::from_status(&status).retry_after,
+            Some(Duration::from_secs(1))
+        );
     }
 }

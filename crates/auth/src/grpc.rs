@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use erp_platform::identity::Caller;
+use erp_platform::identity::{Caller, VerifiedCall};
 use erp_proto::auth::v1 as pb;
 use erp_proto::auth::v1::auth_service_server::AuthService as AuthRpc;
 pub use erp_proto::time::{from_timestamp, timestamp};
@@ -82,13 +82,12 @@ fn inactive_to_pb(reason: InactiveReason) -> pb::InactiveReason {
     }
 }
 
-/// The caller the gateway put in metadata; refuses anonymous calls.
+/// The person the verified caller assertion names; refuses anonymous calls.
 fn caller<T>(request: &Request<T>) -> Result<Caller, AuthError> {
-    match Caller::read_from(request.metadata()) {
-        Ok(Some(caller)) => Ok(caller),
-        Ok(None) => Err(AuthError::Unauthenticated),
-        Err(_) => Err(AuthError::Unauthenticated),
-    }
+    VerifiedCall::of(request)
+        .ok()
+        .and_then(|call| call.caller.clone())
+        .ok_or(AuthError::Unauthenticated)
 }
 
 /// The caller, who must hold one of `roles`.
@@ -135,8 +134,15 @@ impl AuthRpc for AuthGrpc {
     }
 
     async fn login(&self, request: Request<pb::LoginRequest>) -> RpcResult<pb::LoginResponse> {
+        // The client address the calling service signed, never the request body's field.
+        let client_ip = VerifiedCall::of(&request)
+            .ok()
+            .and_then(|call| call.client_ip);
         let body = request.into_inner();
-        let session = self.service.login(body.email, body.password).await?;
+        let session = self
+            .service
+            .login(body.email, body.password, client_ip)
+            .await?;
         let (access_token, refresh_token, expires_in, user, refresh_expires_in) =
             session_parts(session);
         Ok(Response::new(pb::LoginResponse {

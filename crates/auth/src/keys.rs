@@ -1,10 +1,16 @@
 //! The Ed25519 keys access tokens are signed and verified with, and their JWKS form.
 //!
 //! The current private key comes from `ERP_JWT_PRIVATE_KEY_FILE` (PKCS#8 PEM, a Kubernetes Secret
-//! in a cluster) or is generated at start for development. Public keys of previous signing keys
-//! (`ERP_JWT_PREVIOUS_PUBLIC_KEY_FILES`) still verify tokens, so a key can rotate without logging
-//! everyone out: deploy the new key with the old public key listed, drop it after one token
-//! lifetime.
+//! in a cluster) or is generated at start for development. Besides it the ring verifies with, and
+//! publishes in the JWKS, the public keys of
+//! - previous signing keys (`ERP_JWT_PREVIOUS_PUBLIC_KEY_FILES`), whose tokens are still alive;
+//! - next signing keys (`ERP_JWT_NEXT_PUBLIC_KEY_FILES`), that no replica signs with yet.
+//!
+//! A rolling rotation therefore never meets a replica that does not know a token's key:
+//! (1) publish the next public key on every replica (`NEXT`) and roll out; (2) switch the private
+//! key to the next one, listing the old public key as `PREVIOUS` (and no longer as `NEXT`), and
+//! roll out: old and new replicas accept each other's tokens throughout; (3) after one access-token
+//! lifetime, drop the previous key.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -38,6 +44,16 @@ impl KeyRing {
         signing: &ed25519_dalek::SigningKey,
         previous: &[ed25519_dalek::VerifyingKey],
     ) -> Result<Self, AuthError> {
+        Self::with_next(signing, previous, &[])
+    }
+
+    /// A ring signing with `signing` and also verifying with (and publishing) `previous` keys and
+    /// `next` keys, the latter before any replica signs with them.
+    pub fn with_next(
+        signing: &ed25519_dalek::SigningKey,
+        previous: &[ed25519_dalek::VerifyingKey],
+        next: &[ed25519_dalek::VerifyingKey],
+    ) -> Result<Self, AuthError> {
         let der = signing
             .to_pkcs8_der()
             .map_err(|e| AuthError::Internal(format!("encode signing key: {e}")))?;
@@ -49,7 +65,7 @@ impl KeyRing {
             published: Vec::new(),
         };
         ring.current_kid = ring.add_verifying(&signing.verifying_key());
-        for key in previous {
+        for key in next.iter().chain(previous) {
             ring.add_verifying(key);
         }
         Ok(ring)
@@ -66,19 +82,10 @@ impl KeyRing {
     pub fn load(
         private_key_file: Option<&Path>,
         previous_public_key_files: &[impl AsRef<Path>],
+        next_public_key_files: &[impl AsRef<Path>],
     ) -> Result<(Self, bool), AuthError> {
-        let previous = previous_public_key_files
-            .iter()
-            .map(|path| {
-                let pem = read(path.as_ref())?;
-                ed25519_dalek::VerifyingKey::from_public_key_pem(&pem).map_err(|e| {
-                    AuthError::Internal(format!(
-                        "{} is not an Ed25519 public key (SPKI PEM): {e}",
-                        path.as_ref().display()
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let previous = read_public_keys(previous_public_key_files)?;
+        let next = read_public_keys(next_public_key_files)?;
         match private_key_file {
             Some(path) => {
                 let pem = read(path)?;
@@ -88,11 +95,11 @@ impl KeyRing {
                         path.display()
                     ))
                 })?;
-                Ok((Self::new(&signing, &previous)?, false))
+                Ok((Self::with_next(&signing, &previous, &next)?, false))
             }
             None => {
                 let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-                Ok((Self::new(&signing, &previous)?, true))
+                Ok((Self::with_next(&signing, &previous, &next)?, true))
             }
         }
     }
@@ -125,10 +132,27 @@ impl KeyRing {
         self.decoding.get(kid)
     }
 
-    /// The current key first, then previous ones.
+    /// The current key first, then next ones, then previous ones.
     pub fn public_keys(&self) -> &[PublicJwk] {
         &self.published
     }
+}
+
+fn read_public_keys(
+    files: &[impl AsRef<Path>],
+) -> Result<Vec<ed25519_dalek::VerifyingKey>, AuthError> {
+    files
+        .iter()
+        .map(|path| {
+            let pem = read(path.as_ref())?;
+            ed25519_dalek::VerifyingKey::from_public_key_pem(&pem).map_err(|e| {
+                AuthError::Internal(format!(
+                    "{} is not an Ed25519 public key (SPKI PEM): {e}",
+                    path.as_ref().display()
+                ))
+            })
+        })
+        .collect()
 }
 
 fn read(path: &Path) -> Result<String, AuthError> {

@@ -23,6 +23,7 @@ use erp_platform::Shutdown;
 use erp_platform::cluster::{self, GrpcPeer};
 use erp_platform::grpc as platform_grpc;
 use erp_platform::grpc_metrics::GrpcMetrics;
+use erp_platform::identity::{AssertionSigner, AssertionVerifier, Service};
 use erp_platform::runtime::{BoxError, GrpcServiceHost, retry_until_shutdown};
 use erp_proto::auth::v1::auth_service_server::AuthServiceServer;
 use tokio::sync::Notify;
@@ -60,6 +61,7 @@ impl App {
         let (keys, generated) = KeyRing::load(
             config.tokens.private_key_file.as_deref(),
             &config.tokens.previous_public_key_files,
+            &config.tokens.next_public_key_files,
         )?;
         if generated {
             tracing::warn!(
@@ -68,10 +70,7 @@ impl App {
                  tokens (development only)"
             );
         }
-        let hash_seconds = metrics.hash_seconds.clone();
-        let hasher = PasswordHasher::new(&config.password, move |elapsed| {
-            hash_seconds.observe(elapsed.as_secs_f64());
-        })?;
+        let hasher = PasswordHasher::new(&config.password, metrics.clone())?;
         let store = AuthStore::new(host.database.clone());
         let outbox_wakeup = Arc::new(Notify::new());
         let service = Arc::new(AuthService::new(
@@ -108,15 +107,20 @@ impl App {
         health_reporter
             .set_serving::<AuthServiceServer<grpc::AuthGrpc>>()
             .await;
-        let router =
-            platform_grpc::server(&self.config.grpc)
-                .add_service(health_service)
-                .add_service(self.host.grpc_metrics.wrap(AuthServiceServer::new(
-                    grpc::AuthGrpc::new(Arc::clone(&self.service)),
-                )));
+        let router = platform_grpc::server(&self.config.grpc)?
+            .add_service(health_service)
+            .add_service(
+                self.host
+                    .grpc_metrics
+                    .wrap(AuthServiceServer::with_interceptor(
+                        grpc::AuthGrpc::new(Arc::clone(&self.service)),
+                        AssertionVerifier::new(Service::Auth, self.config.identity.clone()),
+                    )),
+            );
 
         let discovery = Shutdown::new();
-        let event_channel = GrpcMetrics::client(&self.host.registry)?
+        let signer = AssertionSigner::new(Service::Auth, self.config.identity.clone());
+        let measured_event_channel = GrpcMetrics::client(&self.host.registry)?
             .for_upstream("event")
             .wrap(
                 cluster::grpc_channel_from_env(
@@ -131,6 +135,7 @@ impl App {
                 )
                 .await?,
             );
+        let event_channel = signer.wrap(Service::Event, measured_event_channel);
         let relay = OutboxRelay::new(
             self.store.clone(),
             event_channel,

@@ -4,7 +4,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 
 #[derive(Clone)]
 pub struct AuthMetrics {
-    /// `result`: success, invalid_credentials, disabled, locked_out, invalid_request.
+    /// `result`: success, invalid_credentials, disabled, locked_out, invalid_request, overloaded.
     pub logins: IntCounterVec,
     pub tokens_issued: IntCounter,
     /// `result`: success, invalid, reused, disabled.
@@ -12,6 +12,10 @@ pub struct AuthMetrics {
     /// `result`: active, or the inactive reason.
     pub introspections: IntCounterVec,
     pub hash_seconds: Histogram,
+    /// How long a hash or verification waited for a hashing slot (refused ones included).
+    pub password_hash_queue_seconds: Histogram,
+    /// Hashes and verifications refused because no slot freed up within the queue deadline.
+    pub password_hash_rejections: IntCounter,
     pub outbox_backlog: IntGauge,
     /// `result`: delivered, failed.
     pub outbox_deliveries: IntCounterVec,
@@ -46,6 +50,19 @@ impl AuthMetrics {
                 )
                 .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
             )?,
+            password_hash_queue_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "erp_auth_password_hash_queue_seconds",
+                    "Time a password hash or verification waited for a hashing slot",
+                )
+                .buckets(vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0,
+                ]),
+            )?,
+            password_hash_rejections: IntCounter::new(
+                "erp_auth_password_hash_rejections_total",
+                "Password hashes or verifications refused (503) because no hashing slot freed up in time",
+            )?,
             outbox_backlog: IntGauge::new(
                 "erp_auth_outbox_backlog",
                 "Logins recorded but not yet delivered to the event service",
@@ -63,6 +80,8 @@ impl AuthMetrics {
         registry.register(Box::new(metrics.refreshes.clone()))?;
         registry.register(Box::new(metrics.introspections.clone()))?;
         registry.register(Box::new(metrics.hash_seconds.clone()))?;
+        registry.register(Box::new(metrics.password_hash_queue_seconds.clone()))?;
+        registry.register(Box::new(metrics.password_hash_rejections.clone()))?;
         registry.register(Box::new(metrics.outbox_backlog.clone()))?;
         registry.register(Box::new(metrics.outbox_deliveries.clone()))?;
         Ok(metrics)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use erp_platform::Shutdown;
 use erp_platform::grpc_metrics::Measured;
+use erp_platform::identity::Asserting;
 use erp_proto::event::v1::event_service_client::EventServiceClient;
 use erp_proto::event::v1::{ActivityKind, RecordActivityRequest};
 use tokio::sync::Notify;
@@ -22,7 +23,7 @@ const LEASE: Duration = Duration::from_secs(30);
 
 pub struct OutboxRelay {
     store: AuthStore,
-    client: EventServiceClient<Measured<Channel>>,
+    client: EventServiceClient<Asserting<Measured<Channel>>>,
     metrics: AuthMetrics,
     wakeup: Arc<Notify>,
     config: OutboxConfig,
@@ -39,7 +40,7 @@ pub fn backoff(attempts: u32, max: Duration) -> Duration {
 impl OutboxRelay {
     pub fn new(
         store: AuthStore,
-        channel: Measured<Channel>,
+        channel: Asserting<Measured<Channel>>,
         metrics: AuthMetrics,
         wakeup: Arc<Notify>,
         config: OutboxConfig,

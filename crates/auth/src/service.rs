@@ -1,6 +1,7 @@
 //! The auth domain: accounts, sessions and introspection. Transport calls in here with plain
 //! values; this module decides, and the stores persist.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,11 +21,28 @@ use crate::model::{
     StoredUser, User, UserFilter, UserPatch,
 };
 use crate::password::{PasswordHasher, check_policy};
-use crate::store::{AuthStore, OutboxItem, RefreshOutcome, Revocation, SessionStore};
+use crate::store::{AuthStore, LoginAttempt, OutboxItem, RefreshOutcome, Revocation, SessionStore};
 use crate::tokens::TokenIssuer;
 
 pub const MAX_EMAIL_CHARS: usize = 254;
 pub const MAX_USERNAME_CHARS: usize = 64;
+
+/// The lockout key of a login whose client address is not known.
+pub const UNKNOWN_ADDRESS: &str = "unknown";
+
+/// The client address as lockouts count it: an IPv4 address (also IPv4-mapped IPv6), or the /64
+/// network of an IPv6 address (one client usually holds a whole /64, so single addresses would
+/// give it 2^64 fresh lockout counters).
+pub fn lockout_address(client_ip: Option<IpAddr>) -> String {
+    match client_ip.map(|ip| ip.to_canonical()) {
+        None => UNKNOWN_ADDRESS.to_owned(),
+        Some(IpAddr::V4(ip)) => ip.to_string(),
+        Some(IpAddr::V6(ip)) => {
+            let network = u128::from(ip) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(network))
+        }
+    }
+}
 
 /// A new account's fields, as the caller sent them.
 #[derive(Debug, Clone)]
@@ -196,6 +214,17 @@ impl AuthService {
         account: NewAccount,
         actor: Option<&str>,
     ) -> Result<User, AuthError> {
+        let (stored, audit) = self.prepare_account(account, actor).await?;
+        self.store.insert_user(&stored, &audit).await?;
+        Ok(stored.user)
+    }
+
+    /// A new account, validated and hashed, with its `USER_CREATED` record; not yet stored.
+    async fn prepare_account(
+        &self,
+        account: NewAccount,
+        actor: Option<&str>,
+    ) -> Result<(StoredUser, AuditEntry), AuthError> {
         self.validate_new_account(&account).await?;
         let password_hash = self.hasher.hash(account.password).await?;
         let now = Utc::now();
@@ -215,16 +244,13 @@ impl AuthService {
             None,
             Some(audit_view(&user)),
         );
-        self.store
-            .insert_user(
-                &StoredUser {
-                    user: user.clone(),
-                    password_hash,
-                },
-                &audit,
-            )
-            .await?;
-        Ok(user)
+        Ok((
+            StoredUser {
+                user,
+                password_hash,
+            },
+            audit,
+        ))
     }
 
     /// Self-registration: always exactly the `USER` role.
@@ -255,14 +281,29 @@ impl AuthService {
         self.create_account(account, Some(&caller.user_id)).await
     }
 
-    /// Creates the configured admin once: a second start (or a second replica) finds the email
-    /// taken and does nothing.
+    /// Creates the configured admin at most once in the life of the deployment: only while no
+    /// user holds ADMIN and the `bootstrap_admin_created` marker is not recorded. The marker is
+    /// written in the admin's own transaction, so a deleted bootstrap admin is never re-created at
+    /// a restart, and two replicas starting together create one. A deployment that already has an
+    /// admin (bootstrapped before the marker existed) records the marker and creates nothing.
     pub async fn ensure_bootstrap_admin(&self, admin: &BootstrapAdmin) -> Result<bool, AuthError> {
-        if self.store.find_by_email(&admin.email).await?.is_some() {
+        if self.store.bootstrap_admin_recorded().await? {
             return Ok(false);
         }
-        let created = self
-            .create_account(
+        if self.store.any_admin().await? {
+            self.store.record_bootstrap_admin_marker().await?;
+            return Ok(false);
+        }
+        if self.store.find_by_email(&admin.email).await?.is_some() {
+            tracing::warn!(
+                email = %admin.email,
+                "no admin exists, but ERP_BOOTSTRAP_ADMIN_EMAIL belongs to an account that is not \
+                 an admin: no bootstrap admin created"
+            );
+            return Ok(false);
+        }
+        let (stored, audit) = self
+            .prepare_account(
                 NewAccount {
                     email: admin.email.clone(),
                     password: admin.password.clone(),
@@ -271,15 +312,18 @@ impl AuthService {
                 },
                 Some(SYSTEM_ACTOR),
             )
-            .await;
-        match created {
-            Ok(_) => Ok(true),
-            Err(AuthError::EmailTaken) => Ok(false),
-            Err(error) => Err(error),
-        }
+            .await?;
+        self.store.insert_bootstrap_admin(&stored, &audit).await
     }
 
-    pub async fn login(&self, email: String, password: String) -> Result<Session, AuthError> {
+    /// Logs in with email and password. `client_ip` is the end client's address as the gateway
+    /// asserted it (lockouts count per account and address; `None` counts as `unknown`).
+    pub async fn login(
+        &self,
+        email: String,
+        password: String,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Session, AuthError> {
         let mut errors = Vec::new();
         if email.trim().is_empty() {
             errors.push(FieldError::new("email", "must not be empty"));
@@ -295,31 +339,51 @@ impl AuthService {
             return Err(AuthError::Validation(errors));
         }
         let email = email.trim().to_owned();
-        // Locked accounts are refused before the password is looked at, the same whether or not
-        // the account exists.
-        let (failures, remaining) = self.sessions.login_failures(&email).await?;
-        if failures >= self.lockout.max_failures {
+        let address = lockout_address(client_ip);
+        // The attempt is counted before the password is looked at, atomically, so parallel
+        // guesses cannot all slip under the limit; locked accounts are refused the same whether or
+        // not they exist.
+        if let LoginAttempt::Refused { retry_after } = self
+            .sessions
+            .reserve_login_attempt(&email, &address, &self.lockout)
+            .await?
+        {
             self.metrics.logins.with_label_values(&["locked_out"]).inc();
             return Err(AuthError::TooManyAttempts {
-                retry_after: remaining.max(Duration::from_secs(1)),
+                retry_after: retry_after.max(Duration::from_secs(1)),
             });
         }
-        let stored = self.store.find_by_email(&email).await?;
-        let matches = self
-            .hasher
-            .verify(password, stored.as_ref().map(|s| s.password_hash.clone()))
-            .await?;
-        let Some(stored) = stored.filter(|_| matches) else {
-            self.sessions
-                .record_login_failure(&email, self.lockout.window)
+        let checked = async {
+            let stored = self.store.find_by_email(&email).await?;
+            let matches = self
+                .hasher
+                .verify(password, stored.as_ref().map(|s| s.password_hash.clone()))
                 .await?;
+            Ok::<_, AuthError>(stored.filter(|_| matches))
+        }
+        .await;
+        let stored = match checked {
+            Ok(stored) => stored,
+            Err(error) => {
+                // Nothing was verified: the attempt does not count.
+                if let Err(release) = self.sessions.release_login_attempt(&email, &address).await {
+                    tracing::warn!(error = %release, "login attempt not released");
+                }
+                if matches!(error, AuthError::Overloaded { .. }) {
+                    self.metrics.logins.with_label_values(&["overloaded"]).inc();
+                }
+                return Err(error);
+            }
+        };
+        let Some(stored) = stored else {
+            // The reserved attempt stays counted: it is the failure.
             self.metrics
                 .logins
                 .with_label_values(&["invalid_credentials"])
                 .inc();
             return Err(AuthError::InvalidCredentials);
         };
-        self.sessions.clear_login_failures(&email).await?;
+        self.sessions.login_succeeded(&email, &address).await?;
         if stored.user.disabled {
             self.metrics.logins.with_label_values(&["disabled"]).inc();
             return Err(AuthError::AccountDisabled);
@@ -698,6 +762,26 @@ mod tests {
             assert!(check_email(bad).is_err(), "{bad}");
         }
         assert!(check_email(&format!("{}@example.com", "a".repeat(250))).is_err());
+    }
+
+    #[test]
+    fn lockouts_count_ipv4_addresses_and_ipv6_networks() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(lockout_address(None), "unknown");
+        assert_eq!(lockout_address(ip("203.0.113.7")), "203.0.113.7");
+        assert_eq!(lockout_address(ip("::ffff:203.0.113.7")), "203.0.113.7");
+        assert_eq!(
+            lockout_address(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            lockout_address(ip("2001:db8:1:2::1")),
+            lockout_address(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            lockout_address(ip("2001:db8:1:2::1")),
+            lockout_address(ip("2001:db8:1:3::1"))
+        );
     }
 
     #[test]

@@ -135,6 +135,7 @@ mod tests {
         TokenConfig {
             private_key_file: None,
             previous_public_key_files: Vec::new(),
+            next_public_key_files: Vec::new(),
             issuer: "erp-auth".into(),
             audience: "erp".into(),
             access_ttl: ttl,
@@ -190,6 +191,41 @@ mod tests {
             .issue("u1", &[Role::User], "s1", Utc::now())
             .unwrap();
         assert_eq!(issuer_a.verify(&token), Err(InactiveReason::BadSignature));
+    }
+
+    #[test]
+    fn a_next_key_verifies_on_every_replica_before_any_signs_with_it() {
+        let k1 = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let k2 = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let config = config(Duration::from_secs(900));
+        // Mid-rollout: replica A still signs with K1 and already knows K2 as next; replica B
+        // signs with K2 and keeps K1 as previous.
+        let a = TokenIssuer::new(
+            Arc::new(KeyRing::with_next(&k1, &[], &[k2.verifying_key()]).unwrap()),
+            &config,
+        );
+        let b = TokenIssuer::new(
+            Arc::new(KeyRing::new(&k2, &[k1.verifying_key()]).unwrap()),
+            &config,
+        );
+        let (from_a, _) = a.issue("u1", &[Role::User], "s1", Utc::now()).unwrap();
+        let (from_b, _) = b.issue("u2", &[Role::User], "s2", Utc::now()).unwrap();
+        for replica in [&a, &b] {
+            assert_eq!(replica.verify(&from_a).unwrap().sub, "u1");
+            assert_eq!(replica.verify(&from_b).unwrap().sub, "u2");
+        }
+        // A signs with K1 (the next key is never used to sign) and publishes both keys.
+        let kid_a = jsonwebtoken::decode_header(&from_a).unwrap().kid.unwrap();
+        assert_eq!(kid_a, a.keys().current_kid());
+        let published: Vec<&str> = a
+            .keys()
+            .public_keys()
+            .iter()
+            .map(|k| k.kid.as_str())
+            .collect();
+        assert_eq!(published.len(), 2);
+        assert_eq!(published[0], a.keys().current_kid());
+        assert_eq!(published[1], b.keys().current_kid());
     }
 
     #[test]

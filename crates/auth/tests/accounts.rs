@@ -7,8 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ADMIN_EMAIL, TestAuth, as_caller, code};
-use erp_platform::identity::{Caller, Role};
+use common::{ADMIN_EMAIL, ADMIN_PASSWORD, TestAuth, as_caller, code};
+use erp_platform::error::ApiError;
+use erp_platform::identity::{Caller, OnBehalfOf, Role};
 use erp_proto::auth::v1 as pb;
 
 #[tokio::test]
@@ -489,4 +490,232 @@ async fn admins_cannot_lock_themselves_out() {
         .await
         .unwrap_err();
     assert_eq!(code(&delete), "FORBIDDEN");
+}
+
+/// A login as the gateway sends it for a client at `ip` (the address travels in the signed
+/// caller assertion).
+async fn login_from(
+    auth: &TestAuth,
+    ip: &str,
+    email: &str,
+    password: &str,
+) -> Result<pb::LoginResponse, tonic::Status> {
+    let mut request = tonic::Request::new(pb::LoginRequest {
+        email: email.into(),
+        password: password.into(),
+        client_ip: None,
+        user_agent: None,
+    });
+    request.extensions_mut().insert(OnBehalfOf {
+        caller: None,
+        client_ip: Some(ip.parse().unwrap()),
+    });
+    auth.client()
+        .login(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn count(results: &[Result<pb::LoginResponse, tonic::Status>], wanted: &str) -> usize {
+    results
+        .iter()
+        .filter(|r| r.as_ref().err().is_some_and(|e| code(e) == wanted))
+        .count()
+}
+
+#[tokio::test]
+async fn forty_parallel_wrong_passwords_from_one_address_are_capped_at_five() {
+    let auth = TestAuth::start(&[]).await;
+    auth.register("victim@example.com", "password-123").await;
+    let attempts = futures::future::join_all((0..40).map(|i| {
+        let auth = &auth;
+        async move {
+            login_from(
+                auth,
+                "198.51.100.7",
+                "victim@example.com",
+                &format!("guess-{i:04}"),
+            )
+            .await
+        }
+    }))
+    .await;
+    let invalid = count(&attempts, "INVALID_CREDENTIALS");
+    let locked = count(&attempts, "TOO_MANY_ATTEMPTS");
+    assert_eq!(invalid + locked, 40, "{attempts:?}");
+    assert!(invalid <= 5, "{invalid} guesses verified");
+    assert_eq!(invalid, 5, "the first five are verified");
+    for attempt in attempts.iter().filter_map(|a| a.as_ref().err()) {
+        if code(attempt) == "TOO_MANY_ATTEMPTS" {
+            let retry_after = ApiError::from_status(attempt).retry_after.unwrap();
+            assert!(
+                retry_after > Duration::from_secs(800) && retry_after <= Duration::from_secs(900)
+            );
+        }
+    }
+    // The right password from that address is refused too, until the window ends.
+    let owner = login_from(&auth, "198.51.100.7", "victim@example.com", "password-123")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&owner), "TOO_MANY_ATTEMPTS");
+}
+
+#[tokio::test]
+async fn failures_from_one_address_do_not_lock_the_account_out_elsewhere() {
+    let auth = TestAuth::start(&[]).await;
+    auth.register("owner@example.com", "password-123").await;
+    for _ in 0..5 {
+        let error = login_from(&auth, "203.0.113.1", "owner@example.com", "wrong-password")
+            .await
+            .unwrap_err();
+        assert_eq!(code(&error), "INVALID_CREDENTIALS");
+    }
+    let attacker = login_from(&auth, "203.0.113.1", "owner@example.com", "password-123")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&attacker), "TOO_MANY_ATTEMPTS");
+    // The owner, elsewhere (IPv6 too), logs in.
+    login_from(&auth, "2001:db8::1", "owner@example.com", "password-123")
+        .await
+        .unwrap();
+    login_from(&auth, "203.0.113.2", "owner@example.com", "password-123")
+        .await
+        .unwrap();
+    // ... which clears only the owner's own address: the attacker's address stays locked.
+    let still = login_from(&auth, "203.0.113.1", "owner@example.com", "password-123")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&still), "TOO_MANY_ATTEMPTS");
+
+    // A success clears that address's own failures.
+    for _ in 0..4 {
+        login_from(&auth, "203.0.113.3", "owner@example.com", "wrong-password")
+            .await
+            .unwrap_err();
+    }
+    login_from(&auth, "203.0.113.3", "owner@example.com", "password-123")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let error = login_from(&auth, "203.0.113.3", "owner@example.com", "wrong-password")
+            .await
+            .unwrap_err();
+        assert_eq!(code(&error), "INVALID_CREDENTIALS");
+    }
+}
+
+#[tokio::test]
+async fn the_per_account_ceiling_locks_across_addresses() {
+    let auth = TestAuth::start(&[("ERP_LOGIN_MAX_FAILURES_PER_ACCOUNT", "8")]).await;
+    auth.register("target@example.com", "password-123").await;
+    auth.register("bystander@example.com", "password-123").await;
+    // Distributed guessing: four addresses, two guesses each, none reaching the per-address limit.
+    let guesses = futures::future::join_all((0..4).flat_map(|a| {
+        let auth = &auth;
+        (0..2).map(move |g| async move {
+            login_from(
+                auth,
+                &format!("192.0.2.{}", a + 10),
+                "target@example.com",
+                &format!("guess-{a}-{g}"),
+            )
+            .await
+        })
+    }))
+    .await;
+    assert_eq!(count(&guesses, "INVALID_CREDENTIALS"), 8);
+    // The ceiling is reached: every address, even a new one with the right password, waits.
+    for ip in ["192.0.2.10", "192.0.2.99"] {
+        let locked = login_from(&auth, ip, "target@example.com", "password-123")
+            .await
+            .unwrap_err();
+        assert_eq!(code(&locked), "TOO_MANY_ATTEMPTS");
+        assert!(ApiError::from_status(&locked).retry_after.unwrap() >= Duration::from_secs(1));
+    }
+    // Other accounts are not affected.
+    login_from(&auth, "192.0.2.10", "bystander@example.com", "password-123")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_deleted_bootstrap_admin_is_not_recreated_at_restart() {
+    let first = TestAuth::start(&[]).await;
+    let database = first.database.clone();
+    let root = first.admin().await;
+    let second_admin = first
+        .client()
+        .create_user(as_caller(
+            &root,
+            pb::CreateUserRequest {
+                email: "second-admin@example.com".into(),
+                password: "password-123".into(),
+                roles: vec![pb::Role::Admin as i32],
+                username: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let second_caller = Caller {
+        user_id: second_admin.id.clone(),
+        roles: vec![Role::Admin],
+    };
+    first
+        .client()
+        .delete_user(as_caller(
+            &second_caller,
+            pb::DeleteUserRequest {
+                id: root.user_id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    first.stop().await;
+
+    let restarted = TestAuth::start_in(&database, &[]).await;
+    let gone = restarted
+        .login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&gone), "INVALID_CREDENTIALS");
+    let admins = |auth: &TestAuth| {
+        let mut client = auth.client();
+        let request = as_caller(
+            &second_caller,
+            pb::ListUsersRequest {
+                role: Some(pb::Role::Admin as i32),
+                q: None,
+                limit: 100,
+                cursor: String::new(),
+            },
+        );
+        async move { client.list_users(request).await.unwrap().into_inner().items }
+    };
+    let listed = admins(&restarted).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].email, "second-admin@example.com");
+    restarted.stop().await;
+
+    // Even with no admin left at all (removed behind the service's back), the marker keeps the
+    // bootstrap settings from creating one again.
+    let mongo = mongodb::Client::with_uri_str(erp_testkit::mongodb_uri())
+        .await
+        .unwrap();
+    let db = mongo.database(&database);
+    let marker = db
+        .collection::<mongodb::bson::Document>("markers")
+        .find_one(mongodb::bson::doc! { "_id": "bootstrap_admin_created" })
+        .await
+        .unwrap();
+    assert!(marker.is_some(), "the marker is recorded");
+    db.collection::<mongodb::bson::Document>("users")
+        .delete_many(mongodb::bson::doc! { "roles": "ADMIN" })
+        .await
+        .unwrap();
+    let again = TestAuth::start_in(&database, &[]).await;
+    let still_gone = again.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap_err();
+    assert_eq!(code(&still_gone), "INVALID_CREDENTIALS");
 }

@@ -368,3 +368,86 @@ async fn signing_keys_rotate_without_logging_everyone_out() {
     assert_eq!(claims["iss"], "erp-auth");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test]
+async fn tokens_signed_with_a_next_key_are_accepted_by_every_replica() {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    use ed25519_dalek::pkcs8::spki::EncodePublicKey;
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+
+    let dir = std::env::temp_dir().join(erp_testkit::unique_name("next-keys"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    for name in ["k1", "k2"] {
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let private = dir.join(format!("{name}.pem"));
+        let public = dir.join(format!("{name}.pub.pem"));
+        std::fs::write(
+            &private,
+            key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes(),
+        )
+        .unwrap();
+        std::fs::write(
+            &public,
+            key.verifying_key()
+                .to_public_key_pem(LineEnding::LF)
+                .unwrap(),
+        )
+        .unwrap();
+        files.push((
+            private.to_str().unwrap().to_owned(),
+            public.to_str().unwrap().to_owned(),
+        ));
+    }
+    let [(k1, k1_public), (k2, k2_public)] = [files[0].clone(), files[1].clone()];
+
+    // Mid-rollout: replica A still signs with K1 and already lists K2 as next; replica B has
+    // switched to K2 and lists K1 as previous.
+    let a = TestAuth::start(&[
+        ("ERP_JWT_PRIVATE_KEY_FILE", k1.as_str()),
+        ("ERP_JWT_NEXT_PUBLIC_KEY_FILES", k2_public.as_str()),
+    ])
+    .await;
+    let b = TestAuth::start_in(
+        &a.database,
+        &[
+            ("ERP_JWT_PRIVATE_KEY_FILE", k2.as_str()),
+            ("ERP_JWT_PREVIOUS_PUBLIC_KEY_FILES", k1_public.as_str()),
+        ],
+    )
+    .await;
+    a.register("roll@example.com", "password-123").await;
+    let from_a = a.login("roll@example.com", "password-123").await.unwrap();
+    let from_b = b.login("roll@example.com", "password-123").await.unwrap();
+    let kid = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    assert_ne!(kid(&from_a.access_token), kid(&from_b.access_token));
+    for replica in [&a, &b] {
+        for token in [&from_a.access_token, &from_b.access_token] {
+            let answer = replica.introspect(token).await;
+            assert!(answer.active, "{answer:?}");
+        }
+    }
+
+    // Both replicas publish both keys; A's current key is K1, the next key K2 is B's current.
+    let jwks = |auth: &TestAuth| {
+        let mut client = auth.client();
+        async move {
+            client
+                .get_signing_keys(pb::GetSigningKeysRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let (keys_a, keys_b) = (jwks(&a).await, jwks(&b).await);
+    assert_eq!(keys_a.current_kid, kid(&from_a.access_token));
+    assert_eq!(keys_b.current_kid, kid(&from_b.access_token));
+    for keys in [&keys_a, &keys_b] {
+        let mut kids: Vec<&str> = keys.keys.iter().map(|k| k.kid.as_str()).collect();
+        kids.sort_unstable();
+        let mut expected = vec![keys_a.current_kid.as_str(), keys_b.current_kid.as_str()];
+        expected.sort_unstable();
+        assert_eq!(kids, expected);
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

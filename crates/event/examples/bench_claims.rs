@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use erp_event::{App, Config};
 use erp_platform::error::ApiError;
-use erp_platform::identity::{Caller, Role};
+use erp_platform::identity::{
+    Asserting, AssertionSigner, Caller, IdentityKeys, Role, Service, on_behalf_of,
+};
 use erp_platform::{Env, Shutdown};
 use erp_proto::event::v1 as pb;
 use erp_proto::event::v1::event_service_client::EventServiceClient;
@@ -125,9 +127,20 @@ where
 }
 
 fn as_caller<T>(caller: &Caller, body: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(body);
-    caller.write_to(request.metadata_mut()).unwrap();
-    request
+    on_behalf_of(body, Some(caller))
+}
+
+/// A client signing caller assertions as the gateway does, with the test key.
+async fn connect(url: &str) -> EventServiceClient<Asserting<Channel>> {
+    let channel = Channel::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let keys = IdentityKeys::from_secrets(erp_testkit::IDENTITY_KEY, &[]).unwrap();
+    EventServiceClient::new(
+        AssertionSigner::new(Service::Gateway, keys).wrap(Service::Event, channel),
+    )
 }
 
 fn operator() -> Caller {
@@ -186,17 +199,17 @@ impl Instance {
         }
     }
 
-    async fn clients(&self, n: usize) -> Arc<Vec<EventServiceClient<Channel>>> {
+    async fn clients(&self, n: usize) -> Arc<Vec<EventServiceClient<Asserting<Channel>>>> {
         // One HTTP/2 connection per worker, as separate gateway replicas would have.
         let mut clients = Vec::new();
         for _ in 0..n {
-            clients.push(EventServiceClient::connect(self.url.clone()).await.unwrap());
+            clients.push(connect(&self.url).await);
         }
         Arc::new(clients)
     }
 
     async fn event_with_stock(&self, stock: i64) -> (String, String) {
-        let mut client = EventServiceClient::connect(self.url.clone()).await.unwrap();
+        let mut client = connect(&self.url).await;
         let now = Utc::now();
         let created = client
             .create_event(as_caller(
@@ -321,9 +334,7 @@ async fn check_stock(instance: &Instance, event_id: &str, stock: i64, outcome: &
 
 /// Creates 50 events in every status.
 async fn seed_events(instance: &Instance) -> Vec<pb::Event> {
-    let mut client = EventServiceClient::connect(instance.url.clone())
-        .await
-        .unwrap();
+    let mut client = connect(&instance.url).await;
     let now = Utc::now();
     let mut events = Vec::new();
     for i in 0..50 {
@@ -477,9 +488,7 @@ async fn main() {
     let instance = Instance::start("64").await;
     let events = seed_events(&instance).await;
     let seeded_in = seed_claims(&instance, &events, "seed", seed).await;
-    let mut client = EventServiceClient::connect(instance.url.clone())
-        .await
-        .unwrap();
+    let mut client = connect(&instance.url).await;
     let mut dashboard_rows = Vec::new();
     let mut folded_in = Duration::ZERO;
     for (backlog, run) in [(0, ""), (1000, "late")] {

@@ -48,6 +48,9 @@ pub struct ClaimSettings {
     pub batch_max: usize,
     /// How long after its event ends a pending claim waits before it expires.
     pub pending_expiry: std::time::Duration,
+    /// Identical refusals (user, event, reason) within this window are one `CLAIM_DENIED`
+    /// record with a count.
+    pub denial_audit_window: std::time::Duration,
 }
 
 /// A claim's answer: the claim, and whether it is a replay of an idempotency key's first answer.
@@ -348,7 +351,11 @@ impl EventService {
                 None,
                 Some(denial_view(event_id, user_id, reason, &error)),
             );
-            self.catalog.audit().record_alone(&entry).await?;
+            let fold_key = format!("CLAIM_DENIED\u{0}{event_id}\u{0}{user_id}\u{0}{reason}");
+            self.catalog
+                .audit()
+                .record_folded(&entry, &fold_key, self.denial_audit_window)
+                .await?;
         }
         if let Some(key) = key
             && let Some(first) = self

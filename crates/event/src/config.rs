@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use erp_platform::config::{CommonConfig, ConfigError, Env, MongoConfig, RedisConfig};
 use erp_platform::grpc::GrpcConfig;
+use erp_platform::identity::IdentityKeys;
 use erp_platform::runtime::ServiceConfig;
 
 pub const SERVICE_NAME: &str = "erp-event";
@@ -15,6 +16,9 @@ pub struct Config {
     /// `ERP_EVENT_ADDR`: where gRPC is served.
     pub grpc_addr: SocketAddr,
     pub grpc: GrpcConfig,
+    /// `ERP_SERVICE_IDENTITY_KEY_FILE` (+ `ERP_SERVICE_IDENTITY_ACCEPT_KEY_FILES`): the key of
+    /// the caller assertions between the services.
+    pub identity: IdentityKeys,
     pub mongo: MongoConfig,
     pub redis: RedisConfig,
     /// `ERP_EVENT_CACHE_TTL_MS`: the longest an event or its rewards are served from memory
@@ -26,6 +30,10 @@ pub struct Config {
     /// `ERP_CLAIM_PENDING_EXPIRY_SECS` (default 604800, 7 days): how long after its event ends a
     /// PENDING claim waits for an operator before the expiry job releases its stock (0: at once).
     pub claim_pending_expiry: Duration,
+    /// `ERP_CLAIM_DENIAL_AUDIT_WINDOW_SECS` (default 3600): repeated identical refusals of one
+    /// player's claim (same event and reason) within this window are one `CLAIM_DENIED` audit
+    /// record whose `after.count` counts them, so no account can flood the audit trail.
+    pub claim_denial_audit_window: Duration,
     /// `ERP_JOBS_INTERVAL_SECS` (default 30): how often the leader runs the background jobs.
     pub jobs_interval: Duration,
     /// `ERP_CLAIM_BATCH_MAX` (default 64, 0..=1000): the most claims of one event placed in one
@@ -42,6 +50,7 @@ impl Config {
             common: CommonConfig::from_env(env, SERVICE_NAME, "0.0.0.0:9466")?,
             grpc_addr: env.socket_addr("ERP_EVENT_ADDR", "0.0.0.0:50052")?,
             grpc: GrpcConfig::from_env(env)?,
+            identity: IdentityKeys::from_env(env)?,
             mongo: MongoConfig::from_env(env, "erp_event")?,
             redis: RedisConfig::from_env(env)?,
             cache_ttl: env.duration_millis(
@@ -58,6 +67,11 @@ impl Config {
                 "ERP_CLAIM_PENDING_EXPIRY_SECS",
                 Duration::from_secs(7 * 24 * 3600),
                 Duration::ZERO,
+            )?,
+            claim_denial_audit_window: env.duration_secs(
+                "ERP_CLAIM_DENIAL_AUDIT_WINDOW_SECS",
+                Duration::from_secs(3600),
+                Duration::from_secs(1),
             )?,
             jobs_interval: env.duration_secs(
                 "ERP_JOBS_INTERVAL_SECS",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use erp_platform::audit::{AuditEntry, AuditFilter};
-use erp_platform::identity::Caller;
+use erp_platform::identity::{Caller, Service, VerifiedCall};
 use erp_proto::event::v1 as pb;
 use erp_proto::event::v1::event_service_server::EventService as EventRpc;
 pub use erp_proto::time::{from_timestamp, timestamp};
@@ -33,9 +33,12 @@ impl EventGrpc {
 
 type RpcResult<T> = Result<Response<T>, Status>;
 
-/// The caller in metadata; `None` for an internal call.
+/// The person the verified caller assertion names; `None` for an anonymous call, which sees and
+/// may do only what any anonymous client could.
 fn caller<T>(request: &Request<T>) -> Result<Option<Caller>, EventError> {
-    Caller::read_from(request.metadata()).map_err(|_| EventError::Unauthenticated)
+    VerifiedCall::of(request)
+        .map(|call| call.caller.clone())
+        .map_err(|_| EventError::Unauthenticated)
 }
 
 fn status_to_pb(status: EventStatus) -> pb::EventStatus {
@@ -597,6 +600,12 @@ impl EventRpc for EventGrpc {
         &self,
         request: Request<pb::RecordActivityRequest>,
     ) -> RpcResult<pb::RecordActivityResponse> {
+        // Logins are reported by the auth service's relay only, never on a person's behalf.
+        match VerifiedCall::of(&request) {
+            Ok(call) if call.issuer == Service::Auth && call.caller.is_none() => {}
+            Ok(_) => return Err(EventError::Forbidden.into()),
+            Err(_) => return Err(EventError::Unauthenticated.into()),
+        }
         let body = request.into_inner();
         if pb::ActivityKind::try_from(body.kind) != Ok(pb::ActivityKind::Login) {
             return Err(EventError::field("kind", "must be LOGIN").into());

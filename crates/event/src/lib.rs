@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use erp_platform::Shutdown;
 use erp_platform::grpc as platform_grpc;
+use erp_platform::identity::{AssertionVerifier, Service};
 use erp_platform::runtime::{BoxError, GrpcServiceHost, retry_until_shutdown};
 use erp_proto::event::v1::event_service_server::EventServiceServer;
 
@@ -80,6 +81,7 @@ impl App {
             ClaimSettings {
                 batch_max: config.claim_batch_max,
                 pending_expiry: config.claim_pending_expiry,
+                denial_audit_window: config.claim_denial_audit_window,
             },
         ));
         let jobs = Jobs::new(
@@ -124,11 +126,16 @@ impl App {
         health_reporter
             .set_serving::<EventServiceServer<grpc::EventGrpc>>()
             .await;
-        let router = platform_grpc::server(&self.config.grpc)
+        let router = platform_grpc::server(&self.config.grpc)?
             .add_service(health_service)
-            .add_service(self.host.grpc_metrics.wrap(EventServiceServer::new(
-                grpc::EventGrpc::new(Arc::clone(&self.service)),
-            )));
+            .add_service(
+                self.host
+                    .grpc_metrics
+                    .wrap(EventServiceServer::with_interceptor(
+                        grpc::EventGrpc::new(Arc::clone(&self.service)),
+                        AssertionVerifier::new(Service::Event, self.config.identity.clone()),
+                    )),
+            );
 
         let cache = self.service.cache().clone();
         let reconnect_cache = cache.clone();

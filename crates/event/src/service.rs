@@ -40,6 +40,7 @@ pub struct EventService {
     pub(crate) metrics: EventMetrics,
     /// How long after its event ends a pending claim waits before it expires.
     pub(crate) pending_expiry: Duration,
+    pub(crate) denial_audit_window: Duration,
 }
 
 pub(crate) fn require(caller: Option<&Caller>, roles: &[Role]) -> Result<Caller, EventError> {
@@ -51,9 +52,9 @@ pub(crate) fn require(caller: Option<&Caller>, roles: &[Role]) -> Result<Caller,
     }
 }
 
-/// Whether `caller` may see drafts (anyone but a plain player; internal calls too).
+/// Whether `caller` may see drafts (staff only; never an anonymous call).
 fn sees_drafts(caller: Option<&Caller>) -> bool {
-    caller.is_none_or(|c| c.has_any(STAFF))
+    caller.is_some_and(|c| c.has_any(STAFF))
 }
 
 pub fn event_view(event: &Event) -> Value {
@@ -136,6 +137,7 @@ impl EventService {
             cache,
             metrics,
             pending_expiry: settings.pending_expiry,
+            denial_audit_window: settings.denial_audit_window,
         }
     }
 
@@ -630,9 +632,7 @@ impl EventService {
         caller: Option<&Caller>,
         mut items: Vec<ProgressItem>,
     ) -> Result<Applied, EventError> {
-        if caller.is_some() {
-            require(caller, EDITORS)?;
-        }
+        require(caller, EDITORS)?;
         validate::progress(&items, Utc::now())?;
         for item in &mut items {
             // Keys of reports live apart from login keys.

@@ -89,7 +89,7 @@ async fn progress_is_evaluated_against_the_condition() {
     )
     .await;
     service
-        .client()
+        .client_as(Service::Auth)
         .record_activity(pb::RecordActivityRequest {
             idempotency_key: "outbox-1".into(),
             user_id: "hunter".into(),
@@ -150,7 +150,7 @@ async fn progress_is_evaluated_against_the_condition() {
 async fn logins_are_idempotent_by_outbox_id() {
     let service = TestEvent::start().await;
     let record = |key: &str| {
-        let mut client = service.client();
+        let mut client = service.client_as(Service::Auth);
         let request = pb::RecordActivityRequest {
             idempotency_key: key.into(),
             user_id: "u1".into(),

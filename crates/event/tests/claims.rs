@@ -454,3 +454,57 @@ async fn claims_are_audited_and_counted() {
         assert!(text.contains(&line), "missing {line} in\n{text}");
     }
 }
+
+/// A player who keeps claiming what they may not have writes one CLAIM_DENIED per event, reason
+/// and window, whose count says how often it happened, not one record per attempt.
+#[tokio::test]
+async fn repeated_identical_refusals_are_one_audit_record_with_a_count() {
+    // Windows are aligned to the epoch: a ten-year one keeps a boundary out of the test.
+    let service = TestEvent::start_in(
+        &erp_testkit::unique_name("event"),
+        &[("ERP_CLAIM_DENIAL_AUDIT_WINDOW_SECS", "315360000")],
+    )
+    .await;
+    let hour = chrono::Duration::hours(1);
+    let (later, _) = service.create(event_request("later", hour, hour * 2)).await;
+    let (other, _) = service
+        .create(event_request("also later", hour, hour * 2))
+        .await;
+    let spammer = player("spammer");
+    let attempts = join_all((0..25).map(|_| service.claim(&spammer, &later.id, None))).await;
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.as_ref().is_err_and(|e| code(e) == "EVENT_NOT_ACTIVE"))
+    );
+    for _ in 0..5 {
+        service.claim(&spammer, &later.id, None).await.unwrap_err();
+    }
+    // Another event and another player are records of their own.
+    service.claim(&spammer, &other.id, None).await.unwrap_err();
+    service
+        .claim(&player("someone else"), &later.id, None)
+        .await
+        .unwrap_err();
+
+    let denials = service.audit("CLAIM_DENIED").await;
+    assert_eq!(denials.len(), 3, "{denials:?}");
+    let counts: std::collections::HashMap<(String, String), i64> = denials
+        .iter()
+        .map(|entry| {
+            let after: serde_json::Value =
+                serde_json::from_str(entry.after_json.as_deref().unwrap()).unwrap();
+            assert_eq!(after["reason"], "EVENT_NOT_ACTIVE");
+            (
+                (
+                    after["eventId"].as_str().unwrap().to_owned(),
+                    after["userId"].as_str().unwrap().to_owned(),
+                ),
+                after["count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(counts[&(later.id.clone(), "spammer".to_owned())], 30);
+    assert_eq!(counts[&(other.id.clone(), "spammer".to_owned())], 1);
+    assert_eq!(counts[&(later.id.clone(), "someone else".to_owned())], 1);
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use erp_platform::config::{CommonConfig, ConfigError, Env, RedisConfig};
 use erp_platform::grpc::GrpcConfig;
+use erp_platform::identity::IdentityKeys;
 use erp_platform::runtime::ServiceConfig;
 
 pub const SERVICE_NAME: &str = "erp-gateway";
@@ -18,6 +19,9 @@ pub struct Config {
     pub auth_url: String,
     pub event_url: String,
     pub grpc: GrpcConfig,
+    /// `ERP_SERVICE_IDENTITY_KEY_FILE` (+ `ERP_SERVICE_IDENTITY_ACCEPT_KEY_FILES`): the key of
+    /// the caller assertions between the services.
+    pub identity: IdentityKeys,
     pub redis: RedisConfig,
     /// `ERP_INTROSPECTION_CACHE_TTL_MS`: how long an introspection answer is reused (revocations
     /// evict at once through Redis; never past the token's expiry).
@@ -34,8 +38,15 @@ pub struct Config {
     pub cookie_secure: bool,
     /// `ERP_HTTP_TIMEOUT_MS`: the longest one request may take end to end.
     pub request_timeout: Duration,
-    /// `ERP_TRUST_FORWARDED_FOR`: take the client IP from `X-Forwarded-For` (behind an ingress).
-    pub trust_forwarded_for: bool,
+    /// `ERP_TRUSTED_PROXIES`: how many proxies of ours stand in front of the gateway; the client
+    /// IP is then read from `X-Forwarded-For` by [`crate::client_ip`]'s rule (0: the socket
+    /// peer). `ERP_TRUST_FORWARDED_FOR=true` (older name) means 1 when this is unset.
+    pub trusted_proxies: usize,
+    /// `ERP_AUTH_FAILURES_PER_MINUTE`: 401s per client IP and minute; over it, tokens not in the
+    /// introspection cache get 429 without being introspected. 0 turns it off.
+    pub auth_failures_per_minute: u32,
+    /// `ERP_HTTP_*`: limits of the HTTP server (timeouts, connections, HTTP/2).
+    pub http: crate::server::HttpLimits,
     /// The environment, for in-cluster discovery of the gRPC peers (`ERP_KUBERNETES_DISCOVERY`,
     /// `ERP_AUTH_SERVICE_NAME`, `ERP_EVENT_SERVICE_NAME`, `POD_NAMESPACE`).
     pub env: Env,
@@ -72,6 +83,7 @@ impl Config {
                 &["http", "https"],
             )?,
             grpc: GrpcConfig::from_env(env)?,
+            identity: IdentityKeys::from_env(env)?,
             redis: RedisConfig::from_env(env)?,
             introspection_ttl: env.duration_millis(
                 "ERP_INTROSPECTION_CACHE_TTL_MS",
@@ -91,7 +103,13 @@ impl Config {
                 Duration::from_secs(15),
                 Duration::from_millis(10),
             )?,
-            trust_forwarded_for: env.bool("ERP_TRUST_FORWARDED_FOR", false)?,
+            trusted_proxies: crate::client_ip::trusted_proxies_from_env(env)?,
+            auth_failures_per_minute: env.int_in(
+                "ERP_AUTH_FAILURES_PER_MINUTE",
+                60,
+                0..=10_000_000,
+            )?,
+            http: crate::server::HttpLimits::from_env(env)?,
             env: {
                 env.bool("ERP_KUBERNETES_DISCOVERY", false)?;
                 env.clone()

@@ -8,15 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use erp_platform::error::{ApiError, ErrorCode};
-use erp_platform::grpc_metrics::Measured;
 use erp_platform::identity::{Caller, Role};
 use erp_proto::auth::v1 as pb;
-use erp_proto::auth::v1::auth_service_client::AuthServiceClient;
 use moka::future::Cache;
 use prometheus::{IntCounter, IntCounterVec};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tonic::transport::Channel;
 
 /// A verified access token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +38,7 @@ pub enum Revocation {
 
 #[derive(Clone)]
 pub struct Introspector {
-    client: AuthServiceClient<Measured<Channel>>,
+    client: crate::state::AuthClient,
     cache: Cache<[u8; 32], Arc<Session>>,
     hits: IntCounter,
     misses: IntCounter,
@@ -57,6 +54,10 @@ fn role_from_pb(value: i32) -> Option<Role> {
     }
 }
 
+/// A token not in the cache (its cache key).
+#[derive(Debug)]
+pub struct Uncached([u8; 32]);
+
 /// Verified sessions by the SHA-256 of their token, shared by every HTTP shard of the gateway.
 pub type SessionCache = Cache<[u8; 32], Arc<Session>>;
 
@@ -71,7 +72,7 @@ impl Introspector {
     }
 
     pub fn new(
-        client: AuthServiceClient<Measured<Channel>>,
+        client: crate::state::AuthClient,
         cache: SessionCache,
         lookups: IntCounterVec,
     ) -> Self {
@@ -85,6 +86,14 @@ impl Introspector {
 
     /// The session of `token`, or `UNAUTHENTICATED` / `UNAVAILABLE`.
     pub async fn session(&self, token: &str) -> Result<Arc<Session>, ApiError> {
+        match self.cached(token).await {
+            Ok(session) => Ok(session),
+            Err(uncached) => self.introspect(token, uncached).await,
+        }
+    }
+
+    /// The cached session of `token`, else what [`Self::introspect`] needs to ask auth.
+    pub async fn cached(&self, token: &str) -> Result<Arc<Session>, Uncached> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(session) = self.cache.get(&key).await
             && session.expires_at > SystemTime::now()
@@ -92,6 +101,15 @@ impl Introspector {
             self.hits.inc();
             return Ok(session);
         }
+        Err(Uncached(key))
+    }
+
+    /// Asks auth about a token [`Self::cached`] does not know, and caches the answer.
+    pub async fn introspect(
+        &self,
+        token: &str,
+        Uncached(key): Uncached,
+    ) -> Result<Arc<Session>, ApiError> {
         self.misses.inc();
         let answer = self
             .client

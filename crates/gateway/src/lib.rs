@@ -2,6 +2,7 @@
 //! checks tokens by introspection (cached, evicted on revocation), authorises from one route
 //! table, rate-limits, and calls the auth and event services over gRPC.
 
+pub mod client_ip;
 pub mod config;
 pub mod connections;
 pub mod dto;
@@ -13,6 +14,7 @@ pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
 pub mod routes;
+pub mod server;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -26,6 +28,7 @@ use erp_platform::admin::{self, Readiness};
 use erp_platform::cluster::{self, GrpcPeer};
 use erp_platform::grpc::GrpcHealthCheck;
 use erp_platform::grpc_metrics::GrpcMetrics;
+use erp_platform::identity::{AssertionSigner, Service};
 use erp_platform::redis::{RedisCheck, RedisStore};
 use erp_platform::runtime::{self, BoxError};
 use erp_platform::{Shutdown, metrics};
@@ -71,6 +74,7 @@ struct Common {
     http_metrics: HttpMetrics,
     grpc_metrics: GrpcMetrics,
     sessions: SessionCache,
+    connection_metrics: server::ConnectionMetrics,
 }
 
 /// One shard's connections to the services and the state its handlers use.
@@ -109,9 +113,15 @@ impl Upstreams {
         .await?;
         let redis = RedisStore::connect(&config.redis)?;
         let metrics = &common.grpc_metrics;
-        let auth = AuthServiceClient::new(metrics.for_upstream("auth").wrap(auth_channel.clone()));
-        let event =
-            EventServiceClient::new(metrics.for_upstream("event").wrap(event_channel.clone()));
+        let signer = AssertionSigner::new(Service::Gateway, config.identity.clone());
+        let auth = AuthServiceClient::new(signer.wrap(
+            Service::Auth,
+            metrics.for_upstream("auth").wrap(auth_channel.clone()),
+        ));
+        let event = EventServiceClient::new(signer.wrap(
+            Service::Event,
+            metrics.for_upstream("event").wrap(event_channel.clone()),
+        ));
         let http_metrics = common.http_metrics.clone();
         let state = AppState::new(Shared {
             introspector: Introspector::new(
@@ -143,12 +153,17 @@ impl App {
             http_metrics: HttpMetrics::register(&registry)?,
             grpc_metrics: GrpcMetrics::client(&registry)?,
             sessions: Introspector::cache(config.introspection_ttl),
+            connection_metrics: server::ConnectionMetrics::register(&registry)?,
             config: Arc::clone(&config),
         };
         let upstreams = Upstreams::connect(&common, &discovery).await?;
         let http_listener = runtime::bind(config.http_addr, "ERP_GATEWAY_ADDR").await?;
-        let (http_listener, shard_listeners) =
-            connections::spread(http_listener, runtime::worker_threads(&config.common))?;
+        let (http_listener, shard_listeners) = connections::spread(
+            http_listener,
+            runtime::worker_threads(&config.common),
+            config.http.max_connections,
+            common.connection_metrics.refused.clone(),
+        )?;
         Ok(Self {
             http_listener,
             shard_listeners,
@@ -161,7 +176,7 @@ impl App {
     }
 
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
-        axum::serve::Listener::local_addr(&self.http_listener)
+        self.http_listener.local_addr()
     }
 
     pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
@@ -217,9 +232,11 @@ impl App {
             })
             .collect::<Result<_, _>>()?;
         let served = runtime::run_with_admin(
-            runtime::serve_http(
+            server::serve(
                 self.http_listener,
                 public_router(self.upstreams.state),
+                Arc::new(self.common.config.http.clone()),
+                self.common.connection_metrics.clone(),
                 shutdown.clone(),
                 drain,
             ),
@@ -270,7 +287,15 @@ fn spawn_shard(
                     let upstreams = Upstreams::connect(&common, &discovery).await?;
                     let drain = common.config.common.shutdown_timeout;
                     let router = public_router(upstreams.state);
-                    runtime::serve_http(listener, router, shutdown, drain).await
+                    server::serve(
+                        listener,
+                        router,
+                        Arc::new(common.config.http.clone()),
+                        common.connection_metrics.clone(),
+                        shutdown,
+                        drain,
+                    )
+                    .await
                 }),
                 Err(error) => Err(error.into()),
             };
@@ -296,8 +321,8 @@ pub fn public_router(state: AppState) -> Router {
     let mut router = Router::new()
         .merge(api)
         .merge(openapi::docs_router(document))
-        .fallback(|| async { problem::not_found() })
-        .method_not_allowed_fallback(|| async { problem::method_not_allowed() })
+        .fallback(middleware::unknown_route)
+        .method_not_allowed_fallback(middleware::wrong_method)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(layer_fn({
             let state = state.clone();

@@ -30,11 +30,8 @@ impl RateLimiter {
         if per_minute == 0 {
             return Ok(());
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let window = now.as_secs() / 60;
-        let key = self.redis.key(&format!("rl:{policy}:{subject}:{window}"));
+        let window = Window::now();
+        let key = self.key(policy, subject, &window);
         let mut connection = self.redis.connection();
         let counted: redis::RedisResult<(u64,)> = redis::pipe()
             .incr(&key, 1u64)
@@ -43,19 +40,86 @@ impl RateLimiter {
             .query_async(&mut connection)
             .await;
         match counted {
-            Ok((count,)) if count > u64::from(per_minute) => {
-                self.rejected.with_label_values(&[policy]).inc();
-                let retry_after = Duration::from_secs(60 - now.as_secs() % 60);
-                Err(
-                    ApiError::new(ErrorCode::RateLimited, "too many requests; slow down")
-                        .with_retry_after(retry_after),
-                )
-            }
+            Ok((count,)) if count > u64::from(per_minute) => Err(self.refuse(policy, &window)),
             Ok(_) => Ok(()),
             Err(error) => {
                 tracing::warn!(%error, "rate limiter unavailable; letting the request through");
                 Ok(())
             }
+        }
+    }
+
+    /// Refuses with `RATE_LIMITED` (and `Retry-After`) if `subject` has already had `budget`
+    /// events of `policy` counted by [`Self::count`] this minute; does not count anything
+    /// itself. A budget of 0 is off; without Redis, it passes.
+    pub async fn within_budget(
+        &self,
+        policy: &str,
+        subject: &str,
+        budget: u32,
+    ) -> Result<(), ApiError> {
+        if budget == 0 {
+            return Ok(());
+        }
+        let window = Window::now();
+        let key = self.key(policy, subject, &window);
+        let mut connection = self.redis.connection();
+        let counted: redis::RedisResult<Option<u64>> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await;
+        match counted {
+            Ok(Some(count)) if count >= u64::from(budget) => Err(self.refuse(policy, &window)),
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, "rate limiter unavailable; letting the request through");
+                Ok(())
+            }
+        }
+    }
+
+    /// Counts one event of `subject` under `policy` for [`Self::within_budget`].
+    pub async fn count(&self, policy: &str, subject: &str) {
+        let key = self.key(policy, subject, &Window::now());
+        let mut connection = self.redis.connection();
+        let counted: redis::RedisResult<()> = redis::pipe()
+            .incr(&key, 1u64)
+            .ignore()
+            .expire(&key, 120)
+            .ignore()
+            .query_async(&mut connection)
+            .await;
+        if let Err(error) = counted {
+            tracing::warn!(%error, "rate limiter unavailable; not counted");
+        }
+    }
+
+    fn key(&self, policy: &str, subject: &str, window: &Window) -> String {
+        self.redis
+            .key(&format!("rl:{policy}:{subject}:{}", window.minute))
+    }
+
+    fn refuse(&self, policy: &str, window: &Window) -> ApiError {
+        self.rejected.with_label_values(&[policy]).inc();
+        ApiError::new(ErrorCode::RateLimited, "too many requests; slow down")
+            .with_retry_after(window.retry_after)
+    }
+}
+
+/// The current one-minute window and how long until the next.
+struct Window {
+    minute: u64,
+    retry_after: Duration,
+}
+
+impl Window {
+    fn now() -> Self {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            minute: now.as_secs() / 60,
+            retry_after: Duration::from_secs(60 - now.as_secs() % 60),
         }
     }
 }

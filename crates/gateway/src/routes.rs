@@ -77,8 +77,14 @@ pub const ROUTE_TABLE: &[(Method, &str, Access)] = &[
 ];
 
 /// The access rule of `method` on the route template `path` (with or without `/api/v1`).
+/// `HEAD` has the rule of `GET` (axum answers it with the `GET` handler, without the body).
 pub fn access(method: &Method, path: &str) -> Option<Access> {
     let path = path.strip_prefix(API_PREFIX).unwrap_or(path);
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
     ROUTE_TABLE
         .iter()
         .find(|(m, p, _)| m == method && *p == path)
@@ -99,4 +105,23 @@ pub fn allows(access: Access, roles: &[Role]) -> bool {
 pub fn is_credential_route(method: &Method, path: &str) -> bool {
     let path = path.strip_prefix(API_PREFIX).unwrap_or(path);
     method == Method::POST && (path == "/auth/login" || path == "/auth/register")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_has_the_rule_of_get() {
+        for (method, path, access) in ROUTE_TABLE {
+            if *method == Method::GET {
+                assert_eq!(super::access(&Method::HEAD, path), Some(*access), "{path}");
+            }
+        }
+        assert_eq!(access(&Method::HEAD, "/auth/login"), None);
+        assert_eq!(
+            access(&Method::HEAD, "/api/v1/users"),
+            access(&Method::GET, "/users")
+        );
+    }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use erp_platform::grpc_metrics::Measured;
-use erp_platform::identity::Caller;
+use erp_platform::identity::{Asserting, Caller, OnBehalfOf};
 use erp_proto::auth::v1::auth_service_client::AuthServiceClient;
 use erp_proto::event::v1::event_service_client::EventServiceClient;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
@@ -85,23 +85,38 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// A client of the auth service whose calls carry the gateway's signed caller assertion.
+pub type AuthClient = AuthServiceClient<Asserting<Measured<Channel>>>;
+/// A client of the event service whose calls carry the gateway's signed caller assertion.
+pub type EventClient = EventServiceClient<Asserting<Measured<Channel>>>;
+
 pub struct Shared {
-    pub auth: AuthServiceClient<Measured<Channel>>,
-    pub event: EventServiceClient<Measured<Channel>>,
+    pub auth: AuthClient,
+    pub event: EventClient,
     pub introspector: Introspector,
     pub limiter: RateLimiter,
     pub metrics: HttpMetrics,
     pub config: Arc<Config>,
 }
 
-/// A gRPC request carrying the caller's identity and the current trace context.
+/// A gRPC request acting for `caller` (signed into a caller assertion by the client channel) with
+/// the current trace context.
 pub fn upstream<T>(body: T, caller: Option<&Caller>) -> tonic::Request<T> {
+    upstream_from(body, caller, None)
+}
+
+/// [`upstream`] that also tells the service the end client's address (logins count failures
+/// per account and address).
+pub fn upstream_from<T>(
+    body: T,
+    caller: Option<&Caller>,
+    client_ip: Option<std::net::IpAddr>,
+) -> tonic::Request<T> {
     let mut request = tonic::Request::new(body);
-    if let Some(caller) = caller
-        && let Err(error) = caller.write_to(request.metadata_mut())
-    {
-        tracing::warn!(%error, "caller identity not representable in metadata");
-    }
+    request.extensions_mut().insert(OnBehalfOf {
+        caller: caller.cloned(),
+        client_ip,
+    });
     erp_platform::telemetry::inject_grpc(request.metadata_mut());
     request
 }

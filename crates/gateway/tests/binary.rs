@@ -34,6 +34,10 @@ async fn starts_reports_ready_and_exits_zero_on_sigterm() {
             ("ERP_AUTH_URL", format!("http://{}", auth.addr("grpc"))),
             ("ERP_EVENT_URL", format!("http://{}", event.addr("grpc"))),
             ("ERP_REDIS_URL", redis_url()),
+            (
+                "ERP_SERVICE_IDENTITY_KEY_FILE",
+                erp_testkit::identity_key_file().display().to_string(),
+            ),
         ],
     )
     .await;

@@ -30,6 +30,7 @@ async fn the_served_openapi_document_holds_under_schemathesis() {
     let platform = Platform::start_with(&[
         ("ERP_RATE_LIMIT_PER_MINUTE", "0"),
         ("ERP_AUTH_RATE_LIMIT_PER_MINUTE", "0"),
+        ("ERP_AUTH_FAILURES_PER_MINUTE", "0"),
     ])
     .await;
     let admin = platform.admin().await;

@@ -74,6 +74,9 @@ struct AuditDoc {
     after: Option<Bson>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     trace_id: Option<String>,
+    /// How many identical events a folded record stands for (see [`AuditLog::record_folded`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    count: Option<i64>,
 }
 
 fn json_to_bson(value: &Option<serde_json::Value>) -> mongodb::error::Result<Option<Bson>> {
@@ -95,10 +98,16 @@ impl AuditDoc {
             before: json_to_bson(&entry.before)?,
             after: json_to_bson(&entry.after)?,
             trace_id: entry.trace_id.clone(),
+            count: None,
         })
     }
 
     fn into_entry(self) -> AuditEntry {
+        let mut after = self.after.map(Bson::into_relaxed_extjson);
+        if let (Some(count), Some(serde_json::Value::Object(fields))) = (self.count, after.as_mut())
+        {
+            fields.insert("count".to_owned(), count.into());
+        }
         AuditEntry {
             id: self.id,
             at: from_bson_time(self.at),
@@ -107,7 +116,7 @@ impl AuditDoc {
             entity_type: self.entity_type,
             entity_id: self.entity_id,
             before: self.before.map(Bson::into_relaxed_extjson),
-            after: self.after.map(Bson::into_relaxed_extjson),
+            after,
             trace_id: self.trace_id,
         }
     }
@@ -168,6 +177,46 @@ impl AuditLog {
         Ok(())
     }
 
+    /// Writes `entry` once per `fold_key` and window of `window` (counted from the Unix epoch);
+    /// repeats in the same window only count up the record's `after.count`. For records anyone
+    /// can cause again and again (a player's repeated refused claim), so they cannot flood the
+    /// trail. Returns whether this call wrote a new record.
+    pub async fn record_folded(
+        &self,
+        entry: &AuditEntry,
+        fold_key: &str,
+        window: std::time::Duration,
+    ) -> mongodb::error::Result<bool> {
+        let window_secs = window.as_secs().max(1);
+        let bucket = u64::try_from(entry.at.timestamp()).unwrap_or_default() / window_secs;
+        // The id is derived from the fold key and window, so concurrent repeats meet on the
+        // primary key instead of racing to insert two records.
+        let id = uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            format!("{fold_key}\u{0}{window_secs}\u{0}{bucket}").as_bytes(),
+        )
+        .to_string();
+        let mut fields = bson::to_document(&AuditDoc::from_entry(entry)?)
+            .map_err(|e| mongodb::error::Error::custom(e.to_string()))?;
+        fields.remove("_id");
+        let update = doc! { "$setOnInsert": fields, "$inc": { "count": 1_i64 } };
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self
+                .records
+                .update_one(doc! { "_id": &id }, update.clone())
+                .upsert(true)
+                .await
+            {
+                Ok(result) => return Ok(result.upserted_id.is_some()),
+                // Two first repeats inserted at once: the loser's retry finds the record.
+                Err(error) if attempts < 3 && is_duplicate_key(&error) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     pub async fn list(
         &self,
         filter: &AuditFilter,
@@ -212,5 +261,14 @@ impl AuditLog {
             |d| (d.at, d.id.clone()),
             AuditDoc::into_entry,
         ))
+    }
+}
+
+fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(failure)) => failure.code == 11000,
+        ErrorKind::Command(failure) => failure.code == 11000,
+        _ => false,
     }
 }

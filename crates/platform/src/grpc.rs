@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig,
+};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -22,6 +24,73 @@ pub struct GrpcConfig {
     pub connect_timeout: Duration,
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
+    /// Mutual TLS between the services; `None`: plaintext (inside a mesh that encrypts, or on
+    /// one machine).
+    pub tls: Option<GrpcTls>,
+}
+
+/// The certificate a service presents (as server and as client) and the CA it trusts for its
+/// peers, from `ERP_GRPC_TLS_CERT_FILE`, `ERP_GRPC_TLS_KEY_FILE` and `ERP_GRPC_TLS_CA_FILE`
+/// (PEM; a Kubernetes TLS Secret, e.g. issued by cert-manager). Servers then require a client
+/// certificate from that CA, and clients dial every peer over TLS whatever its URL's scheme.
+#[derive(Debug, Clone)]
+pub struct GrpcTls {
+    identity: Identity,
+    ca: Certificate,
+    /// `ERP_GRPC_TLS_SERVER_NAME`: the name peers' certificates are checked against; by default
+    /// the host of the URL dialled (the Service's name when pods are discovered).
+    pub server_name: Option<String>,
+}
+
+impl GrpcTls {
+    pub fn from_pem(cert: &[u8], key: &[u8], ca: &[u8]) -> Self {
+        Self {
+            identity: Identity::from_pem(cert, key),
+            ca: Certificate::from_pem(ca),
+            server_name: None,
+        }
+    }
+
+    fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        const CERT: &str = "ERP_GRPC_TLS_CERT_FILE";
+        const KEY: &str = "ERP_GRPC_TLS_KEY_FILE";
+        const CA: &str = "ERP_GRPC_TLS_CA_FILE";
+        let files = [CERT, KEY, CA].map(|name| (name, env.get(name)));
+        if files.iter().all(|(_, value)| value.is_none()) {
+            return Ok(None);
+        }
+        let read = |(name, value): (&str, Option<&str>)| -> Result<Vec<u8>, ConfigError> {
+            let path = value.ok_or_else(|| {
+                ConfigError::new(name, "", "must be set with the other ERP_GRPC_TLS_*_FILE")
+            })?;
+            std::fs::read(path)
+                .map_err(|e| ConfigError::new(name, path, format!("cannot read: {e}")))
+        };
+        let [cert, key, ca] = files;
+        let mut tls = Self::from_pem(&read(cert)?, &read(key)?, &read(ca)?);
+        tls.server_name = env.get("ERP_GRPC_TLS_SERVER_NAME").map(str::to_owned);
+        // Parse now, so that a bad certificate or key stops the start with a clear message.
+        Server::builder()
+            .tls_config(tls.server_config())
+            .map_err(|e| ConfigError::new(CERT, cert.1.unwrap_or_default(), e.to_string()))?;
+        Ok(Some(tls))
+    }
+
+    fn server_config(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(self.identity.clone())
+            .client_ca_root(self.ca.clone())
+    }
+
+    fn client_config(&self, host: Option<&str>) -> ClientTlsConfig {
+        let config = ClientTlsConfig::new()
+            .ca_certificate(self.ca.clone())
+            .identity(self.identity.clone());
+        match self.server_name.as_deref().or(host) {
+            Some(name) => config.domain_name(name),
+            None => config,
+        }
+    }
 }
 
 impl Default for GrpcConfig {
@@ -31,6 +100,7 @@ impl Default for GrpcConfig {
             connect_timeout: Duration::from_secs(2),
             keepalive_interval: Duration::from_secs(20),
             keepalive_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -49,15 +119,20 @@ impl GrpcConfig {
                 defaults.connect_timeout,
                 Duration::from_millis(10),
             )?,
+            tls: GrpcTls::from_env(env)?,
             ..defaults
         })
     }
 }
 
-/// A server builder with the platform's timeouts, keep-alive and a per-call span that continues the
-/// caller's trace.
-pub fn server(config: &GrpcConfig) -> Server {
-    Server::builder()
+/// A server builder with the platform's timeouts, keep-alive, mutual TLS when configured, and a
+/// per-call span that continues the caller's trace.
+pub fn server(config: &GrpcConfig) -> Result<Server, tonic::transport::Error> {
+    let builder = match &config.tls {
+        Some(tls) => Server::builder().tls_config(tls.server_config())?,
+        None => Server::builder(),
+    };
+    Ok(builder
         .timeout(config.request_timeout)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(config.keepalive_interval))
@@ -76,7 +151,7 @@ pub fn server(config: &GrpcConfig) -> Server {
                 span.record("trace_id", trace_id);
             }
             span
-        })
+        }))
 }
 
 fn span_trace_id(span: &tracing::Span) -> Option<String> {
@@ -100,7 +175,20 @@ pub fn health() -> (
 /// An endpoint for `url` with the platform's timeouts and keep-alive (every client channel, also
 /// the per-pod endpoints of a balanced channel in a cluster).
 pub fn endpoint(url: &str, config: &GrpcConfig) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
+    let endpoint = match &config.tls {
+        None => Endpoint::from_shared(url.to_owned())?,
+        Some(tls) => {
+            // tonic speaks TLS to https URLs only: with TLS configured every peer is dialled so.
+            let url = match url.strip_prefix("http://") {
+                Some(rest) => format!("https://{rest}"),
+                None => url.to_owned(),
+            };
+            let endpoint = Endpoint::from_shared(url)?;
+            let host = endpoint.uri().host().map(str::to_owned);
+            endpoint.tls_config(tls.client_config(host.as_deref()))?
+        }
+    };
+    Ok(endpoint
         .connect_timeout(config.connect_timeout)
         .timeout(config.request_timeout)
         .tcp_nodelay(true)

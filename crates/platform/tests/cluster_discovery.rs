@@ -307,6 +307,7 @@ async fn health_server(addr: SocketAddr, name: &'static str, shutdown: Shutdown)
     tokio::spawn(async move {
         let _reporter = reporter;
         erp_platform::grpc::server(&GrpcConfig::default())
+            .unwrap()
             .add_service(service)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener),

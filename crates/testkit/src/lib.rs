@@ -12,6 +12,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use process::{ServiceProcess, assert_refuses_bad_config, grpc_service_env, workspace_binary};
 pub use proxy::TcpProxy;
 
+/// The service-identity key every test instance signs and verifies caller assertions with.
+pub const IDENTITY_KEY: &[u8] = b"erp-test-identity-key-0123456789abcdef";
+
+/// A file holding [`IDENTITY_KEY`] (`ERP_SERVICE_IDENTITY_KEY_FILE` of test instances).
+pub fn identity_key_file() -> std::path::PathBuf {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("erp-test-identity-{}.key", std::process::id()));
+        std::fs::write(&path, IDENTITY_KEY).expect("write the test identity key");
+        path
+    })
+    .clone()
+}
+
 /// `ERP_MONGODB_URI`, or the local test store.
 pub fn mongodb_uri() -> String {
     non_empty_env("ERP_MONGODB_URI").unwrap_or_else(|| "mongodb://127.0.0.1:27017".to_owned())

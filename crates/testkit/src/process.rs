@@ -172,12 +172,17 @@ pub fn grpc_service_env(addr_var: &'static str, database: &str) -> Vec<(&'static
         ("ERP_MONGODB_DATABASE", database.to_owned()),
         ("ERP_REDIS_URL", crate::redis_url()),
         ("ERP_REDIS_KEY_PREFIX", format!("{database}:")),
+        (
+            "ERP_SERVICE_IDENTITY_KEY_FILE",
+            crate::identity_key_file().display().to_string(),
+        ),
     ]
 }
 
 /// Runs `binary` with `variable=value` and asserts it refuses to start, naming the variable.
 pub fn assert_refuses_bad_config(binary: &Path, variable: &str, value: &str) {
     let output = std::process::Command::new(binary)
+        .env("ERP_SERVICE_IDENTITY_KEY_FILE", crate::identity_key_file())
         .env(variable, value)
         .env("ERP_ADMIN_ADDR", "127.0.0.1:0")
         .stdin(Stdio::null())

@@ -40,12 +40,59 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* ServiceAccount of one component; call with (dict "root" $ "component" "gateway"). Each
+service has its own, so RBAC and mesh identities (Linkerd) tell them apart. */}}
 {{- define "erp.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create -}}
-{{- default (include "erp.fullname" .) .Values.serviceAccount.name -}}
+{{- $sa := index .root.Values.serviceAccount .component -}}
+{{- if .root.Values.serviceAccount.create -}}
+{{- default (printf "%s-%s" (include "erp.fullname" .root) .component) $sa.name -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{- default "default" $sa.name -}}
 {{- end -}}
+{{- end -}}
+
+{{/* "true" when a component talks to the Kubernetes API (and so gets a token, a Role and API
+egress): the gateway and auth with EndpointSlice discovery, event always (its leader Lease);
+call with (dict "root" $ "component" "gateway"). */}}
+{{- define "erp.usesKubernetesApi" -}}
+{{- if eq .component "event" -}}true
+{{- else if (index .root.Values .component).kubernetesDiscovery -}}true
+{{- end -}}
+{{- end -}}
+
+{{/* The event service's leader-election Lease (ERP_KUBERNETES_LEASE_NAME). */}}
+{{- define "erp.leaseName" -}}
+{{- default (printf "%s-event-leader" (include "erp.fullname" .)) .Values.event.leaseName -}}
+{{- end -}}
+
+{{/* Service-identity key Secret (HMAC key of the caller assertions): existing or the chart's. */}}
+{{- define "erp.serviceIdentitySecretName" -}}
+{{- default (printf "%s-service-identity" (include "erp.fullname" .)) .Values.serviceIdentity.existingSecret -}}
+{{- end -}}
+
+{{- define "erp.serviceIdentitySecretKey" -}}
+{{- if .Values.serviceIdentity.existingSecret -}}{{ .Values.serviceIdentity.existingSecretKey }}{{- else -}}key{{- end -}}
+{{- end -}}
+
+{{/* Secret keys of the further accepted identity keys, mounted as accept-<i>. */}}
+{{- define "erp.serviceIdentityAcceptKeys" -}}
+{{- if .Values.serviceIdentity.existingSecret -}}
+{{- toJson .Values.serviceIdentity.existingSecretAcceptKeys -}}
+{{- else -}}
+{{- $keys := list -}}
+{{- range $i, $_ := .Values.serviceIdentity.acceptKeys -}}{{- $keys = append $keys (printf "accept-%d" $i) -}}{{- end -}}
+{{- toJson $keys -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The kubernetes.io/tls Secret of service-to-service TLS (grpcTls). */}}
+{{- define "erp.grpcTlsSecretName" -}}
+{{- default (printf "%s-grpc-tls" (include "erp.fullname" .)) .Values.grpcTls.secretName -}}
+{{- end -}}
+
+{{/* Scheme of the gRPC URLs the gateway and auth dial. */}}
+{{- define "erp.grpcScheme" -}}
+{{- ternary "https" "http" .Values.grpcTls.enabled -}}
 {{- end -}}
 
 {{/* Image of a service; call with (dict "root" $ "svc" .Values.gateway). */}}
@@ -143,6 +190,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- if and .Values.bootstrapAdmin.email (not .Values.bootstrapAdmin.existingSecret) (not .Values.bootstrapAdmin.password) -}}
 {{- fail "bootstrapAdmin.email is set but bootstrapAdmin.password is empty" -}}
+{{- end -}}
+{{- if and .Values.grpcTls.enabled (not .Values.grpcTls.secretName) (not .Values.grpcTls.certManager.issuerRef) -}}
+{{- fail "grpcTls.enabled needs grpcTls.secretName (an existing kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt) or grpcTls.certManager.issuerRef (the chart then requests one from cert-manager)" -}}
+{{- end -}}
+{{- if .Values.mesh.linkerd.enabled -}}
+{{- $names := dict -}}
+{{- range $component := list "gateway" "auth" "event" -}}
+{{- $_ := set $names (include "erp.serviceAccountName" (dict "root" $ "component" $component)) $component -}}
+{{- end -}}
+{{- if lt (len $names) 3 -}}
+{{- fail "mesh.linkerd.enabled: gateway, auth and event need distinct ServiceAccounts (Linkerd authorizes callers by ServiceAccount): set serviceAccount.create or distinct serviceAccount.<service>.name" -}}
+{{- end -}}
 {{- end -}}
 {{- if not .Values.mongodb.existingSecret -}}{{- $_ := include "erp.mongodbUri" . -}}{{- end -}}
 {{- if not .Values.redis.existingSecret -}}{{- $_ := include "erp.redisUrl" . -}}{{- end -}}

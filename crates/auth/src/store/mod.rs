@@ -6,4 +6,4 @@ pub mod mongo;
 pub mod sessions;
 
 pub use mongo::{AuthStore, OutboxItem};
-pub use sessions::{RefreshOutcome, Revocation, SessionStore};
+pub use sessions::{LoginAttempt, RefreshOutcome, Revocation, SessionStore};

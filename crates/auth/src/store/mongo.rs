@@ -49,6 +49,20 @@ struct OutboxDoc {
     delivered_at: Option<BsonDateTime>,
 }
 
+/// A one-time fact of the deployment, e.g. that the bootstrap admin was created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MarkerDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    at: BsonDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_id: Option<String>,
+}
+
+/// The marker recorded once a bootstrap admin exists (or existed): from then on the bootstrap
+/// settings create nothing, even if that admin is deleted.
+pub const BOOTSTRAP_ADMIN_MARKER: &str = "bootstrap_admin_created";
+
 /// A login waiting to be delivered to the event service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxItem {
@@ -64,6 +78,7 @@ pub struct AuthStore {
     users: Collection<UserDoc>,
     audit: AuditLog,
     outbox: Collection<OutboxDoc>,
+    markers: Collection<MarkerDoc>,
 }
 
 fn roles_to_strings(roles: &[Role]) -> Vec<String> {
@@ -110,6 +125,7 @@ impl AuthStore {
             users: database.collection("users"),
             audit: AuditLog::new(&database),
             outbox: database.collection("login_outbox"),
+            markers: database.collection("markers"),
             database,
         }
     }
@@ -169,6 +185,81 @@ impl AuthStore {
         match result {
             Err(error) if is_duplicate_key(&error) => Err(AuthError::EmailTaken),
             other => other.map_err(Into::into),
+        }
+    }
+
+    /// Whether the bootstrap-admin marker has been recorded.
+    pub async fn bootstrap_admin_recorded(&self) -> Result<bool, AuthError> {
+        Ok(self
+            .markers
+            .find_one(doc! { "_id": BOOTSTRAP_ADMIN_MARKER })
+            .await?
+            .is_some())
+    }
+
+    /// Whether any user holds the ADMIN role (disabled ones included).
+    pub async fn any_admin(&self) -> Result<bool, AuthError> {
+        Ok(self
+            .users
+            .find_one(doc! { "roles": Role::Admin.as_str() })
+            .await?
+            .is_some())
+    }
+
+    /// Records the bootstrap-admin marker without creating anyone (admins already exist).
+    /// Idempotent.
+    pub async fn record_bootstrap_admin_marker(&self) -> Result<(), AuthError> {
+        let marker = MarkerDoc {
+            id: BOOTSTRAP_ADMIN_MARKER.to_owned(),
+            at: BsonDateTime::now(),
+            user_id: None,
+        };
+        match self.markers.insert_one(&marker).await {
+            Err(error) if is_duplicate_key(&error) => Ok(()),
+            other => other.map(|_| ()).map_err(Into::into),
+        }
+    }
+
+    /// Inserts the bootstrap admin, its audit record and the bootstrap-admin marker in one
+    /// transaction. `Ok(false)`: nothing was written, because the marker was already recorded (by
+    /// another replica) or the email is taken.
+    pub async fn insert_bootstrap_admin(
+        &self,
+        user: &StoredUser,
+        audit: &AuditEntry,
+    ) -> Result<bool, AuthError> {
+        let user_doc = UserDoc::from_stored(user);
+        let marker = MarkerDoc {
+            id: BOOTSTRAP_ADMIN_MARKER.to_owned(),
+            at: BsonDateTime::now(),
+            user_id: Some(user.user.id.clone()),
+        };
+        let mut session = self.session().await?;
+        let result = session
+            .start_transaction()
+            .and_run(
+                (
+                    &self.users,
+                    &self.markers,
+                    &self.audit,
+                    &user_doc,
+                    &marker,
+                    audit,
+                ),
+                |session, (users, markers, audit_log, user_doc, marker, audit)| {
+                    Box::pin(async move {
+                        markers.insert_one(*marker).session(&mut *session).await?;
+                        users.insert_one(*user_doc).session(&mut *session).await?;
+                        audit_log.record(audit, session).await?;
+                        Ok(())
+                    })
+                },
+            )
+            .await;
+        match result {
+            Ok(()) => Ok(true),
+            Err(error) if is_duplicate_key(&error) => Ok(false),
+            Err(error) => Err(error.into()),
         }
     }
 

@@ -7,7 +7,14 @@
 //! - `auth:rf:<family>` `a` (active) or `r` (revoked), living as long as the family's newest token;
 //! - `auth:uf:<user>` set of the user's families, to revoke them all;
 //! - `auth:deny:<jti>` present while a logged-out access token would still be valid;
-//! - `auth:fail:<sha256(email)>` failed logins in the current lockout window.
+//! - `auth:fail:addr:<sha256(email, client address)>` login attempts of one account from one
+//!   client address in the current lockout window, and `auth:fail:acct:<sha256(email)>` those of
+//!   the account from every address (the ceiling against distributed guessing).
+//!
+//! A login reserves its attempt on both counters before the password is verified, in one script
+//! ([`SessionStore::reserve_login_attempt`]): parallel guesses cannot all pass a check made before
+//! any of them is counted. A refused attempt is not counted, so a locked-out address cannot push
+//! the account towards its all-address ceiling.
 //!
 //! Rotation is one Lua script, so concurrent refreshes of one token are serialised by Redis:
 //! exactly one sees it active and rotates it; the others see it rotated, which is reuse. A rotated
@@ -23,6 +30,7 @@ use redis::Script;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::config::LockoutConfig;
 use crate::error::AuthError;
 
 /// What auth announces on the revocation channel; gateways evict cached introspections matching
@@ -74,6 +82,48 @@ redis.call('EXPIRE', ARGV[3] .. t[1], ARGV[1])
 return {'ok', t[1], t[2]}
 ";
 
+/// Reserves a login attempt. KEYS: (account, address) counter, account counter. ARGV: most
+/// attempts per address, most per account, window in ms. `{1, 0}`: reserved (counted on both);
+/// `{0, ms}`: refused, the lockout ends in `ms`.
+const RESERVE_LOGIN: &str = r"
+local address = tonumber(redis.call('GET', KEYS[1]) or '0')
+local account = tonumber(redis.call('GET', KEYS[2]) or '0')
+local wait = -1
+if address >= tonumber(ARGV[1]) then wait = math.max(wait, redis.call('PTTL', KEYS[1])) end
+if account >= tonumber(ARGV[2]) then wait = math.max(wait, redis.call('PTTL', KEYS[2])) end
+if wait ~= -1 then return {0, wait} end
+for _, key in ipairs(KEYS) do
+  redis.call('INCR', key)
+  if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, ARGV[3]) end
+end
+return {1, 0}
+";
+
+/// Gives a reserved attempt back. KEYS: (account, address) counter, account counter. ARGV[1]:
+/// `clear` to forget the address's failures (a successful login), else only this attempt is
+/// returned. The account counter only ever loses this attempt: a success from one address never
+/// erases what other addresses did.
+const RELEASE_LOGIN: &str = r"
+if ARGV[1] == 'clear' then
+  redis.call('DEL', KEYS[1])
+elseif redis.call('EXISTS', KEYS[1]) == 1 and redis.call('DECR', KEYS[1]) <= 0 then
+  redis.call('DEL', KEYS[1])
+end
+if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('DECR', KEYS[2]) <= 0 then
+  redis.call('DEL', KEYS[2])
+end
+return 1
+";
+
+/// Whether a login may go on to verify the password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginAttempt {
+    /// Counted; verify, then keep it (a failure) or release it.
+    Reserved,
+    /// Too many failures in the window; try again after this long.
+    Refused { retry_after: Duration },
+}
+
 const REVOKE_USER: &str = r"
 local families = redis.call('SMEMBERS', KEYS[1])
 for _, family in ipairs(families) do
@@ -87,6 +137,8 @@ pub struct SessionStore {
     redis: RedisStore,
     rotate: Script,
     revoke_user: Script,
+    reserve_login: Script,
+    release_login: Script,
 }
 
 /// A new opaque refresh token: 256 random bits.
@@ -111,6 +163,8 @@ impl SessionStore {
             redis,
             rotate: Script::new(ROTATE),
             revoke_user: Script::new(REVOKE_USER),
+            reserve_login: Script::new(RESERVE_LOGIN),
+            release_login: Script::new(RELEASE_LOGIN),
         }
     }
 
@@ -250,50 +304,72 @@ impl SessionStore {
         Ok(denied.is_none() && family.as_deref() == Some("a"))
     }
 
-    fn failures_key(&self, email: &str) -> String {
-        self.redis
-            .key(&format!("auth:fail:{}", sha256_hex(&email.to_lowercase())))
+    /// The (account, address) and account counters of `email` from `address`.
+    fn attempt_keys(&self, email: &str, address: &str) -> [String; 2] {
+        let email = email.to_lowercase();
+        [
+            self.redis.key(&format!(
+                "auth:fail:addr:{}",
+                sha256_hex(&format!("{email}\n{address}"))
+            )),
+            self.redis
+                .key(&format!("auth:fail:acct:{}", sha256_hex(&email))),
+        ]
     }
 
-    /// Failed logins for `email` in the current window, and how long until the window ends.
-    pub async fn login_failures(&self, email: &str) -> Result<(u32, Duration), AuthError> {
-        let key = self.failures_key(email);
-        let mut connection = self.redis.connection();
-        let (count, ttl): (Option<u32>, i64) = redis::pipe()
-            .get(&key)
-            .pttl(&key)
-            .query_async(&mut connection)
-            .await?;
-        let remaining = Duration::from_millis(u64::try_from(ttl).unwrap_or(0));
-        Ok((count.unwrap_or(0), remaining))
-    }
-
-    /// Counts a failed login; the window starts at the first failure.
-    pub async fn record_login_failure(
+    /// Counts a login attempt of `email` from `address` before its password is verified, unless
+    /// the address has used up `limits.max_failures` or the account
+    /// `limits.max_failures_per_account` in the window (which starts at the first attempt).
+    pub async fn reserve_login_attempt(
         &self,
         email: &str,
-        window: Duration,
-    ) -> Result<u32, AuthError> {
-        let key = self.failures_key(email);
+        address: &str,
+        limits: &LockoutConfig,
+    ) -> Result<LoginAttempt, AuthError> {
+        let [address_key, account_key] = self.attempt_keys(email, address);
         let mut connection = self.redis.connection();
-        let (count,): (u32,) = redis::pipe()
-            .atomic()
-            .incr(&key, 1)
-            .cmd("PEXPIRE")
-            .arg(&key)
-            .arg(window.as_millis() as u64)
-            .arg("NX")
-            .ignore()
-            .query_async(&mut connection)
+        let (reserved, wait_ms): (i64, i64) = self
+            .reserve_login
+            .key(address_key)
+            .key(account_key)
+            .arg(limits.max_failures)
+            .arg(limits.max_failures_per_account)
+            .arg(
+                u64::try_from(limits.window.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            )
+            .invoke_async(&mut connection)
             .await?;
-        Ok(count)
+        Ok(if reserved == 1 {
+            LoginAttempt::Reserved
+        } else {
+            LoginAttempt::Refused {
+                retry_after: Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0)),
+            }
+        })
     }
 
-    pub async fn clear_login_failures(&self, email: &str) -> Result<(), AuthError> {
+    /// A reserved attempt that verified nothing (the store or hashing was unavailable): it does
+    /// not count.
+    pub async fn release_login_attempt(&self, email: &str, address: &str) -> Result<(), AuthError> {
+        self.release(email, address, "release").await
+    }
+
+    /// A successful login from `address`: that address's failures are forgotten, and the account
+    /// counter gives back this attempt only.
+    pub async fn login_succeeded(&self, email: &str, address: &str) -> Result<(), AuthError> {
+        self.release(email, address, "clear").await
+    }
+
+    async fn release(&self, email: &str, address: &str, mode: &str) -> Result<(), AuthError> {
+        let [address_key, account_key] = self.attempt_keys(email, address);
         let mut connection = self.redis.connection();
-        redis::cmd("DEL")
-            .arg(self.failures_key(email))
-            .query_async::<()>(&mut connection)
+        self.release_login
+            .key(address_key)
+            .key(account_key)
+            .arg(mode)
+            .invoke_async::<()>(&mut connection)
             .await?;
         Ok(())
     }

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use erp_auth::{App, Config};
-use erp_platform::identity::{Caller, Role};
+use erp_platform::identity::{
+    Asserting, AssertionSigner, Caller, IdentityKeys, Role, Service, on_behalf_of,
+};
 use erp_platform::{Env, Shutdown};
 use erp_proto::auth::v1 as pb;
 use erp_proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -17,7 +19,7 @@ pub const ADMIN_EMAIL: &str = "root@example.com";
 pub const ADMIN_PASSWORD: &str = "root-password-1";
 
 pub struct TestAuth {
-    pub client: AuthServiceClient<Channel>,
+    pub client: AuthServiceClient<Asserting<Channel>>,
     pub grpc_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
     pub database: String,
@@ -72,9 +74,12 @@ impl TestAuth {
             Duration::from_secs(30),
         )
         .await;
-        let client = AuthServiceClient::connect(format!("http://{grpc_addr}"))
+        let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+            .unwrap()
+            .connect()
             .await
             .unwrap();
+        let client = AuthServiceClient::new(gateway_signer().wrap(Service::Auth, channel));
         Self {
             client,
             grpc_addr,
@@ -92,7 +97,7 @@ impl TestAuth {
         }
     }
 
-    pub fn client(&self) -> AuthServiceClient<Channel> {
+    pub fn client(&self) -> AuthServiceClient<Asserting<Channel>> {
         self.client.clone()
     }
 
@@ -152,11 +157,17 @@ impl Drop for TestAuth {
     }
 }
 
-/// `body` as a request from `caller` (identity in metadata, as the gateway sends it).
+/// Signs caller assertions as the gateway does, with the test instances' key.
+pub fn gateway_signer() -> AssertionSigner {
+    AssertionSigner::new(
+        Service::Gateway,
+        IdentityKeys::from_secrets(erp_testkit::IDENTITY_KEY, &[]).unwrap(),
+    )
+}
+
+/// `body` as a request from `caller` (signed into the caller assertion, as the gateway sends it).
 pub fn as_caller<T>(caller: &Caller, body: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(body);
-    caller.write_to(request.metadata_mut()).unwrap();
-    request
+    on_behalf_of(body, Some(caller))
 }
 
 /// The public error code carried by a status.

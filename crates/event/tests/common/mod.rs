@@ -8,7 +8,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use erp_event::jobs::Jobs;
 use erp_event::{App, Config};
-use erp_platform::identity::{Caller, Role};
+pub use erp_platform::identity::Service;
+use erp_platform::identity::{
+    Asserting, AssertionSigner, Caller, IdentityKeys, Role, on_behalf_of,
+};
 use erp_platform::{Env, Shutdown};
 use erp_proto::event::v1 as pb;
 use erp_proto::event::v1::event_service_client::EventServiceClient;
@@ -16,7 +19,8 @@ use erp_testkit::{grpc_service_env, unique_name, wait_for_200};
 use tonic::transport::Channel;
 
 pub struct TestEvent {
-    pub client: EventServiceClient<Channel>,
+    pub client: EventServiceClient<Asserting<Channel>>,
+    pub grpc_addr: std::net::SocketAddr,
     pub database: String,
     /// The instance's background jobs, to run by hand.
     pub jobs: Jobs,
@@ -56,11 +60,16 @@ impl TestEvent {
             Duration::from_secs(30),
         )
         .await;
-        let client = EventServiceClient::connect(format!("http://{grpc_addr}"))
+        let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+            .unwrap()
+            .connect()
             .await
             .unwrap();
+        let client =
+            EventServiceClient::new(signer(Service::Gateway).wrap(Service::Event, channel));
         Self {
             client,
+            grpc_addr,
             database: database.to_owned(),
             jobs,
             admin_addr,
@@ -69,8 +78,16 @@ impl TestEvent {
         }
     }
 
-    pub fn client(&self) -> EventServiceClient<Channel> {
+    pub fn client(&self) -> EventServiceClient<Asserting<Channel>> {
         self.client.clone()
+    }
+
+    /// A client signing as `issuer` with no person behind its calls (as auth's login relay).
+    pub fn client_as(&self, issuer: Service) -> EventServiceClient<Asserting<Channel>> {
+        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .unwrap()
+            .connect_lazy();
+        EventServiceClient::new(signer(issuer).wrap(Service::Event, channel))
     }
 
     pub async fn database(&self) -> mongodb::Database {
@@ -235,10 +252,17 @@ pub fn player(id: &str) -> Caller {
     caller(id, &[Role::User])
 }
 
+/// Signs caller assertions as `issuer` does, with the test instances' key.
+pub fn signer(issuer: Service) -> AssertionSigner {
+    AssertionSigner::new(
+        issuer,
+        IdentityKeys::from_secrets(erp_testkit::IDENTITY_KEY, &[]).unwrap(),
+    )
+}
+
+/// `body` as a request from `caller` (signed into the caller assertion, as the gateway sends it).
 pub fn as_caller<T>(caller: &Caller, body: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(body);
-    caller.write_to(request.metadata_mut()).unwrap();
-    request
+    on_behalf_of(body, Some(caller))
 }
 
 pub fn code(status: &tonic::Status) -> &'static str {

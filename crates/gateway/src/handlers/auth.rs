@@ -8,11 +8,12 @@ use erp_platform::error::{ApiError, FieldError};
 use erp_proto::auth::v1 as pb;
 
 use super::Auth;
+use crate::client_ip::ClientIp;
 use crate::dto::{LoginBody, ProblemBody, RefreshBody, RegisterBody, TokenResponse, User};
 use crate::extract::{JsonBody, OptionalJsonBody};
 use crate::middleware::bearer_token;
 use crate::problem::Problem;
-use crate::state::{AppState, upstream};
+use crate::state::{AppState, upstream, upstream_from};
 
 pub const REFRESH_COOKIE: &str = "erp_refresh";
 
@@ -125,12 +126,15 @@ pub async fn register(
     ))]
 pub async fn login(
     State(state): State<AppState>,
+    ClientIp(client_ip): ClientIp,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Response, Problem> {
+    // The client's address travels in the signed caller assertion: auth counts failed logins per
+    // account and address.
     let answer = state
         .auth
         .clone()
-        .login(upstream(
+        .login(upstream_from(
             pb::LoginRequest {
                 email: body.email,
                 password: body.password,
@@ -138,6 +142,7 @@ pub async fn login(
                 user_agent: None,
             },
             None,
+            Some(client_ip),
         ))
         .await?
         .into_inner();

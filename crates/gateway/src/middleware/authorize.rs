@@ -1,19 +1,25 @@
 //! Authentication and authorisation from [`routes::ROUTE_TABLE`], then rate limits. A verified
 //! session goes into the request's extensions for the handlers.
+//!
+//! Per client IP ([`ClientIp`]): public routes, unknown routes (404) and wrong methods (405)
+//! count against `ERP_RATE_LIMIT_PER_MINUTE` (login and register against
+//! `ERP_AUTH_RATE_LIMIT_PER_MINUTE`), and every 401 against `ERP_AUTH_FAILURES_PER_MINUTE`: once
+//! that budget is spent, a token not in the introspection cache is refused with 429 before auth
+//! is asked about it (cached sessions keep working).
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::response::{IntoResponse, Response};
 use erp_platform::error::{ApiError, ErrorCode};
 use tower::Service;
 
 use super::bearer_token;
-use crate::problem::Problem;
+use crate::client_ip::ClientIp;
+use crate::problem::{self, Problem};
 use crate::routes::{self, Access};
 use crate::state::AppState;
 
@@ -56,6 +62,12 @@ where
     }
 }
 
+/// Rate-limit policies (the `policy` label of `erp_gateway_rate_limited_total`).
+const ANONYMOUS: &str = "anonymous";
+const CREDENTIALS: &str = "credentials";
+const USER: &str = "user";
+const AUTH_FAILURES: &str = "auth_failures";
+
 /// Lets `request` through (with its session, if the route needs one) or says why not.
 async fn admit(state: &AppState, request: &mut Request) -> Result<(), ApiError> {
     let method = request.method();
@@ -71,27 +83,51 @@ async fn admit(state: &AppState, request: &mut Request) -> Result<(), ApiError> 
         ));
     };
     let config = &state.config;
+    let client = ClientIp::of(request.extensions()).rate_limit_subject();
     if access == Access::Public {
-        let ip = client_ip(request, config.trust_forwarded_for);
         return if routes::is_credential_route(method, route) {
             state
                 .limiter
-                .check("credentials", &ip, config.auth_rate_limit_per_minute)
+                .check(CREDENTIALS, &client, config.auth_rate_limit_per_minute)
                 .await
         } else {
             state
                 .limiter
-                .check("anonymous", &ip, config.rate_limit_per_minute)
+                .check(ANONYMOUS, &client, config.rate_limit_per_minute)
                 .await
         };
     }
+    let count_failure = || async {
+        if config.auth_failures_per_minute > 0 {
+            state.limiter.count(AUTH_FAILURES, &client).await;
+        }
+    };
     let Some(token) = bearer_token(request.headers()) else {
+        count_failure().await;
         return Err(ApiError::new(
             ErrorCode::Unauthenticated,
             "this route needs Authorization: Bearer <access token>",
         ));
     };
-    let session = state.introspector.session(token).await?;
+    let session = match state.introspector.cached(token).await {
+        Ok(session) => session,
+        Err(uncached) => {
+            // A client that keeps failing to authenticate does not get auth asked any more.
+            state
+                .limiter
+                .within_budget(AUTH_FAILURES, &client, config.auth_failures_per_minute)
+                .await?;
+            match state.introspector.introspect(token, uncached).await {
+                Ok(session) => session,
+                Err(error) => {
+                    if error.code == ErrorCode::Unauthenticated {
+                        count_failure().await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    };
     if !routes::allows(access, &session.caller.roles) {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
@@ -100,30 +136,33 @@ async fn admit(state: &AppState, request: &mut Request) -> Result<(), ApiError> 
     }
     state
         .limiter
-        .check(
-            "user",
-            &session.caller.user_id,
-            config.rate_limit_per_minute,
-        )
+        .check(USER, &session.caller.user_id, config.rate_limit_per_minute)
         .await?;
     request.extensions_mut().insert(session);
     Ok(())
 }
 
-fn client_ip(request: &Request, trust_forwarded_for: bool) -> String {
-    if trust_forwarded_for
-        && let Some(forwarded) = request
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
+/// The answer to a path no route has (404), after the per-IP limit.
+pub async fn unknown_route(State(state): State<AppState>, client: ClientIp) -> Problem {
+    refuse_after_limit(&state, client, problem::not_found()).await
+}
+
+/// The answer to a method a route does not have (405), after the per-IP limit.
+pub async fn wrong_method(State(state): State<AppState>, client: ClientIp) -> Problem {
+    refuse_after_limit(&state, client, problem::method_not_allowed()).await
+}
+
+async fn refuse_after_limit(state: &AppState, client: ClientIp, refusal: Problem) -> Problem {
+    match state
+        .limiter
+        .check(
+            ANONYMOUS,
+            &client.rate_limit_subject(),
+            state.config.rate_limit_per_minute,
+        )
+        .await
     {
-        return forwarded.to_owned();
+        Ok(()) => refusal,
+        Err(limited) => Problem(limited),
     }
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
 }

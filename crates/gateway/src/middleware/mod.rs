@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderName, header};
 
-pub use authorize::Authorize;
+pub use authorize::{Authorize, unknown_route, wrong_method};
 pub use observe::{Observe, ObservedFuture};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -4,11 +4,12 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use erp_platform::error::ApiError;
@@ -20,6 +21,7 @@ use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
 use super::REQUEST_ID;
+use crate::client_ip::ClientIp;
 use crate::problem::Problem;
 use crate::state::AppState;
 
@@ -47,7 +49,16 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        if let Some(peer) = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+        {
+            let client =
+                ClientIp::resolve(request.headers(), peer, self.state.config.trusted_proxies);
+            request.extensions_mut().insert(client);
+        }
         let exchange = Exchange {
             started: Instant::now(),
             request_id: request_id_from(&request),
@@ -149,16 +160,33 @@ impl Exchange {
                 HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
             );
         }
+        // Labels from closed sets only: route templates (or `unmatched`), the standard methods
+        // (or `other`), the statuses the gateway answers.
+        let method = method_label(&self.method);
         let metrics = &self.state.metrics;
         metrics
             .requests
-            .with_label_values(&[route, self.method.as_str(), response.status().as_str()])
+            .with_label_values(&[route, method, response.status().as_str()])
             .inc();
         metrics
             .duration
-            .with_label_values(&[route, self.method.as_str()])
+            .with_label_values(&[route, method])
             .observe(self.started.elapsed().as_secs_f64());
         response
+    }
+}
+
+/// The metric label of a method: a standard one, else `other` (clients can send any token).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
     }
 }
 
@@ -178,4 +206,32 @@ fn new_request_id() -> String {
     uuid::Builder::from_random_bytes(rand::random())
         .into_uuid()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn method_labels_are_a_closed_set() {
+        for (method, label) in [
+            (Method::GET, "GET"),
+            (Method::HEAD, "HEAD"),
+            (Method::POST, "POST"),
+            (Method::PUT, "PUT"),
+            (Method::PATCH, "PATCH"),
+            (Method::DELETE, "DELETE"),
+            (Method::OPTIONS, "OPTIONS"),
+            (Method::TRACE, "other"),
+            (Method::CONNECT, "other"),
+        ] {
+            assert_eq!(method_label(&method), label);
+        }
+        for made_up in ["FOO", "get", "XYZZY1", "PROPFIND"] {
+            let method = Method::from_bytes(made_up.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other");
+        }
+    }
 }

@@ -82,6 +82,10 @@ impl Platform {
             ("ERP_EVENT_URL", format!("http://{}", event.addr("grpc"))),
             ("ERP_REDIS_URL", redis_url()),
             ("ERP_REDIS_KEY_PREFIX", format!("{name}:")),
+            (
+                "ERP_SERVICE_IDENTITY_KEY_FILE",
+                erp_testkit::identity_key_file().display().to_string(),
+            ),
         ];
         for (key, value) in all.iter().chain(gateway_env) {
             env.retain(|(k, _)| *k != *key);

@@ -157,12 +157,17 @@ pub async fn grpc_channel_from_env(
                 });
             let client = client().await?;
             let namespace = namespace(env, &client);
+            // Pods are dialled by address; their certificates name the Service.
+            let mut grpc_config = grpc_config.clone();
+            if let Some(tls) = &mut grpc_config.tls {
+                tls.server_name.get_or_insert_with(|| service.clone());
+            }
             discover(
                 client,
                 &namespace,
                 &service,
                 port,
-                grpc_config,
+                &grpc_config,
                 shutdown.clone(),
             )
             .await
