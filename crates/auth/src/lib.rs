@@ -75,7 +75,11 @@ impl App {
         let outbox_wakeup = Arc::new(Notify::new());
         let service = Arc::new(AuthService::new(
             store.clone(),
-            SessionStore::new(host.redis.clone()),
+            SessionStore::new(
+                host.redis.clone(),
+                &host.database,
+                config.tokens.refresh_ttl,
+            ),
             hasher,
             TokenIssuer::new(Arc::new(keys), &config.tokens),
             config.lockout.clone(),
@@ -120,21 +124,26 @@ impl App {
 
         let discovery = Shutdown::new();
         let signer = AssertionSigner::new(Service::Auth, self.config.identity.clone());
-        let measured_event_channel = GrpcMetrics::client(&self.host.registry)?
+        let raw_event_channel = cluster::grpc_channel_from_env(
+            &self.config.env,
+            GrpcPeer {
+                url_var: "ERP_EVENT_URL",
+                default_url: "http://127.0.0.1:50052",
+                service_var: "ERP_EVENT_SERVICE_NAME",
+            },
+            &self.config.grpc,
+            &discovery,
+        )
+        .await?;
+        let mut host = self.host;
+        // The outbox relay delivers logins to event: reported, never gating readiness.
+        host.add_dependency(platform_grpc::GrpcHealthCheck::new(
+            "event",
+            raw_event_channel.clone(),
+        ));
+        let measured_event_channel = GrpcMetrics::client(&host.registry)?
             .for_upstream("event")
-            .wrap(
-                cluster::grpc_channel_from_env(
-                    &self.config.env,
-                    GrpcPeer {
-                        url_var: "ERP_EVENT_URL",
-                        default_url: "http://127.0.0.1:50052",
-                        service_var: "ERP_EVENT_SERVICE_NAME",
-                    },
-                    &self.config.grpc,
-                    &discovery,
-                )
-                .await?,
-            );
+            .wrap(raw_event_channel);
         let event_channel = signer.wrap(Service::Event, measured_event_channel);
         let relay = OutboxRelay::new(
             self.store.clone(),
@@ -146,8 +155,9 @@ impl App {
         let relay_task = tokio::spawn(relay.run(shutdown.clone()));
 
         let listener_service = Arc::clone(&self.service);
+        let reconnect_service = Arc::clone(&self.service);
         let listener_task = tokio::spawn(erp_platform::redis::subscribe_until_shutdown(
-            self.host.redis.client().clone(),
+            host.redis.client().clone(),
             self.service.sessions().channel(),
             shutdown.clone(),
             move |payload| {
@@ -156,7 +166,9 @@ impl App {
                     tokio::spawn(async move { service.forget_user(&user_id).await });
                 }
             },
-            || {},
+            // Messages may have been missed while the subscription was down: forget every
+            // cached user (as gateways and the event service drop their caches).
+            move || reconnect_service.forget_all_users(),
         ));
 
         let store = self.store.clone();
@@ -166,6 +178,7 @@ impl App {
         let startup = async move {
             retry_until_shutdown("indexes and bootstrap admin", &startup_shutdown, || async {
                 store.ensure_indexes().await?;
+                service.sessions().ensure_indexes().await?;
                 if let Some(admin) = &bootstrap
                     && service.ensure_bootstrap_admin(admin).await?
                 {
@@ -176,7 +189,7 @@ impl App {
             .await;
         };
 
-        let served = self.host.serve(router, startup, shutdown).await;
+        let served = host.serve(router, startup, shutdown).await;
         discovery.trigger();
         let _ = relay_task.await;
         let _ = listener_task.await;

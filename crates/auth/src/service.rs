@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -72,6 +73,9 @@ pub struct AuthService {
     /// Users as introspection last read them; evicted on every change (here and, through the
     /// revocation channel, in other replicas).
     users: Cache<String, Option<User>>,
+    /// Bumped by every eviction from `users`: a load that started before an eviction is not
+    /// left in the cache after it (it may have read the user before the change).
+    users_epoch: AtomicU64,
     metrics: AuthMetrics,
     outbox_wakeup: Arc<Notify>,
 }
@@ -172,6 +176,7 @@ impl AuthService {
                 .max_capacity(100_000)
                 .time_to_live(user_cache_ttl)
                 .build(),
+            users_epoch: AtomicU64::new(0),
             metrics,
             outbox_wakeup,
         }
@@ -530,14 +535,28 @@ impl AuthService {
         if let Some(cached) = self.users.get(user_id).await {
             return Ok(cached);
         }
+        let epoch = self.users_epoch.load(Ordering::SeqCst);
         let user = self.store.find_by_id(user_id).await?.map(|s| s.user);
-        self.users.insert(user_id.to_owned(), user.clone()).await;
+        if self.users_epoch.load(Ordering::SeqCst) == epoch {
+            self.users.insert(user_id.to_owned(), user.clone()).await;
+            // An eviction between the check and the insert: undo the insert.
+            if self.users_epoch.load(Ordering::SeqCst) != epoch {
+                self.users.invalidate(user_id).await;
+            }
+        }
         Ok(user)
     }
 
     /// Evicts a user from the introspection cache (after a local change or a revocation message).
     pub async fn forget_user(&self, user_id: &str) {
+        self.users_epoch.fetch_add(1, Ordering::SeqCst);
         self.users.invalidate(user_id).await;
+    }
+
+    /// Evicts every cached user (the revocation channel was reconnected: messages may be lost).
+    pub fn forget_all_users(&self) {
+        self.users_epoch.fetch_add(1, Ordering::SeqCst);
+        self.users.invalidate_all();
     }
 
     pub async fn introspect(&self, access_token: &str) -> Result<Introspection, AuthError> {

@@ -38,7 +38,9 @@ async fn logins_made_while_event_is_down_arrive_exactly_once() {
     let event_url = format!("http://{}", event_app.grpc_addr().unwrap());
     let auth = TestAuth::start(&[
         ("ERP_EVENT_URL", &event_url),
-        ("ERP_GRPC_TIMEOUT_MS", "300"),
+        // Short enough that calls to the silent event service fail fast, long enough that a
+        // login (several store writes) never hits it on a busy machine.
+        ("ERP_GRPC_TIMEOUT_MS", "2000"),
     ])
     .await;
 

@@ -10,8 +10,9 @@
 //! rests on the one transaction and the unique index.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use erp_platform::audit::AuditEntry;
@@ -40,12 +41,23 @@ pub const MAX_REASON_CHARS: usize = 500;
 const PLACEMENT_ROUNDS: usize = 3;
 /// Pending claims expired per query of the expiry job.
 const EXPIRY_PAGE: i64 = 100;
+/// The `Retry-After` of a claim shed because its event's queue is full or its deadline too near.
+const SHED_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// A waiting claim is placed only if its caller's deadline is at least this far off when its
+/// batch starts, and at least twice the recent average batch time (see [`ClaimBatcher`]).
+const MIN_DEADLINE_MARGIN: Duration = Duration::from_millis(10);
 
 /// How claims are placed and expired; see [`crate::Config`].
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimSettings {
     /// Most claims of one event per transaction; 0: one claim per transaction, no batching.
     pub batch_max: usize,
+    /// Most claims of one event waiting for their batch (the batch in flight not counted); one
+    /// more is refused at once with UNAVAILABLE.
+    pub queue_max: usize,
+    /// The longest any caller waits (the server's gRPC timeout): a caller's deadline is its own
+    /// (`grpc-timeout`) or this, whichever comes first.
+    pub call_timeout: Duration,
     /// How long after its event ends a pending claim waits before it expires.
     pub pending_expiry: std::time::Duration,
     /// Identical refusals (user, event, reason) within this window are one `CLAIM_DENIED`
@@ -147,8 +159,25 @@ impl EventService {
         event_id: &str,
         idempotency_key: Option<&str>,
     ) -> Result<ClaimOutcome, EventError> {
+        self.claim_within(caller, event_id, idempotency_key, None)
+            .await
+    }
+
+    /// [`Self::claim`] for a caller that waits at most `timeout` (its gRPC deadline; the
+    /// server's call timeout bounds it either way). The claim is placed only if its caller is
+    /// still waiting, with time to spare, when its batch starts; see [`ClaimBatcher`].
+    pub async fn claim_within(
+        &self,
+        caller: Option<&Caller>,
+        event_id: &str,
+        idempotency_key: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<ClaimOutcome, EventError> {
         let started = Instant::now();
-        let result = self.claim_inner(caller, event_id, idempotency_key).await;
+        let deadline = self.batcher.deadline(started, timeout);
+        let result = self
+            .claim_inner(caller, event_id, idempotency_key, deadline)
+            .await;
         self.metrics
             .claim_duration
             .observe(started.elapsed().as_secs_f64());
@@ -160,6 +189,7 @@ impl EventService {
         caller: Option<&Caller>,
         event_id: &str,
         idempotency_key: Option<&str>,
+        deadline: Instant,
     ) -> Result<ClaimOutcome, EventError> {
         let caller = require(caller, CLAIMANTS)?;
         let key = match idempotency_key {
@@ -178,17 +208,14 @@ impl EventService {
         {
             return self.replay(recorded, event_id).await;
         }
-        match self.attempt_claim(user_id, event_id, key).await {
+        match self.attempt_claim(user_id, event_id, key, deadline).await {
             Ok(Attempt::Created(claim)) => {
                 let result = match claim.status {
                     ClaimStatus::Pending => "pending",
                     _ => "granted",
                 };
                 self.metrics.claims.with_label_values(&[result, ""]).inc();
-                self.metrics
-                    .event_claims
-                    .with_label_values(&[event_id])
-                    .inc();
+                self.metrics.count_event_claim(event_id);
                 if claim.status == ClaimStatus::Granted {
                     self.count_granted(&claim);
                 }
@@ -212,6 +239,7 @@ impl EventService {
         user_id: &str,
         event_id: &str,
         key: Option<&str>,
+        deadline: Instant,
     ) -> Result<Attempt, EventError> {
         let event = self
             .load_event(event_id)
@@ -260,7 +288,11 @@ impl EventService {
         };
         let trace_id = erp_platform::telemetry::current_trace_id();
         for _ in 0..PLACEMENT_ROUNDS {
-            match self.batcher.submit(claim.clone(), trace_id.clone()).await? {
+            match self
+                .batcher
+                .submit(claim.clone(), trace_id.clone(), deadline)
+                .await?
+            {
                 Placement::Placed(claim) => return Ok(Attempt::Created(claim)),
                 Placement::Existing(existing) => return existing_answer(existing, key),
                 Placement::OutOfStock { reward_id } => {
@@ -526,9 +558,7 @@ impl EventService {
     fn set_remaining(&self, event_id: &str, stock_left: &[(String, i64)]) {
         for (reward_id, left) in stock_left {
             self.metrics
-                .reward_remaining
-                .with_label_values(&[event_id, reward_id])
-                .set(*left);
+                .set_reward_remaining(event_id, reward_id, *left);
         }
     }
 
@@ -601,6 +631,10 @@ fn existing_answer(existing: Claim, key: Option<&str>) -> Result<Attempt, EventE
 struct Waiting {
     claim: Claim,
     trace_id: Option<String>,
+    /// When its caller stops waiting (its gRPC deadline, bounded by the server's call timeout).
+    deadline: Instant,
+    /// Closed once the caller has gone: the request's future was dropped (client cancel,
+    /// deadline), so nobody would hear the answer.
     reply: oneshot::Sender<Result<Placement, EventError>>,
 }
 
@@ -609,12 +643,32 @@ struct Waiting {
 /// empty. Under light load a claim goes alone at once; under heavy load a claim waits at most
 /// for the transaction in flight, then goes with everyone who arrived meanwhile. Batches are
 /// per process; replicas still coordinate only through the database (write conflicts, retried).
+///
+/// The queue is bounded and sheds instead of growing past its callers' patience:
+/// - at most `queue_max` claims of one event wait (the batch in flight not counted); one more
+///   is refused at once with UNAVAILABLE and a `Retry-After` (`reason="queue_full"`);
+/// - when a batch starts, a waiting claim whose caller has gone (its request future dropped:
+///   a client cancel or a deadline) is dropped unplaced (`caller_gone`), and one whose deadline
+///   is nearer than twice the recent average batch time (at least [`MIN_DEADLINE_MARGIN`]) is
+///   answered UNAVAILABLE unplaced (`deadline`).
+///
+/// So a claim is only placed if its caller was still waiting, with a batch's time to spare,
+/// when its batch started. A caller that gives up during its batch's transaction anyway (a
+/// transaction slower than usual, a cancel) cannot be un-told; its claim stands and is found
+/// again: a retry with the same idempotency key replays it (the key is recorded in the same
+/// transaction), one without a key is answered ALREADY_CLAIMED with its `claimId`.
 pub struct ClaimBatcher {
     store: ClaimStore,
     cache: CatalogCache,
     metrics: EventMetrics,
     /// 0: no batching, every claim is its own transaction.
     max_batch: usize,
+    /// Most claims waiting per event.
+    queue_max: usize,
+    /// The longest any caller waits.
+    call_timeout: Duration,
+    /// Recent average time of one batch's placement (nanoseconds, exponentially weighted).
+    batch_nanos: AtomicU64,
     /// Claims waiting per event; an entry exists while the event's drain task runs.
     lanes: Mutex<HashMap<String, VecDeque<Waiting>>>,
 }
@@ -640,14 +694,54 @@ impl ClaimBatcher {
         store: ClaimStore,
         cache: CatalogCache,
         metrics: EventMetrics,
-        max_batch: usize,
+        settings: &ClaimSettings,
     ) -> Self {
         Self {
             store,
             cache,
             metrics,
-            max_batch,
+            max_batch: settings.batch_max,
+            queue_max: settings.queue_max.max(1),
+            call_timeout: settings.call_timeout,
+            batch_nanos: AtomicU64::new(0),
             lanes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// When a caller that arrived at `started` and waits at most `timeout` stops waiting.
+    pub fn deadline(&self, started: Instant, timeout: Option<Duration>) -> Instant {
+        let timeout = timeout.map_or(self.call_timeout, |t| t.min(self.call_timeout));
+        started
+            .checked_add(timeout)
+            .unwrap_or_else(|| started + Duration::from_secs(3600))
+    }
+
+    /// How much time a waiting claim's caller must have left for its batch to start placing it.
+    fn deadline_margin(&self) -> Duration {
+        let typical = Duration::from_nanos(self.batch_nanos.load(Ordering::Relaxed));
+        typical.saturating_mul(2).max(MIN_DEADLINE_MARGIN)
+    }
+
+    /// Folds one batch's placement time into the recent average (weight 1/8).
+    fn record_batch_time(&self, took: Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self
+            .batch_nanos
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 {
+                    took
+                } else {
+                    old - old / 8 + took / 8
+                })
+            });
+    }
+
+    fn shed(&self, reason: &str, count: usize) {
+        if count > 0 {
+            self.metrics
+                .claims_shed
+                .with_label_values(&[reason])
+                .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
         }
     }
 
@@ -657,33 +751,55 @@ impl ClaimBatcher {
     }
 
     /// Places `claim` and answers what became of it.
+    /// Places `claim` and answers what became of it; UNAVAILABLE (not placed) when its event's
+    /// queue is full, or when `deadline` is too near once its batch starts.
     pub async fn submit(
         self: &Arc<Self>,
         claim: Claim,
         trace_id: Option<String>,
+        deadline: Instant,
     ) -> Result<Placement, EventError> {
         let event_id = claim.event_id.clone();
         let (reply, answer) = oneshot::channel();
         let waiting = Waiting {
             claim,
             trace_id,
+            deadline,
             reply,
         };
         if self.max_batch == 0 {
             self.place(&event_id, vec![waiting]).await;
         } else {
-            let start_drain = {
+            let mut gone = 0;
+            let admitted = {
                 let mut lanes = self.lanes();
                 match lanes.get_mut(&event_id) {
                     Some(queue) => {
-                        queue.push_back(waiting);
-                        false
+                        if queue.len() >= self.queue_max {
+                            // Callers that have gone make room before anyone is refused.
+                            let before = queue.len();
+                            queue.retain(|w| !w.reply.is_closed());
+                            gone = before - queue.len();
+                        }
+                        if queue.len() >= self.queue_max {
+                            None
+                        } else {
+                            queue.push_back(waiting);
+                            Some(false)
+                        }
                     }
                     None => {
                         lanes.insert(event_id.clone(), VecDeque::from([waiting]));
-                        true
+                        Some(true)
                     }
                 }
+            };
+            self.shed("caller_gone", gone);
+            let Some(start_drain) = admitted else {
+                self.shed("queue_full", 1);
+                return Err(EventError::Overloaded {
+                    retry_after: SHED_RETRY_AFTER,
+                });
             };
             if start_drain {
                 // A task of its own: the batch completes even if this request is cancelled.
@@ -702,7 +818,11 @@ impl ClaimBatcher {
             armed: true,
         };
         loop {
-            let batch: Vec<Waiting> = {
+            let margin = self.deadline_margin();
+            let mut batch: Vec<Waiting> = Vec::new();
+            let mut late: Vec<Waiting> = Vec::new();
+            let mut gone = 0;
+            {
                 let mut lanes = self.lanes();
                 let Some(queue) = lanes.get_mut(&event_id) else {
                     guard.armed = false;
@@ -713,10 +833,31 @@ impl ClaimBatcher {
                     guard.armed = false;
                     return;
                 }
-                let take = queue.len().min(self.max_batch);
-                queue.drain(..take).collect()
-            };
-            self.place(&event_id, batch).await;
+                let now = Instant::now();
+                while batch.len() < self.max_batch {
+                    let Some(waiting) = queue.pop_front() else {
+                        break;
+                    };
+                    if waiting.reply.is_closed() {
+                        // Nobody would hear the answer: not placed.
+                        gone += 1;
+                    } else if waiting.deadline.saturating_duration_since(now) < margin {
+                        late.push(waiting);
+                    } else {
+                        batch.push(waiting);
+                    }
+                }
+            }
+            self.shed("caller_gone", gone);
+            self.shed("deadline", late.len());
+            for waiting in late {
+                let _ = waiting.reply.send(Err(EventError::Overloaded {
+                    retry_after: SHED_RETRY_AFTER,
+                }));
+            }
+            if !batch.is_empty() {
+                self.place(&event_id, batch).await;
+            }
         }
     }
 
@@ -761,7 +902,9 @@ impl ClaimBatcher {
                 )
             }
         };
+        let started = Instant::now();
         let placed = self.store.place(event_id, &claims, &audit).await;
+        self.record_batch_time(started.elapsed());
         let mut placed = match placed {
             Ok(placed) => placed,
             Err(error) => {
@@ -777,9 +920,7 @@ impl ClaimBatcher {
             .inc_by(u64::from(placed.retries));
         for (reward_id, left) in &placed.stock_left {
             self.metrics
-                .reward_remaining
-                .with_label_values(&[event_id, reward_id])
-                .set(*left);
+                .set_reward_remaining(event_id, reward_id, *left);
         }
         if placed
             .placements

@@ -42,6 +42,16 @@ pub struct Config {
     /// claim (with write conflicts between all of them). 0 turns batching off: each claim is its
     /// own transaction, and concurrent ones retry on conflicts.
     pub claim_batch_max: usize,
+    /// `ERP_CLAIM_QUEUE_MAX` (default 1000, 1..=1000000): the most claims of one event waiting
+    /// for their batch in this replica (the batch in flight not counted). A claim arriving over
+    /// it is refused at once with `503 UNAVAILABLE` and a `Retry-After`, and counted in
+    /// `erp_event_claims_shed_total{reason="queue_full"}`, instead of queueing behind a hot event
+    /// past its caller's deadline. A waiting claim whose caller has gone (cancelled, or past its
+    /// gRPC deadline: the `grpc-timeout` header, at most `ERP_GRPC_TIMEOUT_MS`) is skipped when
+    /// its batch starts, and one whose deadline is nearer than a typical batch is answered
+    /// `UNAVAILABLE` instead of placed: a claim is only placed if its caller was still waiting
+    /// when its batch started. Not used when `ERP_CLAIM_BATCH_MAX` is 0.
+    pub claim_queue_max: usize,
 }
 
 impl Config {
@@ -79,6 +89,7 @@ impl Config {
                 Duration::from_secs(1),
             )?,
             claim_batch_max: env.int_in("ERP_CLAIM_BATCH_MAX", 64, 0..=1000)?,
+            claim_queue_max: env.int_in("ERP_CLAIM_QUEUE_MAX", 1000, 1..=1_000_000)?,
         })
     }
 }

@@ -29,6 +29,10 @@ pub enum EventError {
     Mongo(#[from] mongodb::error::Error),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The claim was not placed: its event's queue in this replica is full, or its caller's
+    /// deadline is too near for its batch (`503 UNAVAILABLE` with `Retry-After`).
+    #[error("too many claims of this event waiting")]
+    Overloaded { retry_after: std::time::Duration },
     #[error("{0}")]
     Internal(String),
 }
@@ -47,6 +51,7 @@ impl EventError {
             EventError::InvalidState => "invalid_state",
             EventError::EventNotActive => "event_not_active",
             EventError::ConditionsNotMet { .. } => "conditions_not_met",
+            EventError::Overloaded { .. } => "unavailable",
             EventError::Mongo(_) | EventError::Redis(_) | EventError::Internal(_) => "error",
         }
     }
@@ -61,6 +66,9 @@ impl EventError {
         match self {
             EventError::Mongo(error) => EventError::Mongo(error.clone()),
             EventError::NotFound(what) => EventError::NotFound(what),
+            EventError::Overloaded { retry_after } => EventError::Overloaded {
+                retry_after: *retry_after,
+            },
             other => EventError::Internal(other.to_string()),
         }
     }
@@ -104,9 +112,23 @@ impl From<EventError> for ApiError {
                 "the player's activity does not satisfy the event's condition",
             )
             .with_metadata("evaluation", evaluation.to_string()),
+            EventError::Overloaded { retry_after } => ApiError::new(
+                ErrorCode::Unavailable,
+                "too many claims of this event are waiting; try again shortly",
+            )
+            .with_retry_after(retry_after),
             EventError::Mongo(error) if erp_platform::mongo::is_unavailable(&error) => {
                 tracing::warn!(%error, "mongodb unavailable");
                 ApiError::unavailable("the event store")
+            }
+            EventError::Redis(error)
+                if error.is_connection_refusal()
+                    || error.is_timeout()
+                    || error.is_connection_dropped()
+                    || error.is_io_error() =>
+            {
+                tracing::warn!(%error, "redis unavailable");
+                ApiError::unavailable("the cache")
             }
             other => {
                 tracing::error!(error = %other, "internal error");

@@ -65,6 +65,28 @@ fn status_from_pb(value: i32) -> Result<EventStatus, EventError> {
     }
 }
 
+/// The caller's deadline as its `grpc-timeout` header states it (at most 8 digits and a unit:
+/// H, M, S, m, u, n); `None` without one, or with one that does not parse.
+pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let split = value.len().checked_sub(1)?;
+    if !value.is_char_boundary(split) || split == 0 || split > 8 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(split);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
 fn policy_to_pb(policy: ClaimPolicy) -> pb::ClaimPolicy {
     match policy {
         ClaimPolicy::Auto => pb::ClaimPolicy::Auto,
@@ -708,13 +730,15 @@ impl EventRpc for EventGrpc {
 
     async fn claim(&self, request: Request<pb::ClaimRequest>) -> RpcResult<pb::ClaimResponse> {
         let caller = caller(&request)?;
+        let timeout = grpc_timeout(request.metadata());
         let body = request.into_inner();
         let outcome = self
             .service
-            .claim(
+            .claim_within(
                 caller.as_ref(),
                 &body.event_id,
                 body.idempotency_key.as_deref(),
+                timeout,
             )
             .await?;
         Ok(Response::new(pb::ClaimResponse {
@@ -819,5 +843,33 @@ impl EventRpc for EventGrpc {
         Ok(Response::new(pb::GetDashboardResponse {
             dashboard: Some(dashboard_to_pb(&dashboard)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::grpc_timeout;
+
+    fn timeout_of(value: &str) -> Option<Duration> {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("grpc-timeout", value.parse().ok()?);
+        grpc_timeout(&metadata)
+    }
+
+    #[test]
+    fn grpc_timeout_header_parses_every_unit() {
+        assert_eq!(timeout_of("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(timeout_of("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(timeout_of("10S"), Some(Duration::from_secs(10)));
+        assert_eq!(timeout_of("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(timeout_of("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(timeout_of("9n"), Some(Duration::from_nanos(9)));
+        assert_eq!(timeout_of("m"), None);
+        assert_eq!(timeout_of("123456789m"), None, "at most 8 digits");
+        assert_eq!(timeout_of("10x"), None);
+        assert_eq!(timeout_of("-1S"), None);
+        assert_eq!(grpc_timeout(&tonic::metadata::MetadataMap::new()), None);
     }
 }

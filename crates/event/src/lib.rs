@@ -80,6 +80,8 @@ impl App {
             metrics,
             ClaimSettings {
                 batch_max: config.claim_batch_max,
+                queue_max: config.claim_queue_max,
+                call_timeout: config.grpc.request_timeout,
                 pending_expiry: config.claim_pending_expiry,
                 denial_audit_window: config.claim_denial_audit_window,
             },

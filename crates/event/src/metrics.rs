@@ -1,5 +1,8 @@
 //! The event service's business metrics.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
 use prometheus::{
     Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, core::Collector,
 };
@@ -9,6 +12,10 @@ use prometheus::{
 const CLAIM_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// The most events a process keeps per-event series for (claims per event, stock left): a live
+/// game creates events for years, and each would otherwise stay a series until the restart.
+pub const MAX_EVENT_SERIES: usize = 1000;
 
 #[derive(Clone)]
 pub struct EventMetrics {
@@ -35,6 +42,12 @@ pub struct EventMetrics {
     /// Background job runs: `task` expire_pending, lifecycle, tally_claims; `result` ok, error,
     /// skipped (not the leader).
     pub job_runs: IntCounterVec,
+    /// Claims not placed because of load, by `reason`: queue_full (refused on arrival, the
+    /// event's queue at `ERP_CLAIM_QUEUE_MAX`), caller_gone (the caller cancelled or timed out
+    /// while queued), deadline (the caller's deadline too near for a batch).
+    pub claims_shed: IntCounterVec,
+    /// The events that have per-event series, at most [`MAX_EVENT_SERIES`].
+    event_series: Arc<Mutex<HashSet<String>>>,
 }
 
 impl EventMetrics {
@@ -110,8 +123,20 @@ impl EventMetrics {
                 ),
                 &["task", "result"],
             )?,
+            claims_shed: IntCounterVec::new(
+                Opts::new(
+                    "erp_event_claims_shed_total",
+                    "Claims not placed because of load, by reason (queue_full, caller_gone, deadline)",
+                ),
+                &["reason"],
+            )?,
+            event_series: Arc::default(),
         };
-        let collectors: [Box<dyn Collector>; 10] = [
+        // Exported from the start (at 0), so a rate or an alert has a series before any shed.
+        for reason in ["queue_full", "caller_gone", "deadline"] {
+            metrics.claims_shed.with_label_values(&[reason]);
+        }
+        let collectors: [Box<dyn Collector>; 11] = [
             Box::new(metrics.catalog_operations.clone()),
             Box::new(metrics.cache_requests.clone()),
             Box::new(metrics.progress_items.clone()),
@@ -122,10 +147,77 @@ impl EventMetrics {
             Box::new(metrics.claim_duration.clone()),
             Box::new(metrics.transaction_retries.clone()),
             Box::new(metrics.job_runs.clone()),
+            Box::new(metrics.claims_shed.clone()),
         ];
         for collector in collectors {
             registry.register(collector)?;
         }
         Ok(metrics)
+    }
+
+    /// Whether `event_id` has per-event series: the first [`MAX_EVENT_SERIES`] events seen do;
+    /// later ones are counted under `event_id="other"` and export no stock gauge.
+    pub fn has_event_series(&self, event_id: &str) -> bool {
+        let Ok(mut admitted) = self.event_series.lock() else {
+            return false;
+        };
+        if admitted.contains(event_id) {
+            return true;
+        }
+        if admitted.len() < MAX_EVENT_SERIES {
+            admitted.insert(event_id.to_owned());
+            return true;
+        }
+        false
+    }
+
+    /// One more claim created for `event_id`.
+    pub fn count_event_claim(&self, event_id: &str) {
+        let label = if self.has_event_series(event_id) {
+            event_id
+        } else {
+            "other"
+        };
+        self.event_claims.with_label_values(&[label]).inc();
+    }
+
+    /// Units left of `reward_id` of `event_id`, for events that have per-event series.
+    pub fn set_reward_remaining(&self, event_id: &str, reward_id: &str, left: i64) {
+        if self.has_event_series(event_id) {
+            self.reward_remaining
+                .with_label_values(&[event_id, reward_id])
+                .set(left);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_event_series_stop_at_the_bound() {
+        let metrics = EventMetrics::register(&Registry::new()).unwrap();
+        for i in 0..MAX_EVENT_SERIES + 50 {
+            let event = format!("event-{i}");
+            metrics.count_event_claim(&event);
+            metrics.set_reward_remaining(&event, "reward", 1);
+        }
+        assert_eq!(
+            metrics.event_claims.collect()[0].get_metric().len(),
+            MAX_EVENT_SERIES + 1,
+            "one series per admitted event and one for the rest"
+        );
+        assert_eq!(metrics.event_claims.with_label_values(&["other"]).get(), 50);
+        assert_eq!(
+            metrics.reward_remaining.collect()[0].get_metric().len(),
+            MAX_EVENT_SERIES
+        );
+        // Admitted events keep their series.
+        metrics.count_event_claim("event-0");
+        assert_eq!(
+            metrics.event_claims.with_label_values(&["event-0"]).get(),
+            2
+        );
     }
 }

@@ -126,7 +126,7 @@ impl EventService {
             claims.clone(),
             cache.clone(),
             metrics.clone(),
-            settings.batch_max,
+            &settings,
         ));
         Self {
             catalog,

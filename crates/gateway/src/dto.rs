@@ -17,6 +17,42 @@ pub fn time(at: Option<prost_types::Timestamp>) -> Option<String> {
         .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 
+/// The earliest and latest instants the API accepts (API.md, Conventions).
+pub const MIN_TIME: &str = "1970-01-01T00:00:00Z";
+pub const MAX_TIME: &str = "9999-12-31T23:59:59Z";
+
+/// Whether `at` lies in [`MIN_TIME`] ..= [`MAX_TIME`].
+pub fn time_in_range(at: &DateTime<Utc>) -> bool {
+    // 9999-12-31T23:59:59Z, with any fraction of that last second.
+    const MAX_SECONDS: i64 = 253_402_300_799;
+    (0..=MAX_SECONDS).contains(&at.timestamp())
+}
+
+/// An RFC 3339 time within the accepted range; others are a validation error on the field.
+pub fn bounded_time<'de, D>(deserializer: D) -> Result<DateTime<Utc>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let at = DateTime::<Utc>::deserialize(deserializer)?;
+    if time_in_range(&at) {
+        Ok(at)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "must lie in {MIN_TIME} ..= {MAX_TIME}"
+        )))
+    }
+}
+
+/// [`bounded_time`] for an optional field.
+pub fn bounded_time_option<'de, D>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct Bounded(#[serde(deserialize_with = "bounded_time")] DateTime<Utc>);
+    Ok(Option::<Bounded>::deserialize(deserializer)?.map(|Bounded(at)| at))
+}
+
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
 pub fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
@@ -358,7 +394,9 @@ pub struct CreateEventBody {
     pub title: String,
     #[serde(default)]
     pub description: Option<String>,
+    #[serde(deserialize_with = "bounded_time")]
     pub starts_at: DateTime<Utc>,
+    #[serde(deserialize_with = "bounded_time")]
     pub ends_at: DateTime<Utc>,
     #[serde(default)]
     pub claim_policy: Option<ClaimPolicy>,
@@ -380,9 +418,9 @@ pub struct UpdateEventBody {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_time_option")]
     pub starts_at: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_time_option")]
     pub ends_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub claim_policy: Option<ClaimPolicy>,
@@ -603,7 +641,7 @@ pub struct ProgressItem {
     pub metric: String,
     pub value: i64,
     pub mode: ProgressMode,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_time_option")]
     pub occurred_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub key: Option<String>,
@@ -792,7 +830,9 @@ pub struct ClaimsQuery {
     pub user_id: Option<String>,
     pub event_id: Option<String>,
     pub status: Option<ClaimStatus>,
+    #[serde(default, deserialize_with = "bounded_time_option")]
     pub from: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "bounded_time_option")]
     pub to: Option<DateTime<Utc>>,
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
@@ -816,7 +856,9 @@ pub struct AuditQuery {
     pub action: Option<String>,
     pub actor_id: Option<String>,
     pub entity_id: Option<String>,
+    #[serde(default, deserialize_with = "bounded_time_option")]
     pub from: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "bounded_time_option")]
     pub to: Option<DateTime<Utc>>,
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,

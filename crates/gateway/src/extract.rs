@@ -47,10 +47,19 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         let path = error.path().to_string();
         let inner = error.into_inner();
         let message = inner.to_string();
-        let field = if inner.is_syntax() || inner.is_eof() {
-            "body".to_owned()
+        let at_a_field = path != "." && !path.is_empty();
+        let (field, message) = if inner.is_eof() || (inner.is_syntax() && !at_a_field) {
+            ("body".to_owned(), message)
+        } else if inner.is_syntax() {
+            // serde_json reports a value of the wrong type (`null`, a number) where an enum's
+            // name is expected as a syntax error; the path still says which field it was.
+            (
+                field_of(&path, &message),
+                "has the wrong type or is not valid JSON (expected one of the allowed names)"
+                    .to_owned(),
+            )
         } else {
-            field_of(&path, &message)
+            (field_of(&path, &message), message)
         };
         // serde's messages mention line/column; keep the part a client can act on.
         let message = message
@@ -146,6 +155,31 @@ where
     }
 }
 
+/// Path parameters (ids). A segment that is not valid UTF-8 (or otherwise cannot be read) names
+/// no resource: 404 problem+json, like any other unknown id.
+pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => {
+                tracing::debug!(%rejection, "unreadable path parameter");
+                Err(Problem(ApiError::new(
+                    ErrorCode::NotFound,
+                    "no such resource",
+                )))
+            }
+        }
+    }
+}
+
 /// A JSON body that may be left out entirely (an empty body is `T::default()`).
 pub struct OptionalJsonBody<T>(pub T);
 
@@ -197,5 +231,55 @@ mod tests {
             "nested.count"
         );
         assert_eq!(field(r#"{"email": "a", "nested": {}}"#), "nested.count");
+    }
+
+    fn dto_field<T: DeserializeOwned>(bytes: &str) -> String {
+        match parse_json::<T>(bytes.as_bytes()) {
+            Ok(_) => "accepted".to_owned(),
+            Err(problem) => problem.0.fields[0].field.clone(),
+        }
+    }
+
+    #[test]
+    fn null_and_wrong_types_name_the_field_of_real_bodies() {
+        use crate::dto::{CreateEventBody, ProgressBody, UpdateEventBody, UpdateRewardBody};
+        let event =
+            r#""title": "t", "startsAt": "2030-01-01T00:00:00Z", "endsAt": "2031-01-01T00:00:00Z""#;
+        type Case = (String, &'static str, fn(&str) -> String);
+        let cases: Vec<Case> = vec![
+            (r#"{"items": [{"userId": "u", "metric": "m", "value": 1, "mode": null}]}"#.into(), "items[0].mode", dto_field::<ProgressBody>),
+            (r#"{"items": [{"userId": "u", "metric": "m", "value": "1", "mode": "MAX"}]}"#.into(), "items[0].value", dto_field::<ProgressBody>),
+            (r#"{"items": [{"userId": "u", "metric": "m", "value": 1, "mode": "MAX", "occurredAt": "0000-01-01T00:00:00Z"}]}"#.into(), "items[0].occurredAt", dto_field::<ProgressBody>),
+            (r#"{"items": null}"#.into(), "items", dto_field::<ProgressBody>),
+            (r#"{"items": 3}"#.into(), "items", dto_field::<ProgressBody>),
+            (format!(r#"{{{event}, "claimPolicy": 5}}"#), "claimPolicy", dto_field::<CreateEventBody>),
+            (format!(r#"{{{event}, "draft": "yes"}}"#), "draft", dto_field::<CreateEventBody>),
+            (format!(r#"{{{event}, "rewards": [{{"name": "g", "type": null, "quantity": 1}}]}}"#), "rewards[0].type", dto_field::<CreateEventBody>),
+            (format!(r#"{{{event}, "rewards": [{{"name": "g", "type": 7, "quantity": 1}}]}}"#), "rewards[0].type", dto_field::<CreateEventBody>),
+            (r#"{"title": "t", "startsAt": "0000-01-01T00:00:00Z", "endsAt": "2031-01-01T00:00:00Z"}"#.into(), "startsAt", dto_field::<CreateEventBody>),
+            (r#"{"title": "t", "startsAt": "2030-01-01T00:00:00Z", "endsAt": "+10000-01-01T00:00:00Z"}"#.into(), "endsAt", dto_field::<CreateEventBody>),
+            (r#"{"title": "t", "startsAt": null, "endsAt": "2031-01-01T00:00:00Z"}"#.into(), "startsAt", dto_field::<CreateEventBody>),
+            (r#"{"title": "t", "startsAt": 5, "endsAt": "2031-01-01T00:00:00Z"}"#.into(), "startsAt", dto_field::<CreateEventBody>),
+            (r#"{"state": 5}"#.into(), "state", dto_field::<UpdateEventBody>),
+            (r#"{"claimPolicy": true}"#.into(), "claimPolicy", dto_field::<UpdateEventBody>),
+            (r#"{"startsAt": "1969-12-31T23:59:59Z"}"#.into(), "startsAt", dto_field::<UpdateEventBody>),
+            (r#"{"description": 5}"#.into(), "description", dto_field::<UpdateEventBody>),
+            (r#"{"type": 5}"#.into(), "type", dto_field::<UpdateRewardBody>),
+        ];
+        let mut failures = Vec::new();
+        for (body, expected, parse) in cases {
+            let got = parse(&body);
+            if got != expected {
+                failures.push(format!("{body}: named {got:?}, wanted {expected:?}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        // The bounds themselves are accepted.
+        assert_eq!(
+            dto_field::<UpdateEventBody>(
+                r#"{"startsAt": "1970-01-01T00:00:00Z", "endsAt": "9999-12-31T23:59:59Z"}"#
+            ),
+            "accepted"
+        );
     }
 }

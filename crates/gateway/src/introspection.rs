@@ -3,8 +3,20 @@
 //! disable, delete, session revocation) on Redis; every gateway replica evicts the matching
 //! entries at once, so those changes take effect within the pub/sub delivery time. If auth
 //! cannot be reached, an uncached token is refused with 503 — never silently allowed.
+//!
+//! An introspection in flight while an eviction happens may carry what auth read before the
+//! change (e.g. the old roles); every eviction bumps the cache's generation, and an answer is
+//! only left in the cache if the generation did not move between the question and the insert
+//! (checked again after the insert, which is undone if an eviction slipped in). Such an answer
+//! still serves the request it was asked for (which raced the change), never a later one.
+//!
+//! Bounded staleness if a revocation message is lost without the subscription dropping (a
+//! dropped subscription evicts everything when it comes back, and TCP keepalive detects a
+//! half-open one): a cached answer lives at most `ERP_INTROSPECTION_CACHE_TTL_MS`, and auth's own
+//! user cache at most `ERP_USER_CACHE_TTL_MS`; a revocation is then effective after their sum.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use erp_platform::error::{ApiError, ErrorCode};
@@ -39,7 +51,7 @@ pub enum Revocation {
 #[derive(Clone)]
 pub struct Introspector {
     client: crate::state::AuthClient,
-    cache: Cache<[u8; 32], Arc<Session>>,
+    cache: SessionCache,
     hits: IntCounter,
     misses: IntCounter,
 }
@@ -58,17 +70,46 @@ fn role_from_pb(value: i32) -> Option<Role> {
 #[derive(Debug)]
 pub struct Uncached([u8; 32]);
 
-/// Verified sessions by the SHA-256 of their token, shared by every HTTP shard of the gateway.
-pub type SessionCache = Cache<[u8; 32], Arc<Session>>;
+/// Verified sessions by the SHA-256 of their token, shared by every HTTP shard of the gateway,
+/// with the generation every eviction bumps.
+#[derive(Clone)]
+pub struct SessionCache {
+    entries: Cache<[u8; 32], Arc<Session>>,
+    generation: Arc<AtomicU64>,
+}
+
+impl SessionCache {
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Caches `session` unless an eviction happened since `generation` was read.
+    async fn insert_unless_evicted(&self, key: [u8; 32], session: Arc<Session>, generation: u64) {
+        if self.generation() != generation {
+            return;
+        }
+        self.entries.insert(key, session).await;
+        if self.generation() != generation {
+            self.entries.invalidate(&key).await;
+        }
+    }
+}
 
 impl Introspector {
     /// A cache whose answers live `ttl` (revocations evict them at once).
     pub fn cache(ttl: Duration) -> SessionCache {
-        Cache::builder()
-            .max_capacity(200_000)
-            .time_to_live(ttl)
-            .support_invalidation_closures()
-            .build()
+        SessionCache {
+            entries: Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(ttl)
+                .support_invalidation_closures()
+                .build(),
+            generation: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     pub fn new(
@@ -95,7 +136,7 @@ impl Introspector {
     /// The cached session of `token`, else what [`Self::introspect`] needs to ask auth.
     pub async fn cached(&self, token: &str) -> Result<Arc<Session>, Uncached> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(session) = self.cache.get(&key).await
+        if let Some(session) = self.cache.entries.get(&key).await
             && session.expires_at > SystemTime::now()
         {
             self.hits.inc();
@@ -111,6 +152,7 @@ impl Introspector {
         Uncached(key): Uncached,
     ) -> Result<Arc<Session>, ApiError> {
         self.misses.inc();
+        let generation = self.cache.generation();
         let answer = self
             .client
             .clone()
@@ -151,28 +193,69 @@ impl Introspector {
             session_id: answer.session_id.unwrap_or_default(),
             expires_at,
         });
-        self.cache.insert(key, Arc::clone(&session)).await;
+        self.cache
+            .insert_unless_evicted(key, Arc::clone(&session), generation)
+            .await;
         Ok(session)
     }
 
     /// Evicts every cached answer a revocation concerns.
     pub fn evict(&self, revocation: Revocation) {
+        // Before the eviction: an introspection in flight now must not be cached after it.
+        self.cache.bump();
+        let entries = &self.cache.entries;
         let evicted = match revocation {
-            Revocation::User { user_id } => self
-                .cache
-                .invalidate_entries_if(move |_, s| s.caller.user_id == user_id),
-            Revocation::Token { jti } => self.cache.invalidate_entries_if(move |_, s| s.jti == jti),
-            Revocation::Session { session_id } => self
-                .cache
-                .invalidate_entries_if(move |_, s| s.session_id == session_id),
+            Revocation::User { user_id } => {
+                entries.invalidate_entries_if(move |_, s| s.caller.user_id == user_id)
+            }
+            Revocation::Token { jti } => entries.invalidate_entries_if(move |_, s| s.jti == jti),
+            Revocation::Session { session_id } => {
+                entries.invalidate_entries_if(move |_, s| s.session_id == session_id)
+            }
         };
         if let Err(error) = evicted {
             tracing::error!(%error, "cannot evict cached sessions; dropping them all");
-            self.cache.invalidate_all();
+            entries.invalidate_all();
         }
     }
 
     pub fn evict_all(&self) {
-        self.cache.invalidate_all();
+        self.cache.bump();
+        self.cache.entries.invalidate_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(user_id: &str) -> Arc<Session> {
+        Arc::new(Session {
+            caller: Caller {
+                user_id: user_id.to_owned(),
+                roles: vec![Role::Admin],
+            },
+            jti: "j".to_owned(),
+            session_id: "s".to_owned(),
+            expires_at: SystemTime::now() + Duration::from_secs(60),
+        })
+    }
+
+    #[tokio::test]
+    async fn an_answer_loaded_before_an_eviction_is_not_cached_after_it() {
+        let cache = Introspector::cache(Duration::from_secs(60));
+        // Asked before the eviction, answered after it: served once, never cached.
+        let asked_at = cache.generation();
+        cache.bump();
+        cache
+            .insert_unless_evicted([1; 32], session("u1"), asked_at)
+            .await;
+        assert!(cache.entries.get(&[1; 32]).await.is_none());
+        // Asked after it: cached.
+        let asked_at = cache.generation();
+        cache
+            .insert_unless_evicted([1; 32], session("u1"), asked_at)
+            .await;
+        assert!(cache.entries.get(&[1; 32]).await.is_some());
     }
 }

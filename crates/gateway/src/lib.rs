@@ -184,13 +184,16 @@ impl App {
     }
 
     pub async fn run(self, shutdown: Shutdown) -> Result<(), BoxError> {
+        // Ready while this process serves; auth, event and Redis are reported
+        // (`/healthz/dependencies`, `erp_dependency_up`), never gating: a request that needs one
+        // that is down is answered 503 `UNAVAILABLE` on its own.
         let readiness = Readiness::new(shutdown.clone())
-            .with_check(RedisCheck::new(self.upstreams.redis.clone()))
-            .with_check(GrpcHealthCheck::new(
+            .with_dependency(RedisCheck::new(self.upstreams.redis.clone()))
+            .with_dependency(GrpcHealthCheck::new(
                 "auth",
                 self.upstreams.auth_channel.clone(),
             ))
-            .with_check(GrpcHealthCheck::new(
+            .with_dependency(GrpcHealthCheck::new(
                 "event",
                 self.upstreams.event_channel.clone(),
             ));

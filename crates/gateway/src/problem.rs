@@ -69,7 +69,12 @@ pub fn render(error: &ApiError) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
     );
-    if let Some(retry_after) = error.retry_after {
+    // Every 503 tells when to come back, also one raised without a delay of its own.
+    let retry_after = error.retry_after.or_else(|| {
+        (error.code == ErrorCode::Unavailable)
+            .then_some(erp_platform::error::UNAVAILABLE_RETRY_AFTER)
+    });
+    if let Some(retry_after) = retry_after {
         let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
         if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, value);

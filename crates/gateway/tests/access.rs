@@ -31,30 +31,9 @@ async fn every_route_allows_exactly_the_roles_api_md_names() {
         .await;
 
     // Real ids so an allowed call can succeed (or fail for a business reason, never 401/403).
-    let (status, event) = platform
-        .call(
-            Method::POST,
-            "/events",
-            Some(&operator.access_token),
-            Some(json!({
-                "title": "Matrix",
-                "startsAt": iso(chrono::Duration::hours(-1)),
-                "endsAt": iso(chrono::Duration::days(1)),
-                "rewards": [{"name": "Gold", "type": "CURRENCY", "quantity": 1}],
-            })),
-        )
+    let (event_id, reward_id) = platform
+        .active_event_with_reward(&operator.access_token, "Matrix")
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{event}");
-    let event_id = event["id"].as_str().unwrap().to_owned();
-    let (_, rewards) = platform
-        .call(
-            Method::GET,
-            &format!("/events/{event_id}/rewards"),
-            Some(&operator.access_token),
-            None,
-        )
-        .await;
-    let reward_id = rewards["items"][0]["id"].as_str().unwrap().to_owned();
     let victim = platform.player("matrix-victim@example.com").await;
 
     let routes: Vec<(Method, String, Who, Option<serde_json::Value>)> = vec![

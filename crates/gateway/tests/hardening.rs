@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Platform, iso};
+use common::Platform;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -137,30 +137,9 @@ async fn made_up_methods_and_paths_add_no_metric_series() {
 async fn head_answers_like_get_on_every_get_route() {
     let platform = Platform::start().await;
     let admin = platform.admin().await;
-    let (status, event) = platform
-        .call(
-            Method::POST,
-            "/events",
-            Some(&admin.access_token),
-            Some(json!({
-                "title": "Heads",
-                "startsAt": iso(chrono::Duration::hours(-1)),
-                "endsAt": iso(chrono::Duration::days(1)),
-                "rewards": [{"name": "Gold", "type": "CURRENCY", "quantity": 1}],
-            })),
-        )
+    let (event_id, reward_id) = platform
+        .active_event_with_reward(&admin.access_token, "Heads")
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{event}");
-    let event_id = event["id"].as_str().unwrap().to_owned();
-    let (_, rewards) = platform
-        .call(
-            Method::GET,
-            &format!("/events/{event_id}/rewards"),
-            Some(&admin.access_token),
-            None,
-        )
-        .await;
-    let reward_id = rewards["items"][0]["id"].as_str().unwrap().to_owned();
     let player = platform.player("heads@example.com").await;
     let (status, claim) = platform
         .call(

@@ -140,6 +140,24 @@ async fn bad_input_is_a_4xx_problem_naming_the_field() {
         (Method::GET, "/users?limit=101", None, Vec::new(), 400, "limit"),
         (Method::GET, "/events/does-not-exist", None, Vec::new(), 404, ""),
         (Method::PATCH, "/users/some-id", json_type, br#"{"roles": ["EMPEROR"]}"#.to_vec(), 400, "roles[0]"),
+        // Timestamps outside 1970-01-01T00:00:00Z ..= 9999-12-31T23:59:59Z name their field.
+        (Method::POST, "/events", json_type, br#"{"title": "t", "startsAt": "0000-01-01T00:00:00Z", "endsAt": "2031-01-01T00:00:00Z"}"#.to_vec(), 400, "startsAt"),
+        (Method::POST, "/events", json_type, br#"{"title": "t", "startsAt": "2030-01-01T00:00:00Z", "endsAt": "+10000-01-01T00:00:00Z"}"#.to_vec(), 400, "endsAt"),
+        (Method::PATCH, "/events/some-id", json_type, br#"{"startsAt": "1969-12-31T23:59:59Z"}"#.to_vec(), 400, "startsAt"),
+        (Method::POST, "/progress", json_type, br#"{"items": [{"userId": "u", "metric": "kills", "value": 1, "mode": "MAX", "occurredAt": "0000-01-01T00:00:00Z"}]}"#.to_vec(), 400, "items[0].occurredAt"),
+        (Method::GET, "/claims?from=0000-01-01T00:00:00Z", None, Vec::new(), 400, "from"),
+        (Method::GET, "/audit?to=0000-01-01T00:00:00Z", None, Vec::new(), 400, "to"),
+        // `null` and wrong types in enum fields name the field too.
+        (Method::POST, "/progress", json_type, br#"{"items": [{"userId": "u", "metric": "kills", "value": 1, "mode": null}]}"#.to_vec(), 400, "items[0].mode"),
+        (Method::POST, "/events", json_type, br#"{"title": "t", "startsAt": "2030-01-01T00:00:00Z", "endsAt": "2031-01-01T00:00:00Z", "claimPolicy": 5}"#.to_vec(), 400, "claimPolicy"),
+        (Method::POST, "/events", json_type, br#"{"title": "t", "startsAt": "2030-01-01T00:00:00Z", "endsAt": "2031-01-01T00:00:00Z", "rewards": [{"name": "g", "type": null, "quantity": 1}]}"#.to_vec(), 400, "rewards[0].type"),
+        (Method::POST, "/events", json_type, br#"{"title": "t", "startsAt": 5, "endsAt": "2031-01-01T00:00:00Z"}"#.to_vec(), 400, "startsAt"),
+        (Method::PATCH, "/events/some-id", json_type, br#"{"state": true}"#.to_vec(), 400, "state"),
+        // A path segment that is not valid UTF-8 is an unknown id.
+        (Method::GET, "/events/%FF", None, Vec::new(), 404, ""),
+        (Method::GET, "/events/%FF/rewards", None, Vec::new(), 404, ""),
+        (Method::GET, "/claims/%C3%28", None, Vec::new(), 404, ""),
+        // Last: the gateway may close the connection of a body it refuses unread.
         (Method::POST, "/auth/register", json_type, vec![b' '; 2 * 1024 * 1024], 413, ""),
     ];
     let mut failures = Vec::new();

@@ -285,7 +285,12 @@ pub struct RedisConfig {
 impl RedisConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            url: env.url("ERP_REDIS_URL", "redis://127.0.0.1:6379", &["redis"])?,
+            // `rediss://`: TLS (what managed Redis offers), verified against the system's roots.
+            url: env.url(
+                "ERP_REDIS_URL",
+                "redis://127.0.0.1:6379",
+                &["redis", "rediss"],
+            )?,
             key_prefix: env.string("ERP_REDIS_KEY_PREFIX", "erp:"),
         })
     }
@@ -355,6 +360,20 @@ mod tests {
                 .variable,
             "OTEL_EXPORTER_OTLP_ENDPOINT"
         );
+    }
+
+    #[test]
+    fn tls_redis_urls_are_accepted() {
+        for url in [
+            "rediss://cache.example.com:6380",
+            "rediss://default:secret@cache.example.com:6380/0",
+            "redis://127.0.0.1:6379",
+        ] {
+            let env = Env::from_pairs([("ERP_REDIS_URL", url)]);
+            assert_eq!(RedisConfig::from_env(&env).unwrap().url, url);
+        }
+        let env = Env::from_pairs([("ERP_REDIS_URL", "rediss://")]);
+        assert!(RedisConfig::from_env(&env).is_err());
     }
 
     #[test]

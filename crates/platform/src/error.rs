@@ -234,6 +234,41 @@ impl ErrorCode {
     }
 }
 
+/// The `Retry-After` of an `UNAVAILABLE` answer that names no other: a dependency that is down
+/// is retried soon, and clients back off further themselves.
+pub const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Whether a status without our `ErrorInfo` is a failure to reach the service or to get its
+/// answer (refused, reset, cancelled, deadline, an HTTP/2 or transport error) rather than an
+/// answer of the service.
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    match status.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::Aborted
+        | Code::ResourceExhausted => true,
+        // tonic reports some HTTP/2 failures (PROTOCOL_ERROR, INTERNAL_ERROR, a GOAWAY) as
+        // INTERNAL: only the message tells them from a service's own INTERNAL.
+        Code::Internal => {
+            let message = status.message().to_ascii_lowercase();
+            [
+                "h2 protocol error",
+                "transport error",
+                "connection",
+                "broken pipe",
+                "stream",
+                "goaway",
+                "http2",
+            ]
+            .iter()
+            .any(|needle| message.contains(needle))
+        }
+        _ => false,
+    }
+}
+
 /// One invalid field of a request.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FieldError {
@@ -289,8 +324,10 @@ impl ApiError {
         Self::new(ErrorCode::Internal, "an internal error occurred")
     }
 
+    /// `UNAVAILABLE` with a `Retry-After` of [`UNAVAILABLE_RETRY_AFTER`].
     pub fn unavailable(what: &str) -> Self {
         Self::new(ErrorCode::Unavailable, format!("{what} is unavailable"))
+            .with_retry_after(UNAVAILABLE_RETRY_AFTER)
     }
 
     #[must_use]
@@ -318,19 +355,20 @@ impl ApiError {
         tonic::Status::with_error_details(self.code.grpc_code(), self.message.clone(), details)
     }
 
-    /// Reads an error back from a gRPC status. A status without our `ErrorInfo` (a transport
-    /// failure, a deadline) becomes `UNAVAILABLE` or `INTERNAL`, never leaking its message.
+    /// Reads an error back from a gRPC status. A status without our `ErrorInfo` that is a
+    /// transport failure (refused, reset, cancelled, a deadline, an HTTP/2 error) becomes
+    /// `UNAVAILABLE` with `Retry-After`; any other becomes `INTERNAL`; neither leaks its message.
+    /// Only a service's own `INTERNAL` (with our `ErrorInfo`) stays `INTERNAL`.
     pub fn from_status(status: &tonic::Status) -> Self {
         let details = status.get_error_details();
         let Some(info) = details
             .error_info()
             .filter(|info| info.domain == ERROR_DOMAIN)
         else {
-            return match status.code() {
-                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
-                    Self::unavailable("a service")
-                }
-                _ => Self::internal(),
+            return if is_transport_failure(status) {
+                Self::unavailable("a service")
+            } else {
+                Self::internal()
             };
         };
         let code = ErrorCode::parse(&info.reason).unwrap_or(ErrorCode::Internal);
@@ -429,5 +467,51 @@ mod tests {
         assert!(!error.message.contains("secret"));
         let status = tonic::Status::unavailable("tcp connect error 10.0.0.1");
         assert_eq!(ApiError::from_status(&status).code, ErrorCode::Unavailable);
+    }
+
+    #[test]
+    fn transport_failures_are_unavailable_with_retry_after() {
+        let failures = [
+            tonic::Status::unavailable("tcp connect error: Connection refused (os error 111)"),
+            tonic::Status::new(Code::Unknown, "transport error"),
+            tonic::Status::new(Code::Unknown, "error trying to connect: connection reset"),
+            tonic::Status::cancelled("operation was canceled: connection closed"),
+            tonic::Status::deadline_exceeded("Timeout expired"),
+            tonic::Status::internal("h2 protocol error: error reading a body from connection"),
+            tonic::Status::internal("h2 protocol error: http2 error: connection error received"),
+            tonic::Status::new(Code::Aborted, "stream reset"),
+        ];
+        for status in failures {
+            let error = ApiError::from_status(&status);
+            assert_eq!(error.code, ErrorCode::Unavailable, "{status:?}");
+            assert_eq!(error.code.http_status(), 503);
+            assert_eq!(
+                error.retry_after,
+                Some(UNAVAILABLE_RETRY_AFTER),
+                "{status:?}"
+            );
+            assert!(
+                !error.message.contains("connect"),
+                "no leak: {}",
+                error.message
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_genuine_internal_stays_internal() {
+        // A service's own INTERNAL carries our ErrorInfo.
+        let status = ApiError::internal().to_status();
+        assert_eq!(ApiError::from_status(&status).code, ErrorCode::Internal);
+        // A foreign INTERNAL that is no transport failure (say, an undecodable message).
+        let status = tonic::Status::internal("failed to decode Protobuf message");
+        assert_eq!(ApiError::from_status(&status).code, ErrorCode::Internal);
+        let status = tonic::Status::unimplemented("no such method");
+        assert_eq!(ApiError::from_status(&status).code, ErrorCode::Internal);
+        // A service's UNAVAILABLE keeps its Retry-After through the wire.
+        let status = ApiError::unavailable("the event store").to_status();
+        let error = ApiError::from_status(&status);
+        assert_eq!(error.code, ErrorCode::Unavailable);
+        assert_eq!(error.retry_after, Some(UNAVAILABLE_RETRY_AFTER));
     }
 }

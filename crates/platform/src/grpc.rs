@@ -202,7 +202,8 @@ pub fn channel(url: &str, config: &GrpcConfig) -> Result<Channel, tonic::transpo
     Ok(endpoint(url, config)?.connect_lazy())
 }
 
-/// `/readyz` check: the upstream's `grpc.health.v1` says the whole server is serving.
+/// Dependency probe (`/healthz/dependencies`, `erp_dependency_up`): the upstream's
+/// `grpc.health.v1` says the whole server is serving.
 pub struct GrpcHealthCheck {
     name: String,
     channel: Channel,

@@ -181,10 +181,15 @@ where
                 .map_or("OK", code_name),
             Err(_) => "UNAVAILABLE",
         };
-        let method = this
-            .method
-            .as_ref()
-            .map_or("", http::uri::PathAndQuery::path);
+        // A path no service implements is the caller's invention: one label for all of them,
+        // so made-up paths cannot add series.
+        let method = match code {
+            "UNIMPLEMENTED" => "other",
+            _ => this
+                .method
+                .as_ref()
+                .map_or("", http::uri::PathAndQuery::path),
+        };
         this.metrics.observe(method, code, *this.started);
         Poll::Ready(result)
     }

@@ -65,7 +65,7 @@ pub fn is_unavailable(error: &mongodb::error::Error) -> bool {
     )
 }
 
-/// `/readyz` check: the database answers `ping`.
+/// Dependency probe (`/healthz/dependencies`, `erp_dependency_up`): the database answers `ping`.
 pub struct MongoCheck {
     database: Database,
 }

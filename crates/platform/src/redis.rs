@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
 
 use crate::admin::ReadinessCheck;
 use crate::config::RedisConfig;
@@ -19,7 +21,12 @@ pub struct RedisStore {
 
 impl RedisStore {
     pub fn connect(config: &RedisConfig) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(config.url.as_str())?;
+        let info = config
+            .url
+            .as_str()
+            .into_connection_info()?
+            .set_tcp_settings(tcp_settings());
+        let client = redis::Client::open(info)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -47,6 +54,25 @@ impl RedisStore {
     pub fn key(&self, name: &str) -> String {
         format!("{}{}", self.key_prefix, name)
     }
+}
+
+/// TCP settings of every Redis connection (the shared one and pub/sub subscribers): keepalive
+/// probes after 10 s idle, every 5 s, 3 unanswered close the socket (a half-open connection,
+/// e.g. Redis's host gone, is noticed within about 25 s, and a subscriber then reconnects and
+/// drops its caches); `TCP_USER_TIMEOUT` bounds unacknowledged writes the same way; no Nagle
+/// delay on small commands.
+fn tcp_settings() -> TcpSettings {
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5));
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+    let keepalive = keepalive.with_retries(3);
+    let settings = TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive);
+    #[cfg(target_os = "linux")]
+    let settings = settings.set_user_timeout(Duration::from_secs(25));
+    settings
 }
 
 /// `/readyz` check: Redis answers `PING`.
@@ -122,5 +148,29 @@ pub async fn subscribe_until_shutdown(
             () = tokio::time::sleep(pause) => {}
         }
         pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tls_urls_make_a_store_without_connecting() {
+        for url in ["rediss://cache.example.com:6380", "redis://127.0.0.1:1"] {
+            let store = RedisStore::connect(&RedisConfig {
+                url: url.to_owned(),
+                key_prefix: "t:".to_owned(),
+            })
+            .unwrap();
+            assert!(
+                store
+                    .client()
+                    .get_connection_info()
+                    .tcp_settings()
+                    .keepalive()
+                    .is_some()
+            );
+        }
     }
 }

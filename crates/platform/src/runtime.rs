@@ -214,6 +214,8 @@ pub struct GrpcServiceHost {
     pub grpc_metrics: crate::grpc_metrics::GrpcMetrics,
     pub database: mongodb::Database,
     pub redis: crate::redis::RedisStore,
+    /// Dependencies besides MongoDB and Redis (upstream services), reported, never gating.
+    dependencies: Vec<std::sync::Arc<dyn crate::admin::ReadinessCheck>>,
 }
 
 impl GrpcServiceHost {
@@ -237,7 +239,14 @@ impl GrpcServiceHost {
             registry,
             database,
             redis,
+            dependencies: Vec::new(),
         })
+    }
+
+    /// Reports `check` (an upstream service, say) in `/healthz/dependencies` and
+    /// `erp_dependency_up`; it never makes the service not ready.
+    pub fn add_dependency(&mut self, check: impl crate::admin::ReadinessCheck) {
+        self.dependencies.push(std::sync::Arc::new(check));
     }
 
     pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
@@ -250,8 +259,10 @@ impl GrpcServiceHost {
 
     /// Serves the admin server at once and `router` (which should include
     /// [`crate::grpc::health`]) once `startup` has finished (creating indexes, say: connections
-    /// wait in the listen backlog meanwhile). Ready while MongoDB and Redis answer and `startup`
-    /// is done, until `shutdown`.
+    /// wait in the listen backlog meanwhile). Ready once `startup` is done, until `shutdown`:
+    /// MongoDB and Redis are probed and reported (`/healthz/dependencies`, `erp_dependency_up`)
+    /// but a store outage after the start does not make the service not ready (requests needing
+    /// the store answer `UNAVAILABLE` one by one).
     pub async fn serve(
         self,
         router: tonic::transport::server::Router,
@@ -259,10 +270,13 @@ impl GrpcServiceHost {
         shutdown: Shutdown,
     ) -> Result<(), BoxError> {
         let started = crate::admin::StartupCheck::new();
-        let readiness = crate::admin::Readiness::new(shutdown.clone())
-            .with_check(crate::mongo::MongoCheck::new(self.database.clone()))
-            .with_check(crate::redis::RedisCheck::new(self.redis.clone()))
+        let mut readiness = crate::admin::Readiness::new(shutdown.clone())
+            .with_dependency(crate::mongo::MongoCheck::new(self.database.clone()))
+            .with_dependency(crate::redis::RedisCheck::new(self.redis.clone()))
             .with_check(started.clone());
+        for dependency in self.dependencies {
+            readiness = readiness.with_shared_dependency(dependency);
+        }
         tracing::info!(
             service = %self.common.service_name,
             grpc_addr = %self.grpc_listener.local_addr()?,

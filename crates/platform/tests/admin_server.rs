@@ -1,5 +1,6 @@
-//! The admin server against real stores: metrics format, liveness, readiness that follows the
-//! stores going away and coming back, and readiness dropping at shutdown.
+//! The admin server against real stores: metrics format, liveness, readiness that does not
+//! follow the stores (they are reported by `/healthz/dependencies` and `erp_dependency_up`), the
+//! start-up gate, and readiness dropping at shutdown.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +11,7 @@ use erp_platform::admin::{self, Readiness};
 use erp_platform::config::{MongoConfig, RedisConfig};
 use erp_platform::redis::{RedisCheck, RedisStore};
 use erp_platform::{metrics, mongo, runtime};
-use erp_testkit::{TcpProxy, mongodb_uri, redis_url, unique_name, wait_for_200};
+use erp_testkit::{TcpProxy, mongodb_uri, redis_url, unique_name};
 
 fn host_port(url: &str) -> std::net::SocketAddr {
     let rest = url.split_once("://").unwrap().1;
@@ -88,7 +89,7 @@ async fn metrics_are_prometheus_text_and_healthz_is_ok() {
 }
 
 #[tokio::test]
-async fn readyz_follows_mongodb_and_redis_availability() {
+async fn readyz_ignores_dependencies_which_are_reported_and_exported() {
     let mongo_proxy = TcpProxy::start(host_port(&mongodb_uri()), false).await;
     let redis_proxy = TcpProxy::start(host_port(&redis_url()), false).await;
     let database = mongo::connect(
@@ -107,51 +108,99 @@ async fn readyz_follows_mongodb_and_redis_availability() {
     })
     .unwrap();
     let shutdown = Shutdown::new();
+    let started = admin::StartupCheck::new();
     let readiness = Readiness::new(shutdown.clone())
-        .with_check(mongo::MongoCheck::new(database))
-        .with_check(RedisCheck::new(redis))
+        .with_dependency(mongo::MongoCheck::new(database))
+        .with_dependency(RedisCheck::new(redis))
+        .with_check(started.clone())
         .with_timeout(Duration::from_secs(1));
     let addr = serve_admin(readiness).await;
-    let url = format!("http://{addr}/readyz");
     let client = reqwest::Client::new();
-    let get = || async {
-        let response = client.get(&url).send().await.unwrap();
-        let status = response.status().as_u16();
-        let body: serde_json::Value = response.json().await.unwrap();
-        (status, body)
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .get(format!("http://{addr}{path}"))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (status, body)
+        }
+    };
+    let gauge = |name: &'static str| {
+        let client = client.clone();
+        async move {
+            let text = client
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let prefix = format!("erp_dependency_up{{dependency=\"{name}\"}} ");
+            text.lines()
+                .find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
+                .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+        }
     };
 
-    let (status, body) = get().await;
+    // The start-up gate holds.
+    let (status, body) = get("/readyz").await;
     assert_eq!(status, 503, "{body}");
-    assert_ne!(body["checks"]["mongodb"], "ok", "{body}");
-    assert_ne!(body["checks"]["redis"], "ok", "{body}");
+    assert_eq!(body["checks"]["startup"], "in progress", "{body}");
+    started.mark_done();
+
+    // Both stores down: ready all the same; the detail says who is down, and since when.
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get("/healthz/dependencies").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["dependencies"]["mongodb"]["status"], "down", "{body}");
+    assert_eq!(body["dependencies"]["redis"]["status"], "down", "{body}");
+    assert!(
+        body["dependencies"]["mongodb"]["lastError"].is_string(),
+        "{body}"
+    );
+    assert!(
+        body["dependencies"]["mongodb"]["since"].is_string(),
+        "{body}"
+    );
+    assert_eq!(gauge("mongodb").await, "0");
+    assert_eq!(gauge("redis").await, "0");
 
     mongo_proxy.enable();
-    let (status, body) = get().await;
-    assert_eq!(status, 503, "redis is still down: {body}");
-
     redis_proxy.enable();
-    wait_for_200(&url, Duration::from_secs(30)).await;
-    let (_, body) = get().await;
-    assert_eq!(body["checks"]["mongodb"], "ok");
-    assert_eq!(body["checks"]["redis"], "ok");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = get("/healthz/dependencies").await;
+        if body["status"] == "ok" {
+            assert_eq!(body["dependencies"]["redis"]["status"], "up", "{body}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stores never came back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(gauge("mongodb").await, "1");
+    assert_eq!(gauge("redis").await, "1");
 
     mongo_proxy.disable();
-    let (status, body) = get().await;
-    assert_eq!(status, 503, "mongodb went away: {body}");
-    assert_eq!(body["checks"]["redis"], "ok", "{body}");
-
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 200, "mongodb went away, still ready: {body}");
+    let (_, body) = get("/healthz/dependencies").await;
+    assert_eq!(body["dependencies"]["mongodb"]["status"], "down", "{body}");
+    assert_eq!(body["dependencies"]["redis"]["status"], "up", "{body}");
+    assert_eq!(gauge("mongodb").await, "0");
     mongo_proxy.enable();
-    wait_for_200(&url, Duration::from_secs(30)).await;
-
-    redis_proxy.disable();
-    let (status, body) = get().await;
-    assert_eq!(status, 503, "redis went away: {body}");
-    redis_proxy.enable();
-    wait_for_200(&url, Duration::from_secs(30)).await;
 
     shutdown.trigger();
-    let (status, body) = get().await;
+    let (status, body) = get("/readyz").await;
     assert_eq!(status, 503, "shutting down: {body}");
     assert_eq!(body["checks"]["shutdown"], "in progress");
 }

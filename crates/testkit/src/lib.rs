@@ -5,12 +5,14 @@
 
 pub mod process;
 pub mod proxy;
+pub mod redis;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use process::{ServiceProcess, assert_refuses_bad_config, grpc_service_env, workspace_binary};
 pub use proxy::TcpProxy;
+pub use redis::PrivateRedis;
 
 /// The service-identity key every test instance signs and verifies caller assertions with.
 pub const IDENTITY_KEY: &[u8] = b"erp-test-identity-key-0123456789abcdef";

@@ -130,6 +130,11 @@ impl ServiceProcess {
         self.output.lock().unwrap().join("\n")
     }
 
+    /// Kills the process at once (SIGKILL, a crash or an OOM kill) and waits for it to be gone.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("SIGKILL the child");
+    }
+
     /// Sends SIGTERM and waits (at most `timeout`) for the process to exit.
     pub async fn terminate(mut self, timeout: Duration) -> ExitStatus {
         let pid = self.child.id().expect("child still running") as i32;

@@ -2,8 +2,8 @@
 //! (connections are refused and open ones cut) without stopping it for other tests.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 pub struct TcpProxy {
     addr: SocketAddr,
     enabled: Arc<AtomicBool>,
+    target: Arc<Mutex<SocketAddr>>,
     generation: watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -21,6 +22,8 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let enabled = Arc::new(AtomicBool::new(enabled));
+        let target = Arc::new(Mutex::new(target));
+        let accept_target = Arc::clone(&target);
         let (generation, _) = watch::channel(0u64);
         let accept_enabled = Arc::clone(&enabled);
         let accept_generation = generation.clone();
@@ -31,6 +34,7 @@ impl TcpProxy {
                     continue;
                 }
                 let mut cut = accept_generation.subscribe();
+                let target = *accept_target.lock().unwrap();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(target).await else {
                         return;
@@ -46,6 +50,7 @@ impl TcpProxy {
         Self {
             addr,
             enabled,
+            target,
             generation,
             task,
         }
@@ -63,6 +68,12 @@ impl TcpProxy {
 
     pub fn enable(&self) {
         self.enabled.store(true, Ordering::SeqCst);
+    }
+
+    /// Forwards new connections to `target` from now on (a restarted server on another port);
+    /// open connections keep their old target.
+    pub fn set_target(&self, target: SocketAddr) {
+        *self.target.lock().unwrap() = target;
     }
 }
 

@@ -1,12 +1,19 @@
-//! Sessions in Redis: refresh tokens (stored only as SHA-256 hashes) grouped in families, the
-//! access-token deny list, login-failure counters and the revocation channel.
+//! Sessions: refresh-token families and their rotation state durable in MongoDB, with Redis as
+//! the fast path of introspection; also the login-failure counters and the revocation channel
+//! (Redis only).
 //!
-//! Keys, under the deployment's prefix:
-//! - `auth:rt:<sha256(token)>` hash `{u: user, f: family, s: a|r}` (active or rotated), expiring
-//!   with the token;
-//! - `auth:rf:<family>` `a` (active) or `r` (revoked), living as long as the family's newest token;
-//! - `auth:uf:<user>` set of the user's families, to revoke them all;
-//! - `auth:deny:<jti>` present while a logged-out access token would still be valid;
+//! MongoDB (the truth; a Redis loss loses no session and revives no revoked one):
+//! - `sessions` `{_id: family, user_id, state: a|r, current: sha256(newest token), expires_at}`,
+//!   living (TTL index) as long as the family's newest refresh token;
+//! - `refresh_tokens` `{_id: sha256(token), user_id, family, expires_at}`, every token a family
+//!   ever had (rotated ones too, for reuse detection) until it would have expired.
+//!
+//! Redis, under the deployment's prefix (a cache and counters; losing it costs no session):
+//! - `auth:rf:<family>` `a` or `r`: the family's state as last read from or written to MongoDB
+//!   (read-through on a miss; revocations write MongoDB first, then overwrite this key, and a
+//!   read-through only ever fills a missing key, so a stale `a` never overwrites an `r`);
+//! - `auth:deny:<jti>` present while a logged-out access token would still be valid (a second
+//!   line of defence: a logout also revokes the token's family, which is durable);
 //! - `auth:fail:addr:<sha256(email, client address)>` login attempts of one account from one
 //!   client address in the current lockout window, and `auth:fail:acct:<sha256(email)>` those of
 //!   the account from every address (the ceiling against distributed guessing).
@@ -16,15 +23,23 @@
 //! any of them is counted. A refused attempt is not counted, so a locked-out address cannot push
 //! the account towards its all-address ceiling.
 //!
-//! Rotation is one Lua script, so concurrent refreshes of one token are serialised by Redis:
-//! exactly one sees it active and rotates it; the others see it rotated, which is reuse. A rotated
-//! token is answered as reuse for as long as it is remembered, even once its family is revoked.
+//! Rotation is one conditional update of the family in MongoDB (`state: a, current: <presented
+//! token>`), so concurrent refreshes of one token are serialised by the database: exactly one
+//! matches and rotates it; the others find the family's current token changed, which is reuse,
+//! and revoke the family. A rotated token is answered as reuse for as long as it is remembered,
+//! even once its family is revoked.
 
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+use erp_platform::mongo::{from_bson_time, is_duplicate_key, to_bson_time};
 use erp_platform::redis::RedisStore;
+use futures::TryStreamExt;
+use mongodb::bson::{DateTime as BsonDateTime, Document, doc};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, Database, IndexModel};
 use rand::RngCore;
 use redis::Script;
 use serde::{Deserialize, Serialize};
@@ -64,23 +79,6 @@ pub enum RefreshOutcome {
     },
     Invalid,
 }
-
-const ROTATE: &str = r"
-local t = redis.call('HMGET', KEYS[1], 'u', 'f', 's')
-if not t[1] then return {'invalid'} end
-local family_key = ARGV[2] .. t[2]
-if t[3] ~= 'a' then
-  redis.call('SET', family_key, 'r', 'KEEPTTL', 'XX')
-  return {'reused', t[1], t[2]}
-end
-if redis.call('GET', family_key) ~= 'a' then return {'invalid'} end
-redis.call('HSET', KEYS[1], 's', 'r')
-redis.call('HSET', KEYS[2], 'u', t[1], 'f', t[2], 's', 'a')
-redis.call('EXPIRE', KEYS[2], ARGV[1])
-redis.call('EXPIRE', family_key, ARGV[1])
-redis.call('EXPIRE', ARGV[3] .. t[1], ARGV[1])
-return {'ok', t[1], t[2]}
-";
 
 /// Reserves a login attempt. KEYS: (account, address) counter, account counter. ARGV: most
 /// attempts per address, most per account, window in ms. `{1, 0}`: reserved (counted on both);
@@ -124,19 +122,45 @@ pub enum LoginAttempt {
     Refused { retry_after: Duration },
 }
 
-const REVOKE_USER: &str = r"
-local families = redis.call('SMEMBERS', KEYS[1])
-for _, family in ipairs(families) do
-  redis.call('SET', ARGV[1] .. family, 'r', 'KEEPTTL')
-end
-return #families
-";
+/// A refresh family in MongoDB.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SessionDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    user_id: String,
+    /// `a` (active) or `r` (revoked).
+    state: String,
+    /// SHA-256 of the family's newest refresh token: the only one that rotates.
+    current: String,
+    created_at: BsonDateTime,
+    expires_at: BsonDateTime,
+}
+
+/// A refresh token (by its SHA-256) a family has had.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RefreshTokenDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    user_id: String,
+    family: String,
+    expires_at: BsonDateTime,
+}
+
+const ACTIVE: &str = "a";
+const REVOKED: &str = "r";
+
+/// How long Redis caches that a family is active. Short, so that in the one case a revocation
+/// cannot overwrite it (Redis unreachable, yet keeping its data, for longer than the revocation
+/// keeps retrying) the stale entry is gone soon; MongoDB answers the next read.
+const ACTIVE_CACHE_TTL: Duration = Duration::from_secs(300);
 
 #[derive(Clone)]
 pub struct SessionStore {
     redis: RedisStore,
-    rotate: Script,
-    revoke_user: Script,
+    families: Collection<SessionDoc>,
+    refresh_tokens: Collection<RefreshTokenDoc>,
+    /// How long Redis remembers a family's state (a cache entry; MongoDB answers after).
+    cache_ttl: Duration,
     reserve_login: Script,
     release_login: Script,
 }
@@ -157,27 +181,58 @@ fn secs(duration: Duration) -> u64 {
     duration.as_secs().max(1)
 }
 
+/// The insert of a document under a fresh random id (256-bit token hash, UUIDv7): a duplicate key
+/// can only be this very insert, retried by the driver after its first attempt was applied (a
+/// store without retryable-write deduplication answers the retry so).
+fn fresh<T>(inserted: mongodb::error::Result<T>) -> Result<(), AuthError> {
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(error) if is_duplicate_key(&error) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn bson_in(ttl: Duration) -> BsonDateTime {
+    to_bson_time(Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX))
+}
+
 impl SessionStore {
-    pub fn new(redis: RedisStore) -> Self {
+    /// `cache_ttl`: how long Redis caches a family's state (the refresh-token lifetime).
+    pub fn new(redis: RedisStore, database: &Database, cache_ttl: Duration) -> Self {
         Self {
             redis,
-            rotate: Script::new(ROTATE),
-            revoke_user: Script::new(REVOKE_USER),
+            families: database.collection("sessions"),
+            refresh_tokens: database.collection("refresh_tokens"),
+            cache_ttl,
             reserve_login: Script::new(RESERVE_LOGIN),
             release_login: Script::new(RELEASE_LOGIN),
         }
     }
 
-    fn token_key(&self, token: &str) -> String {
-        self.redis.key(&format!("auth:rt:{}", sha256_hex(token)))
+    /// Creates the indexes sessions rely on (expiry by TTL index). Idempotent.
+    pub async fn ensure_indexes(&self) -> Result<(), AuthError> {
+        let expiring = || {
+            IndexModel::builder()
+                .keys(doc! { "expires_at": 1 })
+                .options(
+                    IndexOptions::builder()
+                        .expire_after(Duration::from_secs(0))
+                        .build(),
+                )
+                .build()
+        };
+        self.families
+            .create_indexes([
+                expiring(),
+                IndexModel::builder().keys(doc! { "user_id": 1 }).build(),
+            ])
+            .await?;
+        self.refresh_tokens.create_indexes([expiring()]).await?;
+        Ok(())
     }
 
-    fn family_prefix(&self) -> String {
-        self.redis.key("auth:rf:")
-    }
-
-    fn user_families_prefix(&self) -> String {
-        self.redis.key("auth:uf:")
+    fn family_key(&self, family: &str) -> String {
+        self.redis.key(&format!("auth:rf:{family}"))
     }
 
     pub fn channel(&self) -> String {
@@ -188,54 +243,198 @@ impl SessionStore {
     pub async fn start(&self, user_id: &str, ttl: Duration) -> Result<(String, String), AuthError> {
         let family = uuid::Uuid::now_v7().to_string();
         let token = new_refresh_token();
-        let ttl = secs(ttl);
-        let user_families = format!("{}{user_id}", self.user_families_prefix());
+        let hash = sha256_hex(&token);
+        let expires_at = bson_in(ttl);
+        // Independent documents (a token is only ever looked up after both exist): written in
+        // parallel, one round trip of latency.
+        let (token_inserted, family_inserted) = tokio::join!(
+            self.refresh_tokens
+                .insert_one(RefreshTokenDoc {
+                    id: hash.clone(),
+                    user_id: user_id.to_owned(),
+                    family: family.clone(),
+                    expires_at,
+                })
+                .into_future(),
+            self.families
+                .insert_one(SessionDoc {
+                    id: family.clone(),
+                    user_id: user_id.to_owned(),
+                    state: ACTIVE.to_owned(),
+                    current: hash,
+                    created_at: BsonDateTime::now(),
+                    expires_at,
+                })
+                .into_future(),
+        );
+        fresh(token_inserted)?;
+        fresh(family_inserted)?;
+        // Warms the cache for the first introspections; never overwrites a revocation.
         let mut connection = self.redis.connection();
-        redis::pipe()
-            .atomic()
-            .hset_multiple(
-                self.token_key(&token),
-                &[("u", user_id), ("f", family.as_str()), ("s", "a")],
-            )
-            .ignore()
-            .expire(self.token_key(&token), ttl as i64)
-            .ignore()
-            .set_ex(format!("{}{family}", self.family_prefix()), "a", ttl)
-            .ignore()
-            .sadd(&user_families, &family)
-            .ignore()
-            .expire(&user_families, ttl as i64)
-            .ignore()
+        if let Err(error) = redis::cmd("SET")
+            .arg(self.family_key(&family))
+            .arg(ACTIVE)
+            .arg("NX")
+            .arg("EX")
+            .arg(secs(ttl.min(ACTIVE_CACHE_TTL)))
             .query_async::<()>(&mut connection)
-            .await?;
+            .await
+        {
+            tracing::warn!(%error, "session state not cached");
+        }
         Ok((family, token))
     }
 
-    /// Presents a refresh token: rotates it when active, revokes its family when reused.
+    /// Presents a refresh token: rotates it when it is its active family's newest, revokes its
+    /// family when it had been rotated already.
     pub async fn refresh(&self, token: &str, ttl: Duration) -> Result<RefreshOutcome, AuthError> {
-        let new_token = new_refresh_token();
-        let mut connection = self.redis.connection();
-        let answer: Vec<String> = self
-            .rotate
-            .key(self.token_key(token))
-            .key(self.token_key(&new_token))
-            .arg(secs(ttl))
-            .arg(self.family_prefix())
-            .arg(self.user_families_prefix())
-            .invoke_async(&mut connection)
+        let hash = sha256_hex(token);
+        let now = BsonDateTime::now();
+        let found = self
+            .refresh_tokens
+            .find_one(doc! { "_id": &hash, "expires_at": { "$gt": now } })
             .await?;
-        Ok(match answer.as_slice() {
-            [status, user_id, family] if status == "ok" => RefreshOutcome::Rotated {
-                user_id: user_id.clone(),
-                family: family.clone(),
+        let presented = match found {
+            Some(presented) => presented,
+            None => match self.adopt_legacy(&hash, ttl).await? {
+                Some(presented) => presented,
+                None => return Ok(RefreshOutcome::Invalid),
+            },
+        };
+        let new_token = new_refresh_token();
+        let new_hash = sha256_hex(&new_token);
+        let expires_at = bson_in(ttl);
+        // Recorded before the rotation makes it current, so the family's current token is always
+        // findable; if the rotation loses, nobody ever saw this token.
+        fresh(
+            self.refresh_tokens
+                .insert_one(RefreshTokenDoc {
+                    id: new_hash.clone(),
+                    user_id: presented.user_id.clone(),
+                    family: presented.family.clone(),
+                    expires_at,
+                })
+                .await,
+        )?;
+        let rotated = self
+            .families
+            .update_one(
+                doc! {
+                    "_id": &presented.family,
+                    "state": ACTIVE,
+                    "current": &hash,
+                    "expires_at": { "$gt": now },
+                },
+                doc! { "$set": { "current": &new_hash, "expires_at": expires_at } },
+            )
+            .await?;
+        if rotated.matched_count == 1 {
+            return Ok(RefreshOutcome::Rotated {
+                user_id: presented.user_id,
+                family: presented.family,
                 new_token,
-            },
-            [status, user_id, family] if status == "reused" => RefreshOutcome::Reused {
-                user_id: user_id.clone(),
-                family: family.clone(),
-            },
-            _ => RefreshOutcome::Invalid,
-        })
+            });
+        }
+        // Not matched. If the family's newest token is the one just made, this very update was
+        // applied and then retried by the driver (a store without retryable-write deduplication
+        // answers the retry so): rotated. Else either the family moved on from this token
+        // (reuse: revoke it), or this is still its newest token and the family is revoked or gone
+        // (invalid).
+        let reused = self
+            .families
+            .update_one(
+                doc! {
+                    "_id": &presented.family,
+                    "current": { "$nin": [&hash, &new_hash] },
+                },
+                doc! { "$set": { "state": REVOKED } },
+            )
+            .await?;
+        if reused.matched_count == 0
+            && self
+                .families
+                .find_one(doc! { "_id": &presented.family, "current": &new_hash })
+                .await?
+                .is_some()
+        {
+            return Ok(RefreshOutcome::Rotated {
+                user_id: presented.user_id,
+                family: presented.family,
+                new_token,
+            });
+        }
+        if let Err(error) = self
+            .refresh_tokens
+            .delete_one(doc! { "_id": &new_hash })
+            .await
+        {
+            tracing::debug!(%error, "unused refresh token not deleted (it expires)");
+        }
+        if reused.matched_count == 1 {
+            self.cache_revoked(std::slice::from_ref(&presented.family))
+                .await?;
+            Ok(RefreshOutcome::Reused {
+                user_id: presented.user_id,
+                family: presented.family,
+            })
+        } else {
+            Ok(RefreshOutcome::Invalid)
+        }
+    }
+
+    /// A refresh token issued before sessions were kept in MongoDB (only in Redis, as
+    /// `auth:rt:<sha256>` `{u, f, s}` with its family at `auth:rf:<family>`): its family is
+    /// recorded in MongoDB on first use, so an upgrade logs nobody out. An active token becomes its
+    /// family's current one; a rotated one is recorded as such (presenting it is then reuse).
+    async fn adopt_legacy(
+        &self,
+        hash: &str,
+        ttl: Duration,
+    ) -> Result<Option<RefreshTokenDoc>, AuthError> {
+        let mut connection = self.redis.connection();
+        let (user, family, state): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(self.redis.key(&format!("auth:rt:{hash}")))
+                .arg("u")
+                .arg("f")
+                .arg("s")
+                .query_async(&mut connection)
+                .await?;
+        let (Some(user_id), Some(family), Some(state)) = (user, family, state) else {
+            return Ok(None);
+        };
+        let family_active: Option<String> = redis::cmd("GET")
+            .arg(self.family_key(&family))
+            .query_async(&mut connection)
+            .await?;
+        let expires_at = bson_in(ttl);
+        let token = RefreshTokenDoc {
+            id: hash.to_owned(),
+            user_id: user_id.clone(),
+            family: family.clone(),
+            expires_at,
+        };
+        fresh(self.refresh_tokens.insert_one(&token).await)?;
+        // Inserted only if the family is not recorded yet (by a concurrent adoption, say).
+        let current = if state == ACTIVE { hash } else { "" };
+        let family_state = if family_active.as_deref() == Some(ACTIVE) {
+            ACTIVE
+        } else {
+            REVOKED
+        };
+        fresh(
+            self.families
+                .insert_one(SessionDoc {
+                    id: family,
+                    user_id,
+                    state: family_state.to_owned(),
+                    current: current.to_owned(),
+                    created_at: BsonDateTime::now(),
+                    expires_at,
+                })
+                .await,
+        )?;
+        Ok(Some(token))
     }
 
     /// The (user, family) a refresh token belongs to, if it is known.
@@ -243,40 +442,98 @@ impl SessionStore {
         &self,
         token: &str,
     ) -> Result<Option<(String, String)>, AuthError> {
-        let mut connection = self.redis.connection();
-        let (user, family): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(self.token_key(token))
-            .arg("u")
-            .arg("f")
-            .query_async(&mut connection)
-            .await?;
-        Ok(user.zip(family))
+        Ok(self
+            .refresh_tokens
+            .find_one(doc! { "_id": sha256_hex(token) })
+            .await?
+            .map(|t| (t.user_id, t.family)))
     }
 
-    pub async fn revoke_family(&self, family: &str) -> Result<(), AuthError> {
-        let mut connection = self.redis.connection();
-        redis::cmd("SET")
-            .arg(format!("{}{family}", self.family_prefix()))
-            .arg("r")
-            .arg("KEEPTTL")
-            .arg("XX")
-            .query_async::<()>(&mut connection)
-            .await?;
+    /// Overwrites the cached state of `families` with revoked (after MongoDB recorded it). If
+    /// Redis cannot be written, the revocation stands (MongoDB has it, and introspection reads
+    /// MongoDB while Redis is unreachable); the write is retried in the background for as long as
+    /// an `a` cached before could live, so a Redis that comes back with its data revives nothing.
+    async fn cache_revoked(&self, families: &[String]) -> Result<(), AuthError> {
+        let Err(error) = self.write_revoked(families).await else {
+            return Ok(());
+        };
+        tracing::warn!(%error, "revocation not cached in Redis; retrying in the background");
+        let store = self.clone();
+        let families = families.to_vec();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + ACTIVE_CACHE_TTL;
+            let mut pause = Duration::from_millis(100);
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(pause).await;
+                if store.write_revoked(&families).await.is_ok() {
+                    return;
+                }
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+        });
         Ok(())
     }
 
-    /// Revokes every session of a user; returns how many there were.
-    pub async fn revoke_user(&self, user_id: &str) -> Result<u64, AuthError> {
+    async fn write_revoked(&self, families: &[String]) -> Result<(), AuthError> {
+        if families.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for family in families {
+            pipe.set_ex(self.family_key(family), REVOKED, secs(self.cache_ttl))
+                .ignore();
+        }
         let mut connection = self.redis.connection();
-        Ok(self
-            .revoke_user
-            .key(format!("{}{user_id}", self.user_families_prefix()))
-            .arg(self.family_prefix())
-            .invoke_async(&mut connection)
-            .await?)
+        pipe.query_async::<()>(&mut connection).await?;
+        Ok(())
     }
 
-    /// Deny-lists an access token until it would have expired anyway.
+    pub async fn revoke_family(&self, family: &str) -> Result<(), AuthError> {
+        self.families
+            .update_one(
+                doc! { "_id": family },
+                doc! { "$set": { "state": REVOKED } },
+            )
+            .await?;
+        self.cache_revoked(&[family.to_owned()]).await
+    }
+
+    /// Revokes every session of a user; returns how many were active.
+    pub async fn revoke_user(&self, user_id: &str) -> Result<u64, AuthError> {
+        let revoked = self
+            .families
+            .update_many(
+                doc! { "user_id": user_id, "state": ACTIVE },
+                doc! { "$set": { "state": REVOKED } },
+            )
+            .await?;
+        // Every family of the user, read after the update: also one started (and cached active)
+        // while it ran.
+        let families: Vec<String> = self
+            .families
+            .clone_with_type::<Document>()
+            .find(doc! { "user_id": user_id })
+            .projection(doc! { "_id": 1 })
+            .await?
+            .try_collect::<Vec<_>>()
+            .await?
+            .into_iter()
+            .filter_map(|f| f.get_str("_id").ok().map(str::to_owned))
+            .collect();
+        // Sessions issued before they were kept in MongoDB (see `adopt_legacy`).
+        let mut connection = self.redis.connection();
+        let legacy: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.redis.key(&format!("auth:uf:{user_id}")))
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_default();
+        let families: Vec<String> = families.into_iter().chain(legacy).collect();
+        self.cache_revoked(&families).await?;
+        Ok(revoked.modified_count)
+    }
+
+    /// Deny-lists an access token until it would have expired anyway (Redis only: the logout
+    /// that does this also revokes the token's family, durably).
     pub async fn deny_access_token(&self, jti: &str, remaining: Duration) -> Result<(), AuthError> {
         let mut connection = self.redis.connection();
         redis::cmd("SET")
@@ -290,18 +547,64 @@ impl SessionStore {
     }
 
     /// Whether an access token is still usable: not deny-listed and its session not revoked.
+    /// One Redis round trip when the family's state is cached; else one MongoDB read, cached.
     pub async fn access_token_usable(
         &self,
         jti: &str,
         session_id: &str,
     ) -> Result<bool, AuthError> {
         let mut connection = self.redis.connection();
-        let (denied, family): (Option<String>, Option<String>) = redis::cmd("MGET")
+        let cached: Result<(Option<String>, Option<String>), _> = redis::cmd("MGET")
             .arg(self.redis.key(&format!("auth:deny:{jti}")))
-            .arg(format!("{}{session_id}", self.family_prefix()))
+            .arg(self.family_key(session_id))
+            .query_async(&mut connection)
+            .await;
+        match cached {
+            Ok((Some(_), _)) => Ok(false),
+            Ok((None, Some(state))) => Ok(state == ACTIVE),
+            Ok((None, None)) => Ok(self.load_family_state(session_id).await? == ACTIVE),
+            // Redis unreachable: MongoDB has every revocation (a logout also revokes the family,
+            // so the deny list is not needed to refuse a logged-out token).
+            Err(error) => {
+                tracing::debug!(%error, "Redis unavailable; session state read from MongoDB");
+                Ok(self.stored_family_state(session_id).await?.0 == ACTIVE)
+            }
+        }
+    }
+
+    /// A family's state in MongoDB (unknown or expired: revoked), and how long to cache it.
+    async fn stored_family_state(
+        &self,
+        family: &str,
+    ) -> Result<(&'static str, Duration), AuthError> {
+        let now = Utc::now();
+        let found = self.families.find_one(doc! { "_id": family }).await?;
+        Ok(match found {
+            Some(doc) if doc.state == ACTIVE && from_bson_time(doc.expires_at) > now => {
+                let left = (from_bson_time(doc.expires_at) - now)
+                    .to_std()
+                    .unwrap_or(Duration::from_secs(1));
+                (ACTIVE, left.min(ACTIVE_CACHE_TTL))
+            }
+            _ => (REVOKED, self.cache_ttl),
+        })
+    }
+
+    /// Reads a family's state from MongoDB into the cache. `SET NX GET`: a revocation cached in
+    /// the meantime wins over what was read before it.
+    async fn load_family_state(&self, family: &str) -> Result<String, AuthError> {
+        let (state, ttl) = self.stored_family_state(family).await?;
+        let mut connection = self.redis.connection();
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(self.family_key(family))
+            .arg(state)
+            .arg("NX")
+            .arg("GET")
+            .arg("EX")
+            .arg(secs(ttl))
             .query_async(&mut connection)
             .await?;
-        Ok(denied.is_none() && family.as_deref() == Some("a"))
+        Ok(previous.unwrap_or_else(|| state.to_owned()))
     }
 
     /// The (account, address) and account counters of `email` from `address`.

@@ -1,14 +1,14 @@
 //! Claims: a player claims an event's rewards; operators approve or reject manual claims.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use erp_platform::error::{ApiError, FieldError};
 use erp_proto::event::v1 as pb;
 
 use super::{Auth, Conflicts, Problems};
 use crate::dto::{self, Claim, ClaimsQuery, MyClaimsQuery, Page, RejectBody, timestamp};
-use crate::extract::{JsonBody, QueryParams};
+use crate::extract::{JsonBody, Path, QueryParams};
 use crate::problem::Problem;
 use crate::state::{AppState, upstream};
 

@@ -1,7 +1,7 @@
 //! `/events`, their rewards and a player's progress.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use erp_platform::error::{ApiError, FieldError};
@@ -12,7 +12,7 @@ use crate::dto::{
     self, CreateEventBody, Event, EventQuery, Items, Page, Progress, ProgressQuery,
     PublicationState, Reward, RewardInput, UpdateEventBody, UpdateRewardBody, timestamp,
 };
-use crate::extract::{JsonBody, QueryParams};
+use crate::extract::{JsonBody, Path, QueryParams};
 use crate::problem::Problem;
 use crate::state::{AppState, upstream};
 

@@ -1,14 +1,14 @@
 //! `/users`: account management by admins.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use erp_platform::error::ApiError;
 use erp_proto::auth::v1 as pb;
 
 use super::{Auth, Conflicts, Problems};
 use crate::dto::{self, CreateUserBody, Page, UpdateUserBody, User, UserQuery};
-use crate::extract::{JsonBody, QueryParams};
+use crate::extract::{JsonBody, Path, QueryParams};
 use crate::problem::Problem;
 use crate::state::{AppState, upstream};
 

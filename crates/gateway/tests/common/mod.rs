@@ -142,6 +142,14 @@ impl Platform {
         self.gateway.as_ref().expect("gateway running")
     }
 
+    pub fn auth(&self) -> &ServiceProcess {
+        self.auth.as_ref().expect("auth running")
+    }
+
+    pub fn event(&self) -> &ServiceProcess {
+        self.event.as_ref().expect("event running")
+    }
+
     /// Stops the gateway (SIGTERM); whether it exited cleanly.
     pub async fn stop_gateway(&mut self) -> bool {
         match self.gateway.take() {
@@ -187,6 +195,36 @@ impl Platform {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         (status, json)
+    }
+
+    /// Creates an active AUTO event (started an hour ago, for a day) with one unlimited reward;
+    /// answers the event's and the reward's ids.
+    pub async fn active_event_with_reward(&self, token: &str, title: &str) -> (String, String) {
+        let (status, event) = self
+            .call(
+                Method::POST,
+                "/events",
+                Some(token),
+                Some(json!({
+                    "title": title,
+                    "startsAt": iso(chrono::Duration::hours(-1)),
+                    "endsAt": iso(chrono::Duration::days(1)),
+                    "rewards": [{"name": "Gold", "type": "CURRENCY", "quantity": 1}],
+                })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{event}");
+        let event_id = event["id"].as_str().unwrap().to_owned();
+        let (_, rewards) = self
+            .call(
+                Method::GET,
+                &format!("/events/{event_id}/rewards"),
+                Some(token),
+                None,
+            )
+            .await;
+        let reward_id = rewards["items"][0]["id"].as_str().unwrap().to_owned();
+        (event_id, reward_id)
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Session {

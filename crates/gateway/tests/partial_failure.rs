@@ -1,0 +1,519 @@
+//! Partial failure: a dependency that is down never makes a pod not ready (no cascade), requests
+//! that need it answer 503 `UNAVAILABLE` with `Retry-After` (never 500), the rest keeps working,
+//! and everything recovers by itself. Real binaries; outages are made with a [`TcpProxy`] cut
+//! between a service and what it dials.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{ADMIN_EMAIL, ADMIN_PASSWORD, Platform};
+use erp_testkit::{ServiceProcess, TcpProxy, mongodb_uri, redis_url, unique_name};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// A second gateway whose path to event goes through `event_proxy` (auth and Redis direct).
+async fn gateway_via(platform: &Platform, event_proxy: &TcpProxy) -> ServiceProcess {
+    let env: Vec<(&str, String)> = vec![
+        ("ERP_GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
+        ("ERP_ADMIN_ADDR", "127.0.0.1:0".to_owned()),
+        (
+            "ERP_AUTH_URL",
+            format!("http://{}", platform.auth().addr("grpc")),
+        ),
+        ("ERP_EVENT_URL", format!("http://{}", event_proxy.addr())),
+        ("ERP_REDIS_URL", redis_url()),
+        ("ERP_REDIS_KEY_PREFIX", format!("{}:", unique_name("pf"))),
+        ("ERP_GRPC_CONNECT_TIMEOUT_MS", "500".to_owned()),
+        ("ERP_GRPC_TIMEOUT_MS", "3000".to_owned()),
+        (
+            "ERP_SERVICE_IDENTITY_KEY_FILE",
+            erp_testkit::identity_key_file().display().to_string(),
+        ),
+    ];
+    let gateway = ServiceProcess::start(Path::new(env!("CARGO_BIN_EXE_erp-gateway")), &env).await;
+    gateway.wait_ready(Duration::from_secs(30)).await;
+    gateway
+}
+
+/// `erp_dependency_up{dependency="<name>"}` on `process`'s admin port (after asking
+/// `/healthz/dependencies`, which probes now), and that endpoint's JSON.
+async fn dependency_up(
+    http: &reqwest::Client,
+    process: &ServiceProcess,
+    name: &str,
+) -> (i64, Value) {
+    let admin = process.addr("admin");
+    let detail = http
+        .get(format!("http://{admin}/healthz/dependencies"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        detail.status(),
+        200,
+        "the detailed endpoint always answers 200"
+    );
+    let detail: Value = detail.json().await.unwrap();
+    let metrics = http
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("erp_dependency_up{{dependency=\"{name}\"}} ");
+    let value = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    (value, detail)
+}
+
+async fn readyz(http: &reqwest::Client, process: &ServiceProcess) -> u16 {
+    http.get(format!("http://{}/readyz", process.addr("admin")))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn raw_call(
+    http: &reqwest::Client,
+    url: String,
+    method: Method,
+    token: &str,
+    idempotency_key: Option<&str>,
+) -> (u16, Option<String>, Value) {
+    let mut request = http
+        .request(method, url)
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(20));
+    if let Some(key) = idempotency_key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, retry_after, body)
+}
+
+#[tokio::test]
+async fn event_down_does_not_cascade_and_recovers() {
+    let platform = Platform::start().await;
+    let proxy = TcpProxy::start(platform.event().addr("grpc"), true).await;
+    let gateway = gateway_via(&platform, &proxy).await;
+    let base = format!("http://{}/api/v1", gateway.addr("http"));
+    let http = reqwest::Client::new();
+    let admin = platform.admin().await;
+
+    let (up, detail) = dependency_up(&http, &gateway, "event").await;
+    assert_eq!(up, 1, "{detail}");
+    assert_eq!(detail["status"], "ok", "{detail}");
+
+    proxy.disable();
+    // Not ready would take every gateway out of the Service: it stays ready.
+    assert_eq!(readyz(&http, &gateway).await, 200);
+    let (up, detail) = dependency_up(&http, &gateway, "event").await;
+    assert_eq!(up, 0, "{detail}");
+    assert_eq!(detail["status"], "degraded", "{detail}");
+    assert_eq!(
+        detail["dependencies"]["event"]["status"], "down",
+        "{detail}"
+    );
+    assert!(
+        detail["dependencies"]["event"]["lastError"].is_string(),
+        "{detail}"
+    );
+    assert!(
+        detail["dependencies"]["event"]["since"].is_string(),
+        "{detail}"
+    );
+    assert_eq!(detail["dependencies"]["auth"]["status"], "up", "{detail}");
+
+    // Login (auth only) still works through this gateway, and so does /docs.
+    let login = http
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let docs = http
+        .get(format!("http://{}/docs", gateway.addr("http")))
+        .send()
+        .await
+        .unwrap();
+    assert!(docs.status().is_success() || docs.status().is_redirection());
+
+    // An event route: 503 UNAVAILABLE with Retry-After, problem+json.
+    let (status, retry_after, body) = raw_call(
+        &http,
+        format!("{base}/events"),
+        Method::GET,
+        &admin.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "UNAVAILABLE", "{body}");
+    assert!(retry_after.is_some_and(|v| v.parse::<u64>().unwrap() >= 1));
+
+    proxy.enable();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (up, detail) = dependency_up(&http, &gateway, "event").await;
+        if up == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "event never came back: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, _, body) = raw_call(
+        &http,
+        format!("{base}/events"),
+        Method::GET,
+        &admin.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Each player claims again and again with one Idempotency-Key until `until`; every answer.
+async fn claim_until(
+    http: &reqwest::Client,
+    url: &str,
+    players: &[common::Session],
+    until: tokio::time::Instant,
+) -> Vec<(u16, Value)> {
+    let requests = players.iter().map(|player| {
+        let http = http.clone();
+        let url = url.to_owned();
+        let token = player.access_token.clone();
+        let key = format!("claim-{}", player.id);
+        async move {
+            let mut answers = Vec::new();
+            loop {
+                let (status, retry_after, body) =
+                    raw_call(&http, url.clone(), Method::POST, &token, Some(&key)).await;
+                if status == 503 {
+                    assert!(retry_after.is_some(), "503 without Retry-After: {body}");
+                    assert_eq!(body["code"], "UNAVAILABLE", "{body}");
+                }
+                answers.push((status, body));
+                if tokio::time::Instant::now() >= until {
+                    return answers;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+#[tokio::test]
+async fn killing_event_during_concurrent_claims_is_never_a_500_and_retries_converge() {
+    let platform = Platform::start().await;
+    // An event service of this test's own, so that it can be killed and started again (on
+    // another port: the proxy in front of it is what the gateway dials).
+    let event_env = erp_testkit::grpc_service_env("ERP_EVENT_ADDR", &unique_name("pf_kill"));
+    let event_binary = erp_testkit::workspace_binary("erp-event");
+    let first = ServiceProcess::start(&event_binary, &event_env).await;
+    first.wait_ready(Duration::from_secs(30)).await;
+    let proxy = TcpProxy::start(first.addr("grpc"), true).await;
+    let gateway = gateway_via(&platform, &proxy).await;
+    let base = format!("http://{}/api/v1", gateway.addr("http"));
+    let http = reqwest::Client::new();
+    let admin = platform.admin().await;
+    let (status, event) = {
+        let response = http
+            .post(format!("{base}/events"))
+            .bearer_auth(&admin.access_token)
+            .json(&json!({
+                "title": "killed mid-claim",
+                "startsAt": common::iso(chrono::Duration::hours(-1)),
+                "endsAt": common::iso(chrono::Duration::days(1)),
+                "rewards": [{"name": "Gold", "type": "CURRENCY", "quantity": 1}],
+            }))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, 201, "{event}");
+    let event_id = event["id"].as_str().unwrap().to_owned();
+    let mut players = Vec::new();
+    for i in 0..12 {
+        players.push(platform.player(&format!("pf{i}@example.com")).await);
+    }
+    let claim_url = format!("{base}/events/{event_id}/claims");
+
+    // Claims in flight; event is SIGKILLed in the middle, then a new process comes up.
+    let start = tokio::time::Instant::now();
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        first.kill().await;
+        let second = ServiceProcess::start(&event_binary, &event_env).await;
+        second.wait_ready(Duration::from_secs(30)).await;
+        proxy.set_target(second.addr("grpc"));
+        second
+    };
+    let (during, second) = tokio::join!(
+        claim_until(&http, &claim_url, &players, start + Duration::from_secs(4)),
+        killer
+    );
+    let mut seen = std::collections::BTreeMap::new();
+    for (status, body) in &during {
+        assert_ne!(*status, 500, "a 500 while event was killed: {body}");
+        *seen.entry(*status).or_insert(0) += 1;
+    }
+    eprintln!("statuses around the kill: {seen:?}");
+    assert!(seen.contains_key(&503), "the kill was noticed: {seen:?}");
+
+    // The new process answers: retries with the same keys converge, one claim per player.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while dependency_up(&http, &gateway, "event").await.0 != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "event never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = claim_until(&http, &claim_url, &players, tokio::time::Instant::now()).await;
+    for (status, body) in &after {
+        assert!(
+            *status == 201 || (*status == 409 && body["code"] == "ALREADY_CLAIMED"),
+            "{status} {body}"
+        );
+    }
+    for player in &players {
+        let (status, _, mine) = raw_call(
+            &http,
+            format!("{base}/claims/me?eventId={event_id}"),
+            Method::GET,
+            &player.access_token,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{mine}");
+        assert_eq!(
+            mine["items"].as_array().unwrap().len(),
+            1,
+            "{}: {mine}",
+            player.email
+        );
+    }
+    drop(second);
+}
+
+/// Proxies in front of the test stores (to cut them), and the store URLs through them.
+async fn store_proxies() -> (TcpProxy, TcpProxy, String, String) {
+    let mongo_proxy = TcpProxy::start(host_port(&mongodb_uri(), 27017), true).await;
+    let redis_proxy = TcpProxy::start(host_port(&redis_url(), 6379), true).await;
+    let mongo_uri = format!(
+        "mongodb://{}/?directConnection=true&serverSelectionTimeoutMS=1000",
+        mongo_proxy.addr()
+    );
+    let redis = format!("redis://{}", redis_proxy.addr());
+    (mongo_proxy, redis_proxy, mongo_uri, redis)
+}
+
+#[tokio::test]
+async fn event_stores_lost_after_start_stay_ready_and_answer_503() {
+    let (mongo_proxy, redis_proxy, mongo_uri, redis) = store_proxies().await;
+    let platform = Platform::start_configured(
+        &[("ERP_MONGODB_URI", &mongo_uri), ("ERP_REDIS_URL", &redis)],
+        &[],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let admin = platform.admin().await;
+    let (status, _, body) = raw_call(
+        &http,
+        platform.url("/claims/me"),
+        Method::GET,
+        &admin.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    mongo_proxy.disable();
+    redis_proxy.disable();
+    assert_eq!(
+        readyz(&http, platform.event()).await,
+        200,
+        "started, then lost its stores: still ready"
+    );
+    assert_eq!(readyz(&http, platform.gateway()).await, 200);
+    let (mongo_up, detail) = dependency_up(&http, platform.event(), "mongodb").await;
+    assert_eq!(mongo_up, 0, "{detail}");
+    assert_eq!(
+        detail["dependencies"]["redis"]["status"], "down",
+        "{detail}"
+    );
+    let (redis_up, _) = dependency_up(&http, platform.event(), "redis").await;
+    assert_eq!(redis_up, 0);
+
+    // A request that needs the event store: 503 UNAVAILABLE with Retry-After, not 500.
+    let (status, retry_after, body) = raw_call(
+        &http,
+        platform.url("/claims/me"),
+        Method::GET,
+        &admin.access_token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "UNAVAILABLE", "{body}");
+    assert!(retry_after.is_some(), "{body}");
+    // Auth's stores are fine: logging in still works.
+    platform.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+
+    mongo_proxy.enable();
+    redis_proxy.enable();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, body) = raw_call(
+            &http,
+            platform.url("/claims/me"),
+            Method::GET,
+            &admin.access_token,
+            None,
+        )
+        .await;
+        if status == 200 {
+            break;
+        }
+        assert_ne!(status, 500, "{body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never recovered: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(dependency_up(&http, platform.event(), "mongodb").await.0, 1);
+}
+
+/// Redis (of all three services) lost after start, and then MongoDB too: nothing is a 500,
+/// every pod stays ready, and what each request got is printed (the README's table).
+#[tokio::test]
+async fn stores_lost_after_start_are_never_a_500() {
+    let (mongo_proxy, redis_proxy, mongo_uri, redis) = store_proxies().await;
+    let platform = Platform::start_full(
+        &[("ERP_MONGODB_URI", &mongo_uri), ("ERP_REDIS_URL", &redis)],
+        &[],
+        &[],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let admin = platform.admin().await;
+    let player = platform.player("stores@example.com").await;
+    let (event_id, _) = platform
+        .active_event_with_reward(&admin.access_token, "stores")
+        .await;
+    let probe = |label: &'static str| {
+        let http = http.clone();
+        let platform = &platform;
+        let admin = admin.access_token.clone();
+        let player = player.access_token.clone();
+        let event_id = event_id.clone();
+        async move {
+            let mut lines = Vec::new();
+            let login = http
+                .post(platform.url("/auth/login"))
+                .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+                .send()
+                .await
+                .unwrap();
+            let login_status = login.status().as_u16();
+            let retry = login.headers().contains_key("retry-after");
+            lines.push(("POST /auth/login", login_status, retry));
+            for (what, path, token) in [
+                (
+                    "GET /auth/me (verified token)",
+                    "/auth/me".to_owned(),
+                    admin.clone(),
+                ),
+                ("GET /events", "/events".to_owned(), admin.clone()),
+                (
+                    "GET /events/{id}",
+                    format!("/events/{event_id}"),
+                    player.clone(),
+                ),
+                ("GET /claims/me", "/claims/me".to_owned(), player.clone()),
+            ] {
+                let (status, retry_after, body) =
+                    raw_call(&http, platform.url(&path), Method::GET, &token, None).await;
+                assert_ne!(status, 500, "{label} {what}: {body}");
+                lines.push((what, status, retry_after.is_some()));
+            }
+            let (status, retry_after, body) = raw_call(
+                &http,
+                platform.url(&format!("/events/{event_id}/claims")),
+                Method::POST,
+                &player,
+                Some("stores-claim"),
+            )
+            .await;
+            assert_ne!(status, 500, "{label} claim: {body}");
+            lines.push(("POST /events/{id}/claims", status, retry_after.is_some()));
+            assert_ne!(login_status, 500, "{label} login");
+            for (what, status, retry) in &lines {
+                if *status == 503 {
+                    assert!(retry, "{label} {what}: 503 without Retry-After");
+                }
+            }
+            eprintln!("{label}: {lines:?}");
+        }
+    };
+    redis_proxy.disable();
+    probe("redis down").await;
+    for process in [platform.auth(), platform.event(), platform.gateway()] {
+        assert_eq!(readyz(&http, process).await, 200);
+    }
+    mongo_proxy.disable();
+    probe("redis and mongodb down").await;
+    for process in [platform.auth(), platform.event(), platform.gateway()] {
+        assert_eq!(readyz(&http, process).await, 200);
+    }
+    redis_proxy.enable();
+    probe("mongodb down").await;
+    mongo_proxy.enable();
+}
+
+fn host_port(url: &str, default_port: u16) -> std::net::SocketAddr {
+    let rest = url.split_once("://").unwrap().1;
+    let authority = rest.split(['/', '?']).next().unwrap();
+    let authority = authority.rsplit('@').next().unwrap();
+    let host_port = authority.split(',').next().unwrap();
+    let host_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:{default_port}")
+    };
+    std::net::ToSocketAddrs::to_socket_addrs(&host_port)
+        .unwrap()
+        .next()
+        .unwrap()
+}
