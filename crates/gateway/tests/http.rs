@@ -397,9 +397,28 @@ async fn a_demoted_operator_is_refused_within_a_second() {
 
 #[tokio::test]
 async fn uncached_tokens_get_503_while_auth_is_down() {
-    let mut platform = Platform::start().await;
+    // Cached sessions outlive the stop of auth, however long it takes.
+    let mut platform = Platform::start_with(&[("ERP_INTROSPECTION_CACHE_TTL_MS", "60000")]).await;
     let admin = platform.admin().await;
+    // Verified (and cached by the gateway) while auth is up.
+    let (status, _) = platform
+        .call(Method::GET, "/events", Some(&admin.access_token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
     platform.stop_auth().await;
+    // The gateway stays in rotation: auth being down is answered per request, and a session it
+    // already verified keeps reading events.
+    let readyz = reqwest::get(format!(
+        "http://{}/readyz",
+        platform.gateway().addr("admin")
+    ))
+    .await
+    .unwrap();
+    assert_eq!(readyz.status(), StatusCode::OK);
+    let (status, body) = platform
+        .call(Method::GET, "/events", Some(&admin.access_token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = platform
         .call(Method::GET, "/events", Some("some-uncached-token"), None)
         .await;
@@ -414,5 +433,4 @@ async fn uncached_tokens_get_503_while_auth_is_down() {
         )
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    let _ = admin;
 }
