@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
+use erp_platform::client_address::limit_subject;
 use erp_platform::error::FieldError;
 use erp_platform::identity::Caller;
 use erp_platform::pagination::{Cursor, page_limit};
@@ -31,18 +32,9 @@ pub const MAX_USERNAME_CHARS: usize = 64;
 /// The lockout key of a login whose client address is not known.
 pub const UNKNOWN_ADDRESS: &str = "unknown";
 
-/// The client address as lockouts count it: an IPv4 address (also IPv4-mapped IPv6), or the /64
-/// network of an IPv6 address (one client usually holds a whole /64, so single addresses would
-/// give it 2^64 fresh lockout counters).
+/// The client address as lockouts count it ([`limit_subject`]), or [`UNKNOWN_ADDRESS`].
 pub fn lockout_address(client_ip: Option<IpAddr>) -> String {
-    match client_ip.map(|ip| ip.to_canonical()) {
-        None => UNKNOWN_ADDRESS.to_owned(),
-        Some(IpAddr::V4(ip)) => ip.to_string(),
-        Some(IpAddr::V6(ip)) => {
-            let network = u128::from(ip) & !((1u128 << 64) - 1);
-            format!("{}/64", std::net::Ipv6Addr::from(network))
-        }
-    }
+    client_ip.map_or_else(|| UNKNOWN_ADDRESS.to_owned(), limit_subject)
 }
 
 /// A new account's fields, as the caller sent them.

@@ -12,18 +12,8 @@ use erp_platform::{Env, Shutdown};
 use erp_testkit::{grpc_service_env, mongodb_uri, unique_name};
 use mongodb::bson::{Document, doc};
 
-async fn metric(admin: std::net::SocketAddr, line_prefix: &str) -> f64 {
-    let body = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    body.lines()
-        .find(|line| line.starts_with(line_prefix))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+async fn metric(admin: std::net::SocketAddr, series: &str) -> f64 {
+    erp_testkit::sample(&erp_testkit::scrape(admin).await, series).unwrap_or(0.0)
 }
 
 #[tokio::test]

@@ -33,7 +33,6 @@ use erp_proto::event::v1 as pb;
 use erp_proto::event::v1::event_service_client::EventServiceClient;
 use erp_testkit::{grpc_service_env, unique_name, wait_for_200};
 use mongodb::bson::{Document, doc};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
 use crate::dashboard_delta::delta_for;
@@ -245,19 +244,9 @@ impl Instance {
     }
 
     /// The value of the metric line starting with `prefix` on /metrics, 0 when absent.
-    async fn metric(&self, prefix: &str) -> u64 {
-        let mut stream = tokio::net::TcpStream::connect(self.admin).await.unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).await.unwrap();
-        text.lines()
-            .find(|line| line.starts_with(prefix))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .map_or(0, |v| v as u64)
+    async fn metric(&self, series: &str) -> u64 {
+        erp_testkit::sample(&erp_testkit::scrape(self.admin).await, series)
+            .map_or(0, |value| value as u64)
     }
 
     async fn stop(self) {

@@ -79,12 +79,7 @@ async fn claimants(service: &TestEvent, event_id: &str) -> HashSet<String> {
 
 /// The value of `series` in the instance's metrics, 0 when absent.
 async fn metric(service: &TestEvent, series: &str) -> u64 {
-    service
-        .metrics()
-        .await
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
+    erp_testkit::sample(&service.metrics().await, series).map_or(0, |value| value as u64)
 }
 
 /// Stock taken and left agree with the claims stored.

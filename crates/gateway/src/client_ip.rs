@@ -53,16 +53,9 @@ impl ClientIp {
             })
     }
 
-    /// What per-IP limits count by: the IPv4 address, or the /64 network of an IPv6 one (one
-    /// subscriber commonly holds a whole /64, so single IPv6 addresses are free to rotate).
+    /// What per-IP limits count by (the same grouping as auth's login lockout).
     pub fn rate_limit_subject(&self) -> String {
-        match self.0 {
-            IpAddr::V4(ip) => ip.to_string(),
-            IpAddr::V6(ip) => {
-                let network = u128::from(ip) & !((1u128 << 64) - 1);
-                format!("{}/64", Ipv6Addr::from(network))
-            }
-        }
+        erp_platform::client_address::limit_subject(self.0)
     }
 }
 

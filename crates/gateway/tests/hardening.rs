@@ -32,16 +32,7 @@ async fn fresh_rate_window() {
 }
 
 async fn gateway_metrics(platform: &Platform) -> String {
-    let url = format!("http://{}/metrics", platform.gateway().addr("admin"));
-    platform
-        .http
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    erp_testkit::scrape(platform.gateway().addr("admin")).await
 }
 
 /// The series (name and labels, without the value) of the HTTP request metrics.
@@ -55,10 +46,7 @@ fn http_series(metrics: &str) -> BTreeSet<String> {
 
 /// The value of one series, 0 when absent.
 fn metric_value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.trim().parse().unwrap())
+    erp_testkit::sample(metrics, series).unwrap_or(0.0)
 }
 
 /// A method no standard one can be (they do not start with `X`).

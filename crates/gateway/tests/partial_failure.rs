@@ -58,23 +58,11 @@ async fn dependency_up(
         "the detailed endpoint always answers 200"
     );
     let detail: Value = detail.json().await.unwrap();
-    let metrics = http
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("erp_dependency_up{{dependency=\"{name}\"}} ");
-    let value = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in:\n{metrics}"))
-        .trim()
-        .parse()
-        .unwrap();
-    (value, detail)
+    let metrics = erp_testkit::scrape(admin).await;
+    let series = format!("erp_dependency_up{{dependency=\"{name}\"}}");
+    let value = erp_testkit::sample(&metrics, &series)
+        .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"));
+    (value as i64, detail)
 }
 
 async fn readyz(http: &reqwest::Client, process: &ServiceProcess) -> u16 {

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod client_address;
 pub mod cluster;
 pub mod config;
 pub mod error;

@@ -129,22 +129,10 @@ async fn readyz_ignores_dependencies_which_are_reported_and_exported() {
             (status, body)
         }
     };
-    let gauge = |name: &'static str| {
-        let client = client.clone();
-        async move {
-            let text = client
-                .get(format!("http://{addr}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let prefix = format!("erp_dependency_up{{dependency=\"{name}\"}} ");
-            text.lines()
-                .find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
-                .unwrap_or_else(|| panic!("no {prefix} in {text}"))
-        }
+    let gauge = |name: &'static str| async move {
+        let text = erp_testkit::scrape(addr).await;
+        let series = format!("erp_dependency_up{{dependency=\"{name}\"}}");
+        erp_testkit::sample(&text, &series).unwrap_or_else(|| panic!("no {series} in {text}"))
     };
 
     // The start-up gate holds.
@@ -169,8 +157,8 @@ async fn readyz_ignores_dependencies_which_are_reported_and_exported() {
         body["dependencies"]["mongodb"]["since"].is_string(),
         "{body}"
     );
-    assert_eq!(gauge("mongodb").await, "0");
-    assert_eq!(gauge("redis").await, "0");
+    assert_eq!(gauge("mongodb").await, 0.0);
+    assert_eq!(gauge("redis").await, 0.0);
 
     mongo_proxy.enable();
     redis_proxy.enable();
@@ -187,8 +175,8 @@ async fn readyz_ignores_dependencies_which_are_reported_and_exported() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(gauge("mongodb").await, "1");
-    assert_eq!(gauge("redis").await, "1");
+    assert_eq!(gauge("mongodb").await, 1.0);
+    assert_eq!(gauge("redis").await, 1.0);
 
     mongo_proxy.disable();
     let (status, body) = get("/readyz").await;
@@ -196,7 +184,7 @@ async fn readyz_ignores_dependencies_which_are_reported_and_exported() {
     let (_, body) = get("/healthz/dependencies").await;
     assert_eq!(body["dependencies"]["mongodb"]["status"], "down", "{body}");
     assert_eq!(body["dependencies"]["redis"]["status"], "up", "{body}");
-    assert_eq!(gauge("mongodb").await, "0");
+    assert_eq!(gauge("mongodb").await, 0.0);
     mongo_proxy.enable();
 
     shutdown.trigger();

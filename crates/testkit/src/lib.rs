@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod metrics;
 pub mod process;
 pub mod proxy;
 pub mod redis;
@@ -10,6 +11,7 @@ pub mod redis;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use metrics::{sample, scrape};
 pub use process::{ServiceProcess, assert_refuses_bad_config, grpc_service_env, workspace_binary};
 pub use proxy::TcpProxy;
 pub use redis::PrivateRedis;

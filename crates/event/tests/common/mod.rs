@@ -110,17 +110,7 @@ impl TestEvent {
 
     /// The instance's Prometheus text (`/metrics` on the admin port).
     pub async fn metrics(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.admin_addr)
-            .await
-            .unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
+        erp_testkit::scrape(self.admin_addr).await
     }
 
     /// Claims `event_id` as `who`.

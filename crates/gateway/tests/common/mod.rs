@@ -122,18 +122,7 @@ impl Platform {
             self.gateway.as_ref(),
         ];
         for process in processes.into_iter().flatten() {
-            let url = format!("http://{}/metrics", process.addr("admin"));
-            text.push_str(
-                &self
-                    .http
-                    .get(url)
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap(),
-            );
+            text.push_str(&erp_testkit::scrape(process.addr("admin")).await);
         }
         text
     }
