@@ -9,7 +9,11 @@ dir="${1:-$ROOT/.erp/grpc-tls}"
 if [ -s "$dir/tls.crt" ] && [ -s "$dir/tls.key" ] && [ -s "$dir/ca.crt" ]; then
   exit 0
 fi
-command -v openssl >/dev/null || die "openssl is needed (apt-get install openssl)"
+if ! command -v openssl >/dev/null; then
+  say "installing openssl"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+  else sudo apt-get update -qq && sudo apt-get install -y -qq openssl >/dev/null; fi
+fi
 mkdir -p "$dir"
 (
   umask 077

@@ -194,3 +194,55 @@ where
         Poll::Ready(result)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prometheus::core::Collector;
+    use tower::{Service, ServiceExt};
+
+    use super::*;
+
+    /// A server that answers every path as tonic's router answers an unknown one, except
+    /// `/known`.
+    fn server() -> impl tower::Service<
+        http::Request<()>,
+        Response = http::Response<()>,
+        Error = std::convert::Infallible,
+        Future = std::future::Ready<Result<http::Response<()>, std::convert::Infallible>>,
+    > + Clone {
+        tower::service_fn(|request: http::Request<()>| {
+            let mut response = http::Response::new(());
+            if request.uri().path() != "/known" {
+                response
+                    .headers_mut()
+                    .insert("grpc-status", http::HeaderValue::from_static("12"));
+            }
+            std::future::ready(Ok(response))
+        })
+    }
+
+    #[tokio::test]
+    async fn made_up_method_paths_share_one_label() {
+        let registry = Registry::new();
+        let metrics = GrpcMetrics::server(&registry, "erp-test").unwrap();
+        let mut measured = metrics.wrap(server());
+        for path in ["/known", "/made.Up/One", "/made.Up/Two", "/x"] {
+            let request = http::Request::builder().uri(path).body(()).unwrap();
+            measured.ready().await.unwrap().call(request).await.unwrap();
+        }
+        let requests = &metrics.0.requests;
+        assert_eq!(requests.collect()[0].get_metric().len(), 2);
+        assert_eq!(
+            requests
+                .with_label_values(&["erp-test", "other", "UNIMPLEMENTED"])
+                .get(),
+            3
+        );
+        assert_eq!(
+            requests
+                .with_label_values(&["erp-test", "/known", "OK"])
+                .get(),
+            1
+        );
+    }
+}
