@@ -19,6 +19,15 @@ pub mod event {
     }
 }
 
+/// Limits of the contract that both the gateway (which parses the public JSON) and the event
+/// service (which validates what it stores) apply: one owner, so their messages agree.
+pub mod limits {
+    /// Levels of nesting a condition tree may have (a lone leaf is one level).
+    pub const MAX_CONDITION_DEPTH: usize = 5;
+    /// Leaves a condition tree may have.
+    pub const MAX_CONDITION_LEAVES: usize = 32;
+}
+
 /// Conversions between protobuf timestamps and `chrono` UTC times, shared by every service.
 pub mod time {
     use chrono::{DateTime, Utc};
