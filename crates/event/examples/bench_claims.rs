@@ -16,7 +16,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-#[path = "../tests/shared/dashboard_delta.rs"]
+#[path = "../tests/it/dashboard_delta.rs"]
 mod dashboard_delta;
 
 use std::sync::Arc;

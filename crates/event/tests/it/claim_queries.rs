@@ -1,12 +1,8 @@
 //! Reading claims over gRPC against the real stores: owners and staff only, the caller's own
 //! list and everyone's with filters, newest first with stable cursors.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common::*;
 use chrono::Utc;
-use common::*;
 use erp_platform::identity::Caller;
 use erp_proto::event::v1 as pb;
 

@@ -2,17 +2,11 @@
 //! itself from the collections — before the tally job folded the deltas into the rollups, after,
 //! and with some claims changed since — every key is present, and only staff may see it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-#[path = "shared/dashboard_delta.rs"]
-mod dashboard_delta;
-
 use std::collections::{BTreeMap, HashMap};
 
+use crate::common::*;
+use crate::dashboard_delta::delta_for;
 use chrono::{DateTime, Duration, Utc};
-use common::*;
-use dashboard_delta::delta_for;
 use erp_proto::event::v1 as pb;
 use mongodb::bson::{Bson, Document, doc};
 

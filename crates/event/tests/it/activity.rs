@@ -1,12 +1,8 @@
 //! Activity and conditions over gRPC against the real stores: idempotent logins, progress
 //! reports (concurrent increments sum exactly, duplicate keys change nothing), and evaluation.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common::*;
 use chrono::Utc;
-use common::*;
 use erp_proto::event::v1 as pb;
 use mongodb::bson::{Document, doc};
 
@@ -217,15 +213,11 @@ async fn duplicate_keys_change_nothing() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_increments_sum_exactly() {
     // 100 transactions on one bucket serialise on write conflicts; on the single-threaded test
     // store that can take longer than the default call deadline, which is not what is tested here.
-    let service = TestEvent::start_in(
-        &erp_testkit::unique_name("event"),
-        &[("ERP_GRPC_TIMEOUT_MS", "120000")],
-    )
-    .await;
+    let service = TestEvent::start_with(&[("ERP_GRPC_TIMEOUT_MS", "120000")]).await;
     let mut request = active_event_request("race");
     request.condition = Some(all(vec![
         leaf("clicks", pb::ComparisonOp::Eq, 100),

@@ -2,18 +2,16 @@
 //! over for the configured time (stock returned, audited, once however many runners overlap),
 //! and EVENT_STARTED / EVENT_ENDED are recorded once per event.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+use std::sync::Arc;
 
-mod common;
-
+use crate::common::*;
 use chrono::{Duration, Utc};
-use common::*;
 use erp_proto::event::v1 as pb;
 
 /// An instance whose jobs run only when a test says so.
-async fn start(database: &str, expiry_secs: &str) -> TestEvent {
+async fn start(scratch: &Arc<Scratch>, expiry_secs: &str) -> TestEvent {
     TestEvent::start_in(
-        database,
+        scratch,
         &[
             ("ERP_CLAIM_PENDING_EXPIRY_SECS", expiry_secs),
             ("ERP_JOBS_INTERVAL_SECS", "3600"),
@@ -22,11 +20,11 @@ async fn start(database: &str, expiry_secs: &str) -> TestEvent {
     .await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_claims_expire_once_after_their_event_ends() {
-    let database = erp_testkit::unique_name("event");
-    let service = start(&database, "0").await;
-    let patient = start(&database, "86400").await;
+    let scratch = Scratch::new();
+    let service = start(&scratch, "0").await;
+    let patient = start(&scratch, "86400").await;
     let mut request = manual(active_event_request("slow review"));
     request.rewards = vec![reward("Gold", Some(1)), reward("Badge", None)];
     let (event, rewards) = service.create(request).await;
@@ -101,9 +99,9 @@ async fn pending_claims_expire_once_after_their_event_ends() {
     assert_eq!(code(&late), "INVALID_STATE");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_starts_and_ends_are_recorded_once() {
-    let service = start(&erp_testkit::unique_name("event"), "604800").await;
+    let service = start(&Scratch::new(), "604800").await;
     let hour = Duration::hours(1);
     let (running, _) = service.create(active_event_request("running")).await;
     let (over, _) = service

@@ -2,14 +2,10 @@
 //! 503 UNAVAILABLE and `Retry-After`, callers that give up while queued get no claim, and in
 //! both cases the ledger (claims, stock) holds a grant for exactly the calls answered OK.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use erp_platform::error::ApiError;
 use erp_proto::event::v1 as pb;
 use futures::future::join_all;
@@ -19,7 +15,7 @@ const STOCK: i64 = 1000;
 
 /// An AUTO event with plenty of stock, on an instance with `overrides`.
 async fn hot_event(overrides: &[(&str, &str)]) -> (TestEvent, pb::Event) {
-    let service = TestEvent::start_in(&erp_testkit::unique_name("event"), overrides).await;
+    let service = TestEvent::start_with(overrides).await;
     let mut request = active_event_request("hot");
     request.rewards = vec![reward("Gold", Some(STOCK))];
     let (event, _) = service.create(request).await;
@@ -94,17 +90,22 @@ async fn assert_stock_matches(service: &TestEvent, event_id: &str, granted: usiz
 /// dropped, not placed later; this makes sure of it).
 async fn settled(service: &TestEvent, event_id: &str) -> HashSet<String> {
     let mut last = claimants(service, event_id).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now = claimants(service, event_id).await;
         if now == last {
             return now;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{event_id}'s claims kept changing"
+        );
         last = now;
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hot_events_full_queue_sheds_with_unavailable_and_grants_only_answered_claims() {
     let (service, event) =
         hot_event(&[("ERP_CLAIM_QUEUE_MAX", "5"), ("ERP_CLAIM_BATCH_MAX", "1")]).await;
@@ -204,7 +205,7 @@ async fn assert_only_answered_claims(
     late
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_that_give_up_while_queued_get_no_claim() {
     let (service, event) = hot_event(&[("ERP_CLAIM_BATCH_MAX", "1")]).await;
     // 100 impatient callers (5 ms, then 50 ms to about 1 s) and 10 patient ones, all at once
@@ -266,7 +267,7 @@ async fn callers_that_give_up_while_queued_get_no_claim() {
     assert_stock_matches(&service, &event.id, players.len()).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_callers_are_dropped_from_the_queue() {
     let (service, event) = hot_event(&[("ERP_CLAIM_BATCH_MAX", "1")]).await;
     let service = std::sync::Arc::new(service);
@@ -279,9 +280,10 @@ async fn cancelled_callers_are_dropped_from_the_queue() {
         })
         .collect();
     // Once the queue flows, every caller still waiting gives up (its request is reset).
-    while claimants(&service, &event.id).await.len() < 5 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(Duration::from_secs(30), "five claims placed", || async {
+        (claimants(&service, &event.id).await.len() >= 5).then_some(())
+    })
+    .await;
     for call in &calls {
         call.abort();
     }

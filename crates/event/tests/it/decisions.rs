@@ -2,11 +2,7 @@
 //! gives it back, approval grants, a claim is decided once however decisions race, and only
 //! operators and admins decide.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use erp_proto::event::v1 as pb;
 use futures::future::join_all;
 
@@ -158,7 +154,7 @@ async fn pending_claims_hold_stock_until_decided() {
     assert_eq!(after["reason"], "duplicate account");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_approve_and_reject_decide_each_claim_once() {
     let service = TestEvent::start().await;
     let mut request = manual(active_event_request("contested"));

@@ -1,8 +1,8 @@
 //! Spawns the event service in-process on free ports against the real test stores, each test in a
-//! database and Redis key prefix of its own, with a gRPC client and callers of every role.
+//! database and Redis key prefix of its own (dropped when the test ends), with a gRPC client and
+//! callers of every role.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
-
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,10 +18,84 @@ use erp_proto::event::v1::event_service_client::EventServiceClient;
 use erp_testkit::{grpc_service_env, unique_name, wait_for_200};
 use tonic::transport::Channel;
 
+/// A test's own MongoDB database and Redis key prefix (`{name}:`), removed when the last holder
+/// drops it: instances sharing a database share one `Arc<Scratch>`, so none pulls the store
+/// from under another. One run of the suite leaves nothing behind in the shared stores.
+pub struct Scratch {
+    pub name: String,
+    /// Only a Redis prefix (a test without a database).
+    redis_only: bool,
+}
+
+impl Scratch {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            name: unique_name("event"),
+            redis_only: false,
+        })
+    }
+
+    pub fn redis_only(prefix: &str) -> Arc<Self> {
+        Arc::new(Self {
+            name: unique_name(prefix),
+            redis_only: true,
+        })
+    }
+
+    /// The Redis key prefix of the test's instances (`ERP_REDIS_KEY_PREFIX`).
+    pub fn redis_prefix(&self) -> String {
+        format!("{}:", self.name)
+    }
+
+    async fn remove(name: &str, redis_only: bool) {
+        if !redis_only
+            && let Ok(client) = mongodb::Client::with_uri_str(erp_testkit::mongodb_uri()).await
+        {
+            let _ = client.database(name).drop().await;
+        }
+        let Ok(client) = redis::Client::open(erp_testkit::redis_url()) else {
+            return;
+        };
+        let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{name}:*"))
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut connection)
+                .await;
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let (name, redis_only) = (self.name.clone(), self.redis_only);
+        // Drop cannot await, and the test's runtime may have a single thread: the cleanup runs
+        // on a thread and runtime of its own, and the test waits for it.
+        let cleanup = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(Self::remove(&name, redis_only));
+            }
+        });
+        let _ = cleanup.join();
+    }
+}
+
 pub struct TestEvent {
     pub client: EventServiceClient<Asserting<Channel>>,
     pub grpc_addr: std::net::SocketAddr,
     pub database: String,
+    /// The test's database and Redis prefix; another instance on them shares this.
+    pub scratch: Arc<Scratch>,
     /// The instance's background jobs, to run by hand.
     pub jobs: Jobs,
     pub admin_addr: std::net::SocketAddr,
@@ -31,11 +105,17 @@ pub struct TestEvent {
 
 impl TestEvent {
     pub async fn start() -> Self {
-        Self::start_in(&unique_name("event"), &[]).await
+        Self::start_with(&[]).await
     }
 
-    /// Starts an instance on `database` (instances on one database share its Redis prefix too).
-    pub async fn start_in(database: &str, overrides: &[(&str, &str)]) -> Self {
+    /// Starts an instance on a database of its own, with `overrides` of its environment.
+    pub async fn start_with(overrides: &[(&str, &str)]) -> Self {
+        Self::start_in(&Scratch::new(), overrides).await
+    }
+
+    /// Starts an instance on `scratch` (instances on one database share its Redis prefix too).
+    pub async fn start_in(scratch: &Arc<Scratch>, overrides: &[(&str, &str)]) -> Self {
+        let database = scratch.name.as_str();
         let mut env: Vec<(String, String)> = grpc_service_env("ERP_EVENT_ADDR", database)
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
@@ -71,6 +151,7 @@ impl TestEvent {
             client,
             grpc_addr,
             database: database.to_owned(),
+            scratch: Arc::clone(scratch),
             jobs,
             admin_addr,
             shutdown,
@@ -217,6 +298,39 @@ impl Drop for TestEvent {
             task.abort();
         }
     }
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` once `within` has passed: for
+/// effects the contract lets happen a little later, instead of a fixed sleep.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(done) = check().await {
+            return done;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `id` as `who` reads it.
+pub async fn get_event(
+    service: &TestEvent,
+    who: &Caller,
+    id: &str,
+) -> Result<pb::Event, tonic::Status> {
+    service
+        .client()
+        .get_event(as_caller(who, pb::GetEventRequest { id: id.to_owned() }))
+        .await
+        .map(|r| r.into_inner().event.unwrap())
 }
 
 pub fn caller(id: &str, roles: &[Role]) -> Caller {

@@ -2,14 +2,10 @@
 //! by time, draft visibility, optimistic concurrency, roles, audit and cache coherence across
 //! instances.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use chrono::Utc;
-use common::*;
 use erp_proto::event::v1 as pb;
 
 #[tokio::test]
@@ -269,25 +265,16 @@ async fn status_follows_time_publication_and_filters_lists() {
         ))
         .await;
     assert_eq!(soon.status, pb::EventStatus::Scheduled as i32);
-    tokio::time::sleep(Duration::from_millis(1600)).await;
-    let started = service
-        .client()
-        .get_event(as_caller(
-            &operator(),
-            pb::GetEventRequest {
-                id: soon.id.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .event
-        .unwrap();
-    assert_eq!(
-        started.status,
-        pb::EventStatus::Active as i32,
-        "status is computed at read time"
-    );
+    // Status is computed at read time: active once its start has passed, with nothing written.
+    eventually(
+        Duration::from_secs(10),
+        "the scheduled event turns active",
+        || async {
+            let read = get_event(&service, &operator(), &soon.id).await.unwrap();
+            (read.status == pb::EventStatus::Active as i32).then_some(())
+        },
+    )
+    .await;
 
     let canceled = service
         .client()
@@ -793,8 +780,7 @@ async fn every_change_is_audited() {
 #[tokio::test]
 async fn a_write_on_one_instance_is_seen_by_another_at_once() {
     let first = TestEvent::start().await;
-    let second =
-        TestEvent::start_in(&first.database, &[("ERP_EVENT_CACHE_TTL_MS", "600000")]).await;
+    let second = TestEvent::start_in(&first.scratch, &[("ERP_EVENT_CACHE_TTL_MS", "600000")]).await;
     let (event, _) = first.create(active_event_request("cached")).await;
     let read = |service: &TestEvent| {
         let mut client = service.client();
@@ -824,15 +810,10 @@ async fn a_write_on_one_instance_is_seen_by_another_at_once() {
         ))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-    loop {
-        if read(&second).await.title == "fresh" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the other instance kept serving the old version"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        Duration::from_millis(500),
+        "the other instance serves the new version",
+        || async { (read(&second).await.title == "fresh").then_some(()) },
+    )
+    .await;
 }

@@ -2,16 +2,12 @@
 //! stock never oversold and taken for every limited reward or none, idempotency keys, refusals
 //! (audited, and no claim left behind), snapshots that outlive edits and deletion, metrics.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common::*;
 use chrono::Utc;
-use common::*;
 use erp_proto::event::v1 as pb;
 use futures::future::join_all;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_claim_per_player_however_many_race() {
     let service = TestEvent::start().await;
     let mut request = active_event_request("race");
@@ -73,24 +69,20 @@ async fn stock_race(service: &TestEvent, players: usize, stock: i64) {
     assert_eq!(after["eventId"], event.id.as_str());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_is_never_oversold() {
     let service = TestEvent::start().await;
     stock_race(&service, 100, 10).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_is_never_oversold_without_batching() {
     // Every claim its own transaction: concurrent ones conflict on the reward and retry.
-    let service = TestEvent::start_in(
-        &erp_testkit::unique_name("event"),
-        &[("ERP_CLAIM_BATCH_MAX", "0")],
-    )
-    .await;
+    let service = TestEvent::start_with(&[("ERP_CLAIM_BATCH_MAX", "0")]).await;
     stock_race(&service, 30, 10).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_takes_every_limited_reward_or_none() {
     let service = TestEvent::start().await;
     let mut request = active_event_request("bundle");
@@ -132,7 +124,7 @@ async fn a_claim_takes_every_limited_reward_or_none() {
     assert_eq!(stored[2].get("remaining"), Some(&mongodb::bson::Bson::Null));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_replay_the_first_answer() {
     let service = TestEvent::start().await;
     let mut request = active_event_request("keys");
@@ -457,14 +449,11 @@ async fn claims_are_audited_and_counted() {
 
 /// A player who keeps claiming what they may not have writes one CLAIM_DENIED per event, reason
 /// and window, whose count says how often it happened, not one record per attempt.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_identical_refusals_are_one_audit_record_with_a_count() {
     // Windows are aligned to the epoch: a ten-year one keeps a boundary out of the test.
-    let service = TestEvent::start_in(
-        &erp_testkit::unique_name("event"),
-        &[("ERP_CLAIM_DENIAL_AUDIT_WINDOW_SECS", "315360000")],
-    )
-    .await;
+    let service =
+        TestEvent::start_with(&[("ERP_CLAIM_DENIAL_AUDIT_WINDOW_SECS", "315360000")]).await;
     let hour = chrono::Duration::hours(1);
     let (later, _) = service.create(event_request("later", hour, hour * 2)).await;
     let (other, _) = service

@@ -1,8 +1,6 @@
 //! The catalog cache against a real Redis: a read loads once, later reads are hits that do not
 //! load, and every read is counted as a hit or a miss.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,10 +13,14 @@ use erp_platform::pagination::Page;
 use erp_platform::redis::RedisStore;
 use prometheus::{IntCounterVec, Opts};
 
-fn cache() -> (CatalogCache, IntCounterVec) {
+use crate::common::Scratch;
+
+/// A cache on a Redis key prefix of its own (removed when the returned [`Scratch`] drops).
+fn cache() -> (CatalogCache, IntCounterVec, Arc<Scratch>) {
+    let scratch = Scratch::redis_only("cache-test");
     let redis = RedisStore::connect(&RedisConfig {
         url: erp_testkit::redis_url(),
-        key_prefix: erp_testkit::unique_name("cache-test:"),
+        key_prefix: scratch.redis_prefix(),
     })
     .unwrap();
     let requests =
@@ -29,7 +31,7 @@ fn cache() -> (CatalogCache, IntCounterVec) {
         redis,
         requests.clone(),
     );
-    (cache, requests)
+    (cache, requests, scratch)
 }
 
 fn counted(requests: &IntCounterVec, cache: &str, result: &str) -> u64 {
@@ -38,7 +40,7 @@ fn counted(requests: &IntCounterVec, cache: &str, result: &str) -> u64 {
 
 #[tokio::test]
 async fn later_reads_are_hits_that_do_not_load() {
-    let (cache, requests) = cache();
+    let (cache, requests, _scratch) = cache();
     let loads = AtomicUsize::new(0);
     let load = || async {
         loads.fetch_add(1, Ordering::SeqCst);
@@ -98,7 +100,7 @@ async fn later_reads_are_hits_that_do_not_load() {
 
 #[tokio::test]
 async fn an_evicted_event_is_loaded_again() {
-    let (cache, requests) = cache();
+    let (cache, requests, _scratch) = cache();
     let loads = Arc::new(AtomicUsize::new(0));
     let load = || {
         let loads = Arc::clone(&loads);

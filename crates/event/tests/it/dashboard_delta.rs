@@ -2,8 +2,6 @@
 //! claims straight into the collection and need the dashboard delta the service would have
 //! written with them.
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
