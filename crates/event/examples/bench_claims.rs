@@ -16,9 +16,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-#[path = "../tests/it/dashboard_delta.rs"]
-mod dashboard_delta;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,8 +31,6 @@ use erp_proto::event::v1::event_service_client::EventServiceClient;
 use erp_testkit::{grpc_service_env, unique_name, wait_for_200};
 use mongodb::bson::{Document, doc};
 use tonic::transport::Channel;
-
-use crate::dashboard_delta::delta_for;
 
 /// What a call answered.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -161,7 +156,7 @@ struct Instance {
     url: String,
     admin: std::net::SocketAddr,
     database: String,
-    jobs: erp_event::jobs::Jobs,
+    jobs: erp_event::Jobs,
     shutdown: Shutdown,
     server: tokio::task::JoinHandle<Result<(), erp_platform::runtime::BoxError>>,
 }
@@ -420,7 +415,10 @@ async fn seed_claims(
         if batch.len() == 1000 || i + 1 == total {
             let docs = std::mem::take(&mut batch);
             inserted += docs.len();
-            deltas.insert_one(delta_for(&docs)).await.unwrap();
+            deltas
+                .insert_one(erp_event::testing::dashboard_delta(&docs).unwrap())
+                .await
+                .unwrap();
             claims.insert_many(docs).await.unwrap();
         }
     }

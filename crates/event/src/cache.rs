@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EventError;
 use crate::model::{Event, Reward};
-use crate::store::catalog::EventQuery;
+use crate::store::EventQuery;
 
 /// A catalog change, as published to the other replicas.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

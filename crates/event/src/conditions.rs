@@ -9,9 +9,9 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, NaiveDate, Timelike, Utc};
+use erp_proto::limits::{MAX_CONDITION_DEPTH, MAX_CONDITION_LEAVES};
+use serde::{Deserialize, Serialize};
 
-pub const MAX_DEPTH: usize = 5;
-pub const MAX_LEAVES: usize = 32;
 /// Distinct UTC days with a login in the window.
 pub const LOGIN_DAYS: &str = "login_days";
 /// Longest run of consecutive such days.
@@ -19,7 +19,9 @@ pub const LOGIN_STREAK: &str = "login_streak";
 /// The metric logins are recorded under (not usable in conditions directly).
 pub const LOGIN_METRIC: &str = "login";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A comparison; in JSON by its API name (`"GTE"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Op {
     Gte,
     Gt,
@@ -107,7 +109,7 @@ pub struct Span {
 }
 
 /// The result for one leaf.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeafResult {
     pub metric: String,
     pub op: Op,
@@ -167,17 +169,17 @@ impl Condition {
     /// Checks limits (depth ≤ 5, ≤ 32 leaves), non-empty groups and metric names.
     pub fn validate(&self, root: &str) -> Vec<ConditionProblem> {
         let mut problems = Vec::new();
-        if self.depth() > MAX_DEPTH {
+        if self.depth() > MAX_CONDITION_DEPTH {
             problems.push(ConditionProblem {
                 path: root.to_owned(),
-                message: format!("must be at most {MAX_DEPTH} levels deep"),
+                message: format!("must be at most {MAX_CONDITION_DEPTH} levels deep"),
             });
         }
         let leaves = self.leaves().len();
-        if leaves > MAX_LEAVES {
+        if leaves > MAX_CONDITION_LEAVES {
             problems.push(ConditionProblem {
                 path: root.to_owned(),
-                message: format!("must have at most {MAX_LEAVES} leaves (has {leaves})"),
+                message: format!("must have at most {MAX_CONDITION_LEAVES} leaves (has {leaves})"),
             });
         }
         self.validate_node(root, &mut problems);

@@ -12,36 +12,36 @@ pub const SERVICE_NAME: &str = "erp-event";
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub common: CommonConfig,
+    pub(crate) common: CommonConfig,
     /// `ERP_EVENT_ADDR`: where gRPC is served.
-    pub grpc_addr: SocketAddr,
-    pub grpc: GrpcConfig,
+    pub(crate) grpc_addr: SocketAddr,
+    pub(crate) grpc: GrpcConfig,
     /// `ERP_SERVICE_IDENTITY_KEY_FILE` (+ `ERP_SERVICE_IDENTITY_ACCEPT_KEY_FILES`): the key of
     /// the caller assertions between the services.
-    pub identity: IdentityKeys,
-    pub mongo: MongoConfig,
-    pub redis: RedisConfig,
+    pub(crate) identity: IdentityKeys,
+    pub(crate) mongo: MongoConfig,
+    pub(crate) redis: RedisConfig,
     /// `ERP_EVENT_CACHE_TTL_MS`: the longest an event or its rewards are served from memory
     /// without reading them again (writes evict at once, in every replica).
-    pub cache_ttl: Duration,
+    pub(crate) cache_ttl: Duration,
     /// `ERP_EVENT_LIST_CACHE_TTL_MS`: the same for event lists, short because a list filtered
     /// by status changes with the clock.
-    pub list_cache_ttl: Duration,
+    pub(crate) list_cache_ttl: Duration,
     /// `ERP_CLAIM_PENDING_EXPIRY_SECS` (default 604800, 7 days): how long after its event ends a
     /// PENDING claim waits for an operator before the expiry job releases its stock (0: at once).
-    pub claim_pending_expiry: Duration,
+    pub(crate) claim_pending_expiry: Duration,
     /// `ERP_CLAIM_DENIAL_AUDIT_WINDOW_SECS` (default 3600): repeated identical refusals of one
     /// player's claim (same event and reason) within this window are one `CLAIM_DENIED` audit
     /// record whose `after.count` counts them, so no account can flood the audit trail.
-    pub claim_denial_audit_window: Duration,
+    pub(crate) claim_denial_audit_window: Duration,
     /// `ERP_JOBS_INTERVAL_SECS` (default 30): how often the leader runs the background jobs.
-    pub jobs_interval: Duration,
+    pub(crate) jobs_interval: Duration,
     /// `ERP_CLAIM_BATCH_MAX` (default 64, 0..=1000): the most claims of one event placed in one
     /// transaction. Claims of one event arriving while its previous transaction runs wait and
     /// go together in the next, so a hot reward is written once per batch instead of once per
     /// claim (with write conflicts between all of them). 0 turns batching off: each claim is its
     /// own transaction, and concurrent ones retry on conflicts.
-    pub claim_batch_max: usize,
+    pub(crate) claim_batch_max: usize,
     /// `ERP_CLAIM_QUEUE_MAX` (default 1000, 1..=1000000): the most claims of one event waiting
     /// for their batch in this replica (the batch in flight not counted). A claim arriving over
     /// it is refused at once with `503 UNAVAILABLE` and a `Retry-After`, and counted in
@@ -51,7 +51,7 @@ pub struct Config {
     /// its batch starts, and one whose deadline is nearer than a typical batch is answered
     /// `UNAVAILABLE` instead of placed: a claim is only placed if its caller was still waiting
     /// when its batch started. Not used when `ERP_CLAIM_BATCH_MAX` is 0.
-    pub claim_queue_max: usize,
+    pub(crate) claim_queue_max: usize,
 }
 
 impl Config {

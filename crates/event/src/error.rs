@@ -1,6 +1,11 @@
-//! The event service's errors and how each reaches clients.
+//! The event service's errors and the API error each one is. Pure mapping: the transport edge
+//! (`grpc`) logs what needs logging, once, when it answers.
+
+use std::sync::Arc;
 
 use erp_platform::error::{ApiError, ErrorCode, FieldError};
+
+use crate::views::EvaluationView;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
@@ -22,9 +27,9 @@ pub enum EventError {
     InvalidState,
     #[error("the event is not active")]
     EventNotActive,
-    /// `evaluation` is the REST shape: `{"eventId","userId","passed","details":[...]}`.
+    /// The evaluation goes to clients in the REST shape (`{"eventId","userId","passed",...}`).
     #[error("the event's conditions are not met")]
-    ConditionsNotMet { evaluation: serde_json::Value },
+    ConditionsNotMet { evaluation: EvaluationView },
     #[error("mongodb: {0}")]
     Mongo(#[from] mongodb::error::Error),
     #[error("redis: {0}")]
@@ -33,13 +38,46 @@ pub enum EventError {
     /// deadline is too near for its batch (`503 UNAVAILABLE` with `Retry-After`).
     #[error("too many claims of this event waiting")]
     Overloaded { retry_after: std::time::Duration },
+    /// A document could not be written as BSON.
+    #[error("encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        // Boxed: the encoder's error is large, and every Result of the domain carries this type.
+        #[source]
+        source: Box<mongodb::bson::ser::Error>,
+    },
+    /// Stored JSON that does not read back.
+    #[error("decode {what}: {source}")]
+    Decode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Stored data that contradicts the domain (an unknown status, a missing claim).
     #[error("{0}")]
-    Internal(String),
+    Corrupt(String),
+    /// One failure answered to several waiters (the claims of one failed batch).
+    #[error(transparent)]
+    Shared(Arc<EventError>),
+    /// A retry loop that gave up, or a claim's answer that went missing.
+    #[error("{0}")]
+    Internal(&'static str),
+}
+
+/// Why a request failed on the server's side, for the log line at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// MongoDB did not answer: `503 UNAVAILABLE`.
+    StoreUnavailable,
+    /// Redis did not answer: `503 UNAVAILABLE`.
+    CacheUnavailable,
+    /// Anything else that is not the client's doing: `500 INTERNAL`.
+    Internal,
 }
 
 impl EventError {
     /// A short stable name for metrics.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             EventError::Validation(_) => "validation_failed",
             EventError::NotFound(_) => "not_found",
@@ -52,30 +90,77 @@ impl EventError {
             EventError::EventNotActive => "event_not_active",
             EventError::ConditionsNotMet { .. } => "conditions_not_met",
             EventError::Overloaded { .. } => "unavailable",
-            EventError::Mongo(_) | EventError::Redis(_) | EventError::Internal(_) => "error",
+            EventError::Mongo(_)
+            | EventError::Redis(_)
+            | EventError::Encode { .. }
+            | EventError::Decode { .. }
+            | EventError::Corrupt(_)
+            | EventError::Shared(_)
+            | EventError::Internal(_) => "error",
         }
     }
 
-    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Validation(vec![FieldError::new(field, message)])
     }
 
     /// A copy for answering several waiters of one failed batch: store errors keep their kind
-    /// (so "unavailable" stays unavailable), anything else becomes an internal error.
-    pub fn duplicate(&self) -> Self {
-        match self {
+    /// (so "unavailable" stays unavailable), anything else is shared as an internal error.
+    pub(crate) fn duplicate(self: &Arc<Self>) -> Self {
+        match &**self {
             EventError::Mongo(error) => EventError::Mongo(error.clone()),
             EventError::NotFound(what) => EventError::NotFound(what),
             EventError::Overloaded { retry_after } => EventError::Overloaded {
                 retry_after: *retry_after,
             },
-            other => EventError::Internal(other.to_string()),
+            _ => EventError::Shared(Arc::clone(self)),
+        }
+    }
+
+    /// The server-side fault behind this error; `None` when the client's request is refused.
+    pub(crate) fn fault(&self) -> Option<Fault> {
+        match self {
+            EventError::Validation(_)
+            | EventError::NotFound(_)
+            | EventError::VersionMismatch { .. }
+            | EventError::Unauthenticated
+            | EventError::Forbidden
+            | EventError::AlreadyClaimed { .. }
+            | EventError::OutOfStock { .. }
+            | EventError::InvalidState
+            | EventError::EventNotActive
+            | EventError::ConditionsNotMet { .. }
+            | EventError::Overloaded { .. } => None,
+            EventError::Mongo(error) if erp_platform::mongo::is_unavailable(error) => {
+                Some(Fault::StoreUnavailable)
+            }
+            EventError::Redis(error)
+                if error.is_connection_refusal()
+                    || error.is_timeout()
+                    || error.is_connection_dropped()
+                    || error.is_io_error() =>
+            {
+                Some(Fault::CacheUnavailable)
+            }
+            EventError::Mongo(_)
+            | EventError::Redis(_)
+            | EventError::Encode { .. }
+            | EventError::Decode { .. }
+            | EventError::Corrupt(_)
+            | EventError::Shared(_)
+            | EventError::Internal(_) => Some(Fault::Internal),
         }
     }
 }
 
 impl From<EventError> for ApiError {
     fn from(error: EventError) -> Self {
+        match error.fault() {
+            Some(Fault::StoreUnavailable) => return ApiError::unavailable("the event store"),
+            Some(Fault::CacheUnavailable) => return ApiError::unavailable("the cache"),
+            Some(Fault::Internal) => return ApiError::internal(),
+            None => {}
+        }
         match error {
             EventError::Validation(fields) => ApiError::validation(fields),
             EventError::NotFound(what) => {
@@ -111,35 +196,20 @@ impl From<EventError> for ApiError {
                 ErrorCode::ConditionsNotMet,
                 "the player's activity does not satisfy the event's condition",
             )
-            .with_metadata("evaluation", evaluation.to_string()),
+            .with_metadata("evaluation", evaluation.to_json_text()),
             EventError::Overloaded { retry_after } => ApiError::new(
                 ErrorCode::Unavailable,
                 "too many claims of this event are waiting; try again shortly",
             )
             .with_retry_after(retry_after),
-            EventError::Mongo(error) if erp_platform::mongo::is_unavailable(&error) => {
-                tracing::warn!(%error, "mongodb unavailable");
-                ApiError::unavailable("the event store")
-            }
-            EventError::Redis(error)
-                if error.is_connection_refusal()
-                    || error.is_timeout()
-                    || error.is_connection_dropped()
-                    || error.is_io_error() =>
-            {
-                tracing::warn!(%error, "redis unavailable");
-                ApiError::unavailable("the cache")
-            }
-            other => {
-                tracing::error!(error = %other, "internal error");
-                ApiError::internal()
-            }
+            // Server faults were answered above.
+            EventError::Mongo(_)
+            | EventError::Redis(_)
+            | EventError::Encode { .. }
+            | EventError::Decode { .. }
+            | EventError::Corrupt(_)
+            | EventError::Shared(_)
+            | EventError::Internal(_) => ApiError::internal(),
         }
-    }
-}
-
-impl From<EventError> for tonic::Status {
-    fn from(error: EventError) -> Self {
-        ApiError::from(error).to_status()
     }
 }

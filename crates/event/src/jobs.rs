@@ -7,19 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use erp_platform::Shutdown;
-use erp_platform::audit::AuditEntry;
-use serde_json::json;
+use erp_platform::cluster::LeaderElection;
 
 use crate::error::EventError;
-use crate::leader::LeaderElection;
-use crate::model::Milestone;
 use crate::service::EventService;
-use crate::store::claims::SYSTEM_ACTOR;
 
-/// Events handled per query of the lifecycle job.
-const LIFECYCLE_PAGE: i64 = 100;
 /// The jobs, as `erp_event_job_runs_total` names them.
 const JOBS: [&str; 3] = ["expire_pending", "lifecycle", "tally_claims"];
 
@@ -42,7 +36,7 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    pub fn new(
+    pub(crate) fn new(
         service: Arc<EventService>,
         leader: Arc<dyn LeaderElection>,
         interval: Duration,
@@ -57,7 +51,7 @@ impl Jobs {
     /// Runs every job once if this process leads; the first error is returned after every job
     /// had its turn.
     pub async fn run_once(&self) -> Result<JobReport, EventError> {
-        let metrics = &self.service.metrics.job_runs;
+        let metrics = &self.service.metrics().job_runs;
         if !self.leader.is_leader() {
             for job in JOBS {
                 metrics.with_label_values(&[job, "skipped"]).inc();
@@ -68,7 +62,7 @@ impl Jobs {
         let expired = self.service.expire_pending(now).await;
         let recorded = self.service.record_milestones(now).await;
         // Last, so the claims just expired are folded too.
-        let tallied = self.service.tallies.fold().await;
+        let tallied = self.service.tallies().fold().await;
         for (job, failed) in
             JOBS.into_iter()
                 .zip([expired.is_err(), recorded.is_err(), tallied.is_err()])
@@ -103,47 +97,5 @@ impl Jobs {
                 }
             }
         }
-    }
-}
-
-impl EventService {
-    /// Writes the EVENT_STARTED / EVENT_ENDED records due at `now` that are not written yet;
-    /// returns how many this run wrote.
-    pub async fn record_milestones(&self, now: DateTime<Utc>) -> Result<u32, EventError> {
-        let mut recorded = 0;
-        // Started before ended, so an event found already over gets them in order.
-        for milestone in Milestone::ALL {
-            loop {
-                let due = self
-                    .catalog
-                    .unrecorded(milestone, now, LIFECYCLE_PAGE)
-                    .await?;
-                for event in &due {
-                    let audit = AuditEntry::new(
-                        SYSTEM_ACTOR,
-                        milestone.action(),
-                        "event",
-                        &event.id,
-                        None,
-                        Some(json!({
-                            "title": event.title,
-                            "startsAt": event.starts_at.to_rfc3339(),
-                            "endsAt": event.ends_at.to_rfc3339(),
-                        })),
-                    );
-                    if self
-                        .catalog
-                        .record_milestone(&event.id, milestone, &audit)
-                        .await?
-                    {
-                        recorded += 1;
-                    }
-                }
-                if i64::try_from(due.len()).unwrap_or(i64::MAX) < LIFECYCLE_PAGE {
-                    break;
-                }
-            }
-        }
-        Ok(recorded)
     }
 }

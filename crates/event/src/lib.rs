@@ -5,36 +5,38 @@
 //! serves gRPC, the admin endpoints, the cache-invalidation listener and (on the leader) the
 //! background jobs until shutdown.
 
-pub mod cache;
-pub mod claims;
-pub mod conditions;
-pub mod config;
-pub mod dashboard;
-pub mod error;
-pub mod grpc;
-pub mod jobs;
-pub mod leader;
-pub mod metrics;
-pub mod model;
-pub mod service;
-pub mod store;
-pub mod validate;
+mod access;
+mod cache;
+mod claims;
+mod conditions;
+mod config;
+mod convert;
+mod error;
+mod grpc;
+mod jobs;
+mod metrics;
+mod model;
+mod paging;
+mod service;
+mod store;
+mod validate;
+mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use erp_platform::Shutdown;
+use erp_platform::cluster::{AlwaysLeader, LeaderElection};
 use erp_platform::grpc as platform_grpc;
 use erp_platform::identity::{AssertionVerifier, Service};
 use erp_platform::runtime::{BoxError, GrpcServiceHost, retry_until_shutdown};
 use erp_proto::event::v1::event_service_server::EventServiceServer;
 
 pub use config::{Config, SERVICE_NAME};
+pub use jobs::{JobReport, Jobs};
 
 use crate::cache::{CatalogCache, Invalidation};
 use crate::claims::ClaimSettings;
-use crate::jobs::Jobs;
-use crate::leader::{AlwaysLeader, LeaderElection};
 use crate::metrics::EventMetrics;
 use crate::service::EventService;
 use crate::store::{ActivityStore, CatalogStore, ClaimStore, TallyStore};
@@ -187,5 +189,21 @@ impl App {
         let _ = listener_task.await;
         let _ = jobs_loop.await;
         served
+    }
+}
+
+/// Internals the crate's own tests and benchmark use (feature `test-util`, never in the binary).
+#[cfg(feature = "test-util")]
+pub mod testing {
+    pub use crate::cache::{CatalogCache, Invalidation};
+    pub use crate::error::EventError;
+    pub use crate::store::EventQuery;
+
+    /// The dashboard delta for claim documents written straight into the `claims` collection
+    /// (a seed): what the service would have written with them, by its own tally code.
+    pub fn dashboard_delta(
+        claims: &[mongodb::bson::Document],
+    ) -> Result<mongodb::bson::Document, EventError> {
+        crate::store::delta_for_imported(claims)
     }
 }

@@ -15,43 +15,43 @@ const CLAIM_BUCKETS: &[f64] = &[
 
 /// The most events a process keeps per-event series for (claims per event, stock left): a live
 /// game creates events for years, and each would otherwise stay a series until the restart.
-pub const MAX_EVENT_SERIES: usize = 1000;
+pub(crate) const MAX_EVENT_SERIES: usize = 1000;
 
 #[derive(Clone)]
-pub struct EventMetrics {
+pub(crate) struct EventMetrics {
     /// `operation`: create_event, update_event, ...; `result`: ok, or the error code.
-    pub catalog_operations: IntCounterVec,
+    pub(crate) catalog_operations: IntCounterVec,
     /// `cache`: event, rewards, event_list; `result`: hit, miss.
-    pub cache_requests: IntCounterVec,
+    pub(crate) cache_requests: IntCounterVec,
     /// `result`: accepted, duplicate.
-    pub progress_items: IntCounterVec,
+    pub(crate) progress_items: IntCounterVec,
     /// `result`: granted, pending, denied, duplicate; `reason`: the refusal code for denied
     /// (EVENT_NOT_ACTIVE, CONDITIONS_NOT_MET, OUT_OF_STOCK), empty otherwise.
-    pub claims: IntCounterVec,
+    pub(crate) claims: IntCounterVec,
     /// Claims created (granted or pending) per event.
-    pub event_claims: IntCounterVec,
+    pub(crate) event_claims: IntCounterVec,
     /// Rewards handed out (on an AUTO grant or an approval) by reward type.
-    pub rewards_granted: IntCounterVec,
+    pub(crate) rewards_granted: IntCounterVec,
     /// Units left of each limited reward, as last seen by this replica's claims and decisions.
-    pub reward_remaining: IntGaugeVec,
+    pub(crate) reward_remaining: IntGaugeVec,
     /// Time to answer a Claim call, refusals included.
-    pub claim_duration: Histogram,
+    pub(crate) claim_duration: Histogram,
     /// Transaction callbacks run again after a transient error (write conflicts), by operation:
     /// claim, approve, reject, expire.
-    pub transaction_retries: IntCounterVec,
+    pub(crate) transaction_retries: IntCounterVec,
     /// Background job runs: `task` expire_pending, lifecycle, tally_claims; `result` ok, error,
     /// skipped (not the leader).
-    pub job_runs: IntCounterVec,
+    pub(crate) job_runs: IntCounterVec,
     /// Claims not placed because of load, by `reason`: queue_full (refused on arrival, the
     /// event's queue at `ERP_CLAIM_QUEUE_MAX`), caller_gone (the caller cancelled or timed out
     /// while queued), deadline (the caller's deadline too near for a batch).
-    pub claims_shed: IntCounterVec,
+    pub(crate) claims_shed: IntCounterVec,
     /// The events that have per-event series, at most [`MAX_EVENT_SERIES`].
     event_series: Arc<Mutex<HashSet<String>>>,
 }
 
 impl EventMetrics {
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+    pub(crate) fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let metrics = Self {
             catalog_operations: IntCounterVec::new(
                 Opts::new(
@@ -157,7 +157,7 @@ impl EventMetrics {
 
     /// Whether `event_id` has per-event series: the first [`MAX_EVENT_SERIES`] events seen do;
     /// later ones are counted under `event_id="other"` and export no stock gauge.
-    pub fn has_event_series(&self, event_id: &str) -> bool {
+    pub(crate) fn has_event_series(&self, event_id: &str) -> bool {
         let Ok(mut admitted) = self.event_series.lock() else {
             return false;
         };
@@ -172,7 +172,7 @@ impl EventMetrics {
     }
 
     /// One more claim created for `event_id`.
-    pub fn count_event_claim(&self, event_id: &str) {
+    pub(crate) fn count_event_claim(&self, event_id: &str) {
         let label = if self.has_event_series(event_id) {
             event_id
         } else {
@@ -182,7 +182,7 @@ impl EventMetrics {
     }
 
     /// Units left of `reward_id` of `event_id`, for events that have per-event series.
-    pub fn set_reward_remaining(&self, event_id: &str, reward_id: &str, left: i64) {
+    pub(crate) fn set_reward_remaining(&self, event_id: &str, reward_id: &str, left: i64) {
         if self.has_event_series(event_id) {
             self.reward_remaining
                 .with_label_values(&[event_id, reward_id])

@@ -49,6 +49,23 @@ impl EventStatus {
         EventStatus::Canceled,
     ];
 
+    /// The one rule for an event's status at `now`, from its publication and its window
+    /// `[starts_at, ends_at)`; the store asks it too (claims are placed only while active).
+    pub fn of(
+        publication: Publication,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        match publication {
+            Publication::Draft => EventStatus::Draft,
+            Publication::Canceled => EventStatus::Canceled,
+            Publication::Published if now < starts_at => EventStatus::Scheduled,
+            Publication::Published if now < ends_at => EventStatus::Active,
+            Publication::Published => EventStatus::Ended,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventStatus::Draft => "DRAFT",
@@ -102,13 +119,7 @@ pub struct Event {
 impl Event {
     /// The status at `now`: computed at every read, so it is never stale.
     pub fn status_at(&self, now: DateTime<Utc>) -> EventStatus {
-        match self.publication {
-            Publication::Draft => EventStatus::Draft,
-            Publication::Canceled => EventStatus::Canceled,
-            Publication::Published if now < self.starts_at => EventStatus::Scheduled,
-            Publication::Published if now < self.ends_at => EventStatus::Active,
-            Publication::Published => EventStatus::Ended,
-        }
+        EventStatus::of(self.publication, self.starts_at, self.ends_at, now)
     }
 }
 

@@ -8,19 +8,19 @@ use crate::conditions::{self, Condition, LOGIN_DAYS, LOGIN_METRIC, LOGIN_STREAK}
 use crate::error::EventError;
 use crate::model::{EventPatch, NewEvent, ProgressItem, RewardInput, RewardPatch};
 
-pub const MAX_TITLE_CHARS: usize = 200;
-pub const MAX_DESCRIPTION_CHARS: usize = 5000;
-pub const MAX_REWARD_NAME_CHARS: usize = 200;
-pub const MAX_ITEM_CODE_CHARS: usize = 128;
-pub const MAX_QUANTITY: i64 = 1_000_000_000;
-pub const MAX_STOCK: i64 = 1_000_000_000;
-pub const MAX_REWARDS_PER_EVENT: usize = 50;
-pub const MAX_PROGRESS_ITEMS: usize = 1000;
-pub const MAX_PROGRESS_VALUE: i64 = 1_000_000_000_000;
-pub const MAX_KEY_CHARS: usize = 200;
-pub const MAX_ID_CHARS: usize = 128;
+pub(crate) const MAX_TITLE_CHARS: usize = 200;
+pub(crate) const MAX_DESCRIPTION_CHARS: usize = 5000;
+pub(crate) const MAX_REWARD_NAME_CHARS: usize = 200;
+pub(crate) const MAX_ITEM_CODE_CHARS: usize = 128;
+pub(crate) const MAX_QUANTITY: i64 = 1_000_000_000;
+pub(crate) const MAX_STOCK: i64 = 1_000_000_000;
+pub(crate) const MAX_REWARDS_PER_EVENT: usize = 50;
+pub(crate) const MAX_PROGRESS_ITEMS: usize = 1000;
+pub(crate) const MAX_PROGRESS_VALUE: i64 = 1_000_000_000_000;
+pub(crate) const MAX_KEY_CHARS: usize = 200;
+pub(crate) const MAX_ID_CHARS: usize = 128;
 /// How far in the future a report may be dated (clock skew between game servers and us).
-pub const FUTURE_TOLERANCE_MINUTES: i64 = 5;
+pub(crate) const FUTURE_TOLERANCE_MINUTES: i64 = 5;
 
 #[derive(Default)]
 struct Problems(Vec<FieldError>);
@@ -134,7 +134,7 @@ fn check_reward_fields(
     }
 }
 
-pub fn new_event(event: &NewEvent) -> Result<(), EventError> {
+pub(crate) fn new_event(event: &NewEvent) -> Result<(), EventError> {
     let mut problems = Problems::default();
     check_title(&mut problems, &event.title);
     check_description(&mut problems, event.description.as_deref());
@@ -163,7 +163,7 @@ pub fn new_event(event: &NewEvent) -> Result<(), EventError> {
 }
 
 /// Checks a patch against the event it applies to (for the window, the merged values).
-pub fn event_patch(
+pub(crate) fn event_patch(
     patch: &EventPatch,
     current_starts_at: DateTime<Utc>,
     current_ends_at: DateTime<Utc>,
@@ -186,13 +186,13 @@ pub fn event_patch(
     problems.finish()
 }
 
-pub fn reward_input(reward: &RewardInput) -> Result<(), EventError> {
+pub(crate) fn reward_input(reward: &RewardInput) -> Result<(), EventError> {
     let mut problems = Problems::default();
     check_reward(&mut problems, "", reward);
     problems.finish()
 }
 
-pub fn reward_patch(patch: &RewardPatch) -> Result<(), EventError> {
+pub(crate) fn reward_patch(patch: &RewardPatch) -> Result<(), EventError> {
     let mut problems = Problems::default();
     check_reward_fields(
         &mut problems,
@@ -206,7 +206,7 @@ pub fn reward_patch(patch: &RewardPatch) -> Result<(), EventError> {
 }
 
 /// A batch of progress reports: 1 to 1000 items, each well-formed.
-pub fn progress(items: &[ProgressItem], now: DateTime<Utc>) -> Result<(), EventError> {
+pub(crate) fn progress(items: &[ProgressItem], now: DateTime<Utc>) -> Result<(), EventError> {
     let mut problems = Problems::default();
     if items.is_empty() || items.len() > MAX_PROGRESS_ITEMS {
         problems.add(

@@ -20,7 +20,7 @@ use crate::model::{ProgressItem, ProgressMode};
 const KEY_RETENTION_SECS: u64 = 90 * 24 * 3600;
 
 #[derive(Clone)]
-pub struct ActivityStore {
+pub(crate) struct ActivityStore {
     database: Database,
     keys: Collection<Document>,
     buckets: Collection<Document>,
@@ -28,9 +28,9 @@ pub struct ActivityStore {
 
 /// Accepted and duplicate counts of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Applied {
-    pub accepted: u32,
-    pub duplicates: u32,
+pub(crate) struct Applied {
+    pub(crate) accepted: u32,
+    pub(crate) duplicates: u32,
 }
 
 fn day_start(day: NaiveDate) -> BsonDateTime {
@@ -114,7 +114,7 @@ fn bucket_from_doc(doc: &Document) -> Option<Bucket> {
 }
 
 impl ActivityStore {
-    pub fn new(database: Database) -> Self {
+    pub(crate) fn new(database: Database) -> Self {
         Self {
             keys: database.collection("activity_keys"),
             buckets: database.collection("activity_buckets"),
@@ -122,7 +122,7 @@ impl ActivityStore {
         }
     }
 
-    pub async fn ensure_indexes(&self) -> Result<(), EventError> {
+    pub(crate) async fn ensure_indexes(&self) -> Result<(), EventError> {
         self.buckets
             .create_index(
                 IndexModel::builder()
@@ -146,7 +146,7 @@ impl ActivityStore {
     }
 
     /// Applies a batch. Items whose key was seen before (or earlier in the batch) change nothing.
-    pub async fn apply(&self, items: &[ProgressItem]) -> Result<Applied, EventError> {
+    pub(crate) async fn apply(&self, items: &[ProgressItem]) -> Result<Applied, EventError> {
         if items.iter().all(|item| item.key.is_none()) {
             return self.apply_unkeyed(items).await;
         }
@@ -245,7 +245,7 @@ impl ActivityStore {
     }
 
     /// The buckets of `user_id` for `metrics` from `from` (inclusive) on, in one query.
-    pub async fn buckets(
+    pub(crate) async fn buckets(
         &self,
         user_id: &str,
         metrics: &[String],

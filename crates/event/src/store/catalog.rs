@@ -28,53 +28,53 @@ fn milestone_fields(milestone: Milestone) -> (&'static str, &'static str) {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EventDoc {
+struct EventDoc {
     #[serde(rename = "_id")]
-    pub id: String,
-    pub title: String,
+    id: String,
+    title: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    pub starts_at: BsonDateTime,
-    pub ends_at: BsonDateTime,
-    pub publication: String,
-    pub claim_policy: String,
+    description: Option<String>,
+    starts_at: BsonDateTime,
+    ends_at: BsonDateTime,
+    publication: String,
+    claim_policy: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub condition: Option<Bson>,
-    pub version: i64,
-    pub created_by: String,
-    pub created_at: BsonDateTime,
-    pub updated_at: BsonDateTime,
+    condition: Option<Bson>,
+    version: i64,
+    created_by: String,
+    created_at: BsonDateTime,
+    updated_at: BsonDateTime,
     #[serde(default)]
-    pub deleted_at: Option<BsonDateTime>,
+    deleted_at: Option<BsonDateTime>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RewardDoc {
+pub(super) struct RewardDoc {
     #[serde(rename = "_id")]
-    pub id: String,
-    pub event_id: String,
-    pub name: String,
+    pub(super) id: String,
+    pub(super) event_id: String,
+    pub(super) name: String,
     #[serde(rename = "type")]
-    pub reward_type: String,
+    pub(super) reward_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub item_code: Option<String>,
-    pub quantity: i64,
+    pub(super) item_code: Option<String>,
+    pub(super) quantity: i64,
     #[serde(default)]
-    pub stock: Option<i64>,
+    pub(super) stock: Option<i64>,
     #[serde(default)]
-    pub remaining: Option<i64>,
+    pub(super) remaining: Option<i64>,
     /// Units taken by granted or pending claims (limited or not), so a stock change can set
     /// `remaining` exactly.
     #[serde(default)]
-    pub claimed: i64,
-    pub created_at: BsonDateTime,
-    pub updated_at: BsonDateTime,
+    pub(super) claimed: i64,
+    pub(super) created_at: BsonDateTime,
+    pub(super) updated_at: BsonDateTime,
     #[serde(default)]
-    pub deleted_at: Option<BsonDateTime>,
+    pub(super) deleted_at: Option<BsonDateTime>,
 }
 
 impl EventDoc {
-    pub fn from_event(event: &Event) -> Result<Self, EventError> {
+    fn from_event(event: &Event) -> Result<Self, EventError> {
         Ok(Self {
             id: event.id.clone(),
             title: event.title.clone(),
@@ -88,7 +88,10 @@ impl EventDoc {
                 .as_ref()
                 .map(|c| bson::to_bson(&condition_json::to_json(c)))
                 .transpose()
-                .map_err(|e| EventError::Internal(format!("encode condition: {e}")))?,
+                .map_err(|source| EventError::Encode {
+                    what: "condition",
+                    source: Box::new(source),
+                })?,
             version: event.version,
             created_by: event.created_by.clone(),
             created_at: to_bson_time(event.created_at),
@@ -97,18 +100,18 @@ impl EventDoc {
         })
     }
 
-    pub fn into_event(self) -> Result<Event, EventError> {
+    fn into_event(self) -> Result<Event, EventError> {
         let condition = match self.condition {
             None | Some(Bson::Null) => None,
             Some(bson) => Some(
                 condition_json::from_json(&bson.into_relaxed_extjson()).ok_or_else(|| {
-                    EventError::Internal(format!("event {} has an unreadable condition", self.id))
+                    EventError::Corrupt(format!("event {} has an unreadable condition", self.id))
                 })?,
             ),
         };
         Ok(Event {
             publication: Publication::parse(&self.publication).ok_or_else(|| {
-                EventError::Internal(format!(
+                EventError::Corrupt(format!(
                     "event {} has publication {}",
                     self.id, self.publication
                 ))
@@ -129,7 +132,7 @@ impl EventDoc {
 }
 
 impl RewardDoc {
-    pub fn from_reward(reward: &Reward) -> Self {
+    fn from_reward(reward: &Reward) -> Self {
         Self {
             id: reward.id.clone(),
             event_id: reward.event_id.clone(),
@@ -146,7 +149,7 @@ impl RewardDoc {
         }
     }
 
-    pub fn into_reward(self) -> Reward {
+    pub(super) fn into_reward(self) -> Reward {
         Reward {
             reward_type: RewardType::parse(&self.reward_type).unwrap_or(RewardType::Item),
             id: self.id,
@@ -163,7 +166,7 @@ impl RewardDoc {
 }
 
 /// The filter selecting events with `status` at `now`.
-pub fn status_filter(status: EventStatus, now: DateTime<Utc>) -> Document {
+fn status_filter(status: EventStatus, now: DateTime<Utc>) -> Document {
     let now = to_bson_time(now);
     match status {
         EventStatus::Draft => doc! { "publication": "draft" },
@@ -188,7 +191,7 @@ pub struct EventQuery {
 }
 
 #[derive(Clone)]
-pub struct CatalogStore {
+pub(crate) struct CatalogStore {
     database: Database,
     events: Collection<EventDoc>,
     rewards: Collection<RewardDoc>,
@@ -196,7 +199,7 @@ pub struct CatalogStore {
 }
 
 impl CatalogStore {
-    pub fn new(database: Database) -> Self {
+    pub(crate) fn new(database: Database) -> Self {
         Self {
             events: database.collection("events"),
             rewards: database.collection("rewards"),
@@ -205,11 +208,11 @@ impl CatalogStore {
         }
     }
 
-    pub fn audit(&self) -> &AuditLog {
+    pub(crate) fn audit(&self) -> &AuditLog {
         &self.audit
     }
 
-    pub async fn ensure_indexes(&self) -> Result<(), EventError> {
+    pub(crate) async fn ensure_indexes(&self) -> Result<(), EventError> {
         self.events
             .create_indexes([
                 IndexModel::builder()
@@ -236,12 +239,12 @@ impl CatalogStore {
         Ok(())
     }
 
-    pub async fn session(&self) -> Result<ClientSession, EventError> {
+    async fn session(&self) -> Result<ClientSession, EventError> {
         Ok(self.database.client().start_session().await?)
     }
 
     /// Inserts an event with its first rewards and their audit records in one transaction.
-    pub async fn insert_event(
+    pub(crate) async fn insert_event(
         &self,
         event: &Event,
         rewards: &[Reward],
@@ -279,7 +282,7 @@ impl CatalogStore {
         Ok(())
     }
 
-    pub async fn find_event(&self, id: &str) -> Result<Option<Event>, EventError> {
+    pub(crate) async fn find_event(&self, id: &str) -> Result<Option<Event>, EventError> {
         self.events
             .find_one(doc! { "_id": id, "deleted_at": Bson::Null })
             .await?
@@ -287,7 +290,7 @@ impl CatalogStore {
             .transpose()
     }
 
-    pub async fn list_events(
+    pub(crate) async fn list_events(
         &self,
         query: &EventQuery,
         now: DateTime<Utc>,
@@ -323,15 +326,17 @@ impl CatalogStore {
 
     /// Replaces an event's fields with `updated` (whose version is one more than `expected`) if
     /// its version is still `expected`; writes `audit` in the same transaction.
-    pub async fn replace_event(
+    pub(crate) async fn replace_event(
         &self,
         expected_version: i64,
         updated: &Event,
         audit: &AuditEntry,
     ) -> Result<bool, EventError> {
         let doc = EventDoc::from_event(updated)?;
-        let mut set = bson::to_document(&doc)
-            .map_err(|e| EventError::Internal(format!("encode event: {e}")))?;
+        let mut set = bson::to_document(&doc).map_err(|source| EventError::Encode {
+            what: "event",
+            source: Box::new(source),
+        })?;
         set.remove("_id");
         set.remove("deleted_at");
         set.remove("created_at");
@@ -373,7 +378,11 @@ impl CatalogStore {
     }
 
     /// Soft-deletes an event and its rewards; false if it was not there.
-    pub async fn delete_event(&self, id: &str, audit: &AuditEntry) -> Result<bool, EventError> {
+    pub(crate) async fn delete_event(
+        &self,
+        id: &str,
+        audit: &AuditEntry,
+    ) -> Result<bool, EventError> {
         let now = to_bson_time(Utc::now());
         let mut session = self.session().await?;
         let deleted = session
@@ -408,7 +417,7 @@ impl CatalogStore {
     }
 
     /// Inserts a reward of an existing event; false if the event is gone.
-    pub async fn insert_reward(
+    pub(crate) async fn insert_reward(
         &self,
         reward: &Reward,
         audit: &AuditEntry,
@@ -444,7 +453,7 @@ impl CatalogStore {
         Ok(inserted)
     }
 
-    pub async fn list_rewards(&self, event_id: &str) -> Result<Vec<Reward>, EventError> {
+    pub(crate) async fn list_rewards(&self, event_id: &str) -> Result<Vec<Reward>, EventError> {
         let docs: Vec<RewardDoc> = self
             .rewards
             .find(doc! { "event_id": event_id, "deleted_at": Bson::Null })
@@ -455,30 +464,31 @@ impl CatalogStore {
         Ok(docs.into_iter().map(RewardDoc::into_reward).collect())
     }
 
-    pub async fn find_reward_doc(
+    /// A reward of `event_id`, unless deleted.
+    pub(crate) async fn find_reward(
         &self,
         event_id: &str,
         reward_id: &str,
-        session: Option<&mut ClientSession>,
-    ) -> Result<Option<RewardDoc>, EventError> {
-        let filter = doc! { "_id": reward_id, "event_id": event_id, "deleted_at": Bson::Null };
-        Ok(match session {
-            Some(session) => self.rewards.find_one(filter).session(session).await?,
-            None => self.rewards.find_one(filter).await?,
-        })
+    ) -> Result<Option<Reward>, EventError> {
+        Ok(self
+            .rewards
+            .find_one(doc! { "_id": reward_id, "event_id": event_id, "deleted_at": Bson::Null })
+            .await?
+            .map(RewardDoc::into_reward))
     }
 
-    /// Applies a reward change computed by `change` from the current document (inside one
-    /// transaction, so a concurrent claim cannot slip between the read and the write).
-    /// `change` returns the new document and its audit record, or a domain error.
-    pub async fn update_reward<F>(
+    /// Applies a reward change computed by `change` from the current reward and the units its
+    /// claims hold (inside one transaction, so a concurrent claim cannot slip between the read
+    /// and the write). `change` returns the changed reward and its audit record, or a domain
+    /// error; what the domain does not own (the units claimed, creation, deletion) is kept.
+    pub(crate) async fn update_reward<F>(
         &self,
         event_id: &str,
         reward_id: &str,
         change: F,
     ) -> Result<Reward, EventError>
     where
-        F: Fn(&RewardDoc) -> Result<(RewardDoc, AuditEntry), EventError> + Send + Sync,
+        F: Fn(&Reward, i64) -> Result<(Reward, AuditEntry), EventError> + Send + Sync,
     {
         let mut session = self.session().await?;
         session
@@ -493,9 +503,15 @@ impl CatalogStore {
                     else {
                         return Ok(Err(EventError::NotFound("reward")));
                     };
-                    let (updated, audit) = match change(&current) {
+                    let (changed, audit) = match change(&current.clone().into_reward(), current.claimed) {
                         Ok(changed) => changed,
                         Err(error) => return Ok(Err(error)),
+                    };
+                    let updated = RewardDoc {
+                        claimed: current.claimed,
+                        created_at: current.created_at,
+                        deleted_at: current.deleted_at,
+                        ..RewardDoc::from_reward(&changed)
                     };
                     store
                         .rewards
@@ -510,7 +526,7 @@ impl CatalogStore {
     }
 
     /// Soft-deletes a reward; false if it was not there.
-    pub async fn delete_reward(
+    pub(crate) async fn delete_reward(
         &self,
         event_id: &str,
         reward_id: &str,
@@ -542,7 +558,7 @@ impl CatalogStore {
     }
 
     /// Non-deleted events by their status at `now`.
-    pub async fn count_by_status(
+    pub(crate) async fn count_by_status(
         &self,
         now: DateTime<Utc>,
     ) -> Result<Vec<(EventStatus, i64)>, EventError> {
@@ -562,7 +578,7 @@ impl CatalogStore {
     }
 
     /// The current end of each of `ids` (deleted events included: their claims still expire).
-    pub async fn ends_of(
+    pub(crate) async fn ends_of(
         &self,
         ids: &[String],
     ) -> Result<std::collections::HashMap<String, DateTime<Utc>>, EventError> {
@@ -580,7 +596,7 @@ impl CatalogStore {
 
     /// Up to `limit` published, non-deleted events that reached `milestone` by `now` and whose
     /// audit record for it is not written yet.
-    pub async fn unrecorded(
+    pub(crate) async fn unrecorded(
         &self,
         milestone: Milestone,
         now: DateTime<Utc>,
@@ -605,7 +621,7 @@ impl CatalogStore {
 
     /// Marks `milestone` of `event_id` as recorded and writes `audit`, in one transaction; false
     /// when it was already recorded (by another runner).
-    pub async fn record_milestone(
+    pub(crate) async fn record_milestone(
         &self,
         event_id: &str,
         milestone: Milestone,

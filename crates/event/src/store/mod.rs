@@ -1,13 +1,19 @@
 //! Where the event service keeps its state in MongoDB: the catalog of events and rewards
 //! ([`catalog`]), player activity buckets ([`activity`]), claims and their stock ([`claims`]), the
-//! dashboard's rollups ([`tallies`]) and the audit trail.
+//! dashboard's rollups ([`tallies`]) and the audit trail. The stores take and return domain
+//! types; their documents stay in here.
 
-pub mod activity;
-pub mod catalog;
-pub mod claims;
-pub mod tallies;
+mod activity;
+mod catalog;
+mod claims;
+mod tallies;
 
-pub use activity::ActivityStore;
-pub use catalog::CatalogStore;
-pub use claims::ClaimStore;
-pub use tallies::TallyStore;
+pub(crate) use activity::{ActivityStore, Applied};
+pub(crate) use catalog::CatalogStore;
+pub use catalog::EventQuery;
+#[cfg(feature = "test-util")]
+pub(crate) use claims::delta_for_imported;
+pub(crate) use claims::{
+    ClaimStore, Decided, Decision, Placement, RecordedAnswer, RecordedRequest, SYSTEM_ACTOR,
+};
+pub(crate) use tallies::TallyStore;

@@ -52,7 +52,7 @@ impl EventTally {
 
 /// A change to the claim figures: what one transaction did, or the sum of several.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct TallyDelta {
+pub(crate) struct TallyDelta {
     status: HashMap<String, i64>,
     granted: HashMap<String, i64>,
     days: HashMap<NaiveDate, i64>,
@@ -69,12 +69,13 @@ fn number(value: Option<&Bson>) -> i64 {
 }
 
 impl TallyDelta {
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.status.values().all(|n| *n == 0) && self.days.is_empty() && self.events.is_empty()
     }
 
     /// A new claim: counted by day and event, under its status.
-    pub fn created(&mut self, claim: &Claim) {
+    pub(crate) fn created(&mut self, claim: &Claim) {
         *self
             .days
             .entry(claim.requested_at.date_naive())
@@ -86,7 +87,7 @@ impl TallyDelta {
     }
 
     /// A claim moved from `from` to its current status.
-    pub fn decided(&mut self, from: ClaimStatus, claim: &Claim) {
+    pub(crate) fn decided(&mut self, from: ClaimStatus, claim: &Claim) {
         self.count(claim, from, -1);
         self.count(claim, claim.status, 1);
     }
@@ -104,7 +105,7 @@ impl TallyDelta {
     }
 
     /// The delta as stored.
-    pub fn to_doc(&self) -> Document {
+    pub(crate) fn to_doc(&self) -> Document {
         let counts = |counts: &HashMap<String, i64>| -> Document {
             counts
                 .iter()
@@ -174,24 +175,24 @@ impl TallyDelta {
 
 /// The claim figures of the dashboard.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClaimFigures {
-    pub by_status: Vec<(ClaimStatus, i64)>,
+pub(crate) struct ClaimFigures {
+    pub(crate) by_status: Vec<(ClaimStatus, i64)>,
     /// Days from the asked-for first day on; days without claims are absent.
-    pub per_day: HashMap<NaiveDate, i64>,
-    pub granted_by_type: Vec<(RewardType, i64)>,
+    pub(crate) per_day: HashMap<NaiveDate, i64>,
+    pub(crate) granted_by_type: Vec<(RewardType, i64)>,
     /// Most claims first, ties by newest event (ids are time-ordered).
-    pub top_events: Vec<TopEvent>,
+    pub(crate) top_events: Vec<TopEvent>,
 }
 
 #[derive(Clone)]
-pub struct TallyStore {
+pub(crate) struct TallyStore {
     database: Database,
     deltas: Collection<Document>,
     tallies: Collection<Document>,
 }
 
 impl TallyStore {
-    pub fn new(database: Database) -> Self {
+    pub(crate) fn new(database: Database) -> Self {
         Self {
             deltas: database.collection(DELTAS),
             tallies: database.collection("claim_tallies"),
@@ -199,7 +200,7 @@ impl TallyStore {
         }
     }
 
-    pub async fn ensure_indexes(&self) -> Result<(), EventError> {
+    pub(crate) async fn ensure_indexes(&self) -> Result<(), EventError> {
         self.tallies
             .create_indexes([
                 // Top events, and days from a first day on.
@@ -216,7 +217,7 @@ impl TallyStore {
 
     /// Folds the deltas into the rollups, a page per transaction, until none is left; returns
     /// how many deltas were folded.
-    pub async fn fold(&self) -> Result<u32, EventError> {
+    pub(crate) async fn fold(&self) -> Result<u32, EventError> {
         let mut folded = 0;
         let mut raced = 0;
         loop {
@@ -330,7 +331,7 @@ impl TallyStore {
     /// The claim figures: the rollups plus the deltas not folded yet, read in one snapshot so a
     /// delta being folded meanwhile counts exactly once. `first_day` bounds the per-day counts;
     /// `top` is how many events to rank.
-    pub async fn figures(
+    pub(crate) async fn figures(
         &self,
         first_day: NaiveDate,
         top: usize,

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use erp_event::cache::CatalogCache;
-use erp_event::error::EventError;
-use erp_event::store::catalog::EventQuery;
+use erp_event::testing::{CatalogCache, EventError, EventQuery, Invalidation};
 use erp_platform::config::RedisConfig;
 use erp_platform::pagination::Page;
 use erp_platform::redis::RedisStore;
@@ -112,7 +110,7 @@ async fn an_evicted_event_is_loaded_again() {
     cache.event("e1", load).await.unwrap();
     cache.event("e1", load).await.unwrap();
     cache
-        .evict(&erp_event::cache::Invalidation::Event {
+        .evict(&Invalidation::Event {
             event_id: "e1".to_owned(),
         })
         .await;

@@ -29,19 +29,7 @@ async fn create_get_list_update_delete_an_event_with_rewards() {
     assert_eq!(rewards[1].remaining, None);
 
     let player = player("p1");
-    let fetched = service
-        .client()
-        .get_event(as_caller(
-            &player,
-            pb::GetEventRequest {
-                id: event.id.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .event
-        .unwrap();
+    let fetched = get_event(&service, &player, &event.id).await.unwrap();
     assert_eq!(fetched, event);
 
     let listed = service
@@ -90,37 +78,12 @@ async fn create_get_list_update_delete_an_event_with_rewards() {
     );
 
     // Only an admin deletes; afterwards every read is NOT_FOUND.
-    let refused = service
-        .client()
-        .delete_event(as_caller(
-            &operator(),
-            pb::DeleteEventRequest {
-                id: event.id.clone(),
-            },
-        ))
+    let refused = delete_event(&service, &operator(), &event.id)
         .await
         .unwrap_err();
     assert_eq!(code(&refused), "FORBIDDEN");
-    service
-        .client()
-        .delete_event(as_caller(
-            &admin(),
-            pb::DeleteEventRequest {
-                id: event.id.clone(),
-            },
-        ))
-        .await
-        .unwrap();
-    let gone = service
-        .client()
-        .get_event(as_caller(
-            &admin(),
-            pb::GetEventRequest {
-                id: event.id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
+    delete_event(&service, &admin(), &event.id).await.unwrap();
+    let gone = get_event(&service, &admin(), &event.id).await.unwrap_err();
     assert_eq!(code(&gone), "NOT_FOUND");
     let rewards_gone = service
         .client()
@@ -133,14 +96,7 @@ async fn create_get_list_update_delete_an_event_with_rewards() {
         .await
         .unwrap_err();
     assert_eq!(code(&rewards_gone), "NOT_FOUND");
-    let again = service
-        .client()
-        .delete_event(as_caller(
-            &admin(),
-            pb::DeleteEventRequest {
-                id: event.id.clone(),
-            },
-        ))
+    let again = delete_event(&service, &admin(), &event.id)
         .await
         .unwrap_err();
     assert_eq!(code(&again), "NOT_FOUND");
@@ -709,16 +665,7 @@ async fn every_change_is_audited() {
         ))
         .await
         .unwrap();
-    service
-        .client()
-        .delete_event(as_caller(
-            &admin(),
-            pb::DeleteEventRequest {
-                id: event.id.clone(),
-            },
-        ))
-        .await
-        .unwrap();
+    delete_event(&service, &admin(), &event.id).await.unwrap();
 
     let entries = service
         .client()

@@ -261,18 +261,7 @@ async fn claims_outside_an_active_published_event_are_refused() {
     draft.draft = true;
     let (draft, _) = service.create(draft).await;
     let (canceled, _) = service.create(active_event_request("canceled")).await;
-    service
-        .client()
-        .update_event(as_caller(
-            &operator(),
-            pb::UpdateEventRequest {
-                id: canceled.id.clone(),
-                state: Some(pb::PublicationState::Canceled as i32),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
+    cancel_event(&service, &canceled.id).await;
     let me = player("early");
     for event in [&scheduled, &ended, &draft, &canceled] {
         let refused = service.claim(&me, &event.id, None).await.unwrap_err();
@@ -281,16 +270,7 @@ async fn claims_outside_an_active_published_event_are_refused() {
     assert_eq!(service.audit("CLAIM_DENIED").await.len(), 4);
 
     let (deleted, _) = service.create(active_event_request("deleted")).await;
-    service
-        .client()
-        .delete_event(as_caller(
-            &admin(),
-            pb::DeleteEventRequest {
-                id: deleted.id.clone(),
-            },
-        ))
-        .await
-        .unwrap();
+    delete_event(&service, &admin(), &deleted.id).await.unwrap();
     for id in [deleted.id.as_str(), "no-such-event"] {
         let missing = service.claim(&me, id, None).await.unwrap_err();
         assert_eq!(code(&missing), "NOT_FOUND");

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use erp_event::jobs::Jobs;
-use erp_event::{App, Config};
+use erp_event::{App, Config, Jobs};
 pub use erp_platform::identity::Service;
 use erp_platform::identity::{
     Asserting, AssertionSigner, Caller, IdentityKeys, Role, on_behalf_of,
@@ -331,6 +330,35 @@ pub async fn get_event(
         .get_event(as_caller(who, pb::GetEventRequest { id: id.to_owned() }))
         .await
         .map(|r| r.into_inner().event.unwrap())
+}
+
+/// Deletes `id` as `who`.
+pub async fn delete_event(
+    service: &TestEvent,
+    who: &Caller,
+    id: &str,
+) -> Result<(), tonic::Status> {
+    service
+        .client()
+        .delete_event(as_caller(who, pb::DeleteEventRequest { id: id.to_owned() }))
+        .await
+        .map(|_| ())
+}
+
+/// Cancels `id` as an operator.
+pub async fn cancel_event(service: &TestEvent, id: &str) {
+    service
+        .client()
+        .update_event(as_caller(
+            &operator(),
+            pb::UpdateEventRequest {
+                id: id.to_owned(),
+                state: Some(pb::PublicationState::Canceled as i32),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
 }
 
 pub fn caller(id: &str, roles: &[Role]) -> Caller {

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::common::*;
-use crate::dashboard_delta::delta_for;
 use chrono::{DateTime, Duration, Utc};
+use erp_event::testing::dashboard_delta;
 use erp_proto::event::v1 as pb;
 use mongodb::bson::{Bson, Document, doc};
 
@@ -160,7 +160,10 @@ async fn figures_match_independent_counts() {
         ));
     }
     let deltas = database.collection::<Document>("claim_tally_deltas");
-    deltas.insert_one(delta_for(&old)).await.unwrap();
+    deltas
+        .insert_one(dashboard_delta(&old).unwrap())
+        .await
+        .unwrap();
     claims.insert_many(old).await.unwrap();
 
     // Nothing folded yet: every claim counts live.
@@ -191,7 +194,7 @@ async fn figures_match_independent_counts() {
         now - Duration::days(3),
     );
     deltas
-        .insert_one(delta_for(std::slice::from_ref(&late)))
+        .insert_one(dashboard_delta(std::slice::from_ref(&late)).unwrap())
         .await
         .unwrap();
     claims.insert_one(late).await.unwrap();

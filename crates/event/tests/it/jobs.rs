@@ -114,16 +114,7 @@ async fn event_starts_and_ends_are_recorded_once() {
     let (deleted, _) = service
         .create(event_request("deleted", -hour * 3, -hour))
         .await;
-    service
-        .client()
-        .delete_event(as_caller(
-            &admin(),
-            pb::DeleteEventRequest {
-                id: deleted.id.clone(),
-            },
-        ))
-        .await
-        .unwrap();
+    delete_event(&service, &admin(), &deleted.id).await.unwrap();
 
     let (first, second) = tokio::join!(service.jobs.run_once(), service.jobs.run_once());
     assert!(first.unwrap().ran && second.unwrap().ran);

@@ -12,6 +12,5 @@ mod claim_queue;
 mod claims;
 mod common;
 mod dashboard;
-mod dashboard_delta;
 mod decisions;
 mod jobs;

@@ -11,17 +11,18 @@
 use chrono::{Duration, Utc};
 use erp_platform::identity::Caller;
 
+use super::EventService;
+use crate::access::{STAFF, require};
 use crate::error::EventError;
 use crate::model::{Dashboard, DayCount};
-use crate::service::{EventService, STAFF, require};
 
 /// UTC days in `claims_per_day`, today included.
-pub const DASHBOARD_DAYS: i64 = 30;
+const DASHBOARD_DAYS: i64 = 30;
 /// Events in `top_events`.
-pub const TOP_EVENTS: usize = 10;
+const TOP_EVENTS: usize = 10;
 
 impl EventService {
-    pub async fn dashboard(&self, caller: Option<&Caller>) -> Result<Dashboard, EventError> {
+    pub(crate) async fn dashboard(&self, caller: Option<&Caller>) -> Result<Dashboard, EventError> {
         require(caller, STAFF)?;
         let now = Utc::now();
         let first_day = now.date_naive() - Duration::days(DASHBOARD_DAYS - 1);

@@ -1,0 +1,13 @@
+//! Conversions between the gRPC messages (`erp_proto::event::v1`) and the domain: `From` where
+//! a domain value becomes a message, `TryFrom` where a request becomes a domain value (unknown
+//! enum values and malformed conditions are validation errors naming the field), and small
+//! functions where the orphan rule or an extra argument (a field path, the clock) needs one.
+
+mod condition;
+mod enums;
+mod requests;
+mod responses;
+
+pub(crate) use enums::event_status_from_pb;
+pub(crate) use requests::{audit_filter, progress_items, reward_input_from_pb};
+pub(crate) use responses::{audit_to_pb, details_to_pb, event_to_pb};

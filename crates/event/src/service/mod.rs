@@ -1,0 +1,112 @@
+//! The event service's use cases, one area per file: [`events`], [`rewards`], [`activity`],
+//! [`claims`] and their [`decisions`], the [`audit`] trail, the [`dashboard`] and the events'
+//! [`lifecycle`] records. Transport
+//! calls in with domain values; the stores persist; access rules are in `crate::access`.
+
+mod activity;
+mod audit;
+mod claims;
+mod dashboard;
+mod decisions;
+mod events;
+mod lifecycle;
+mod rewards;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use erp_platform::identity::Caller;
+
+use crate::access::sees_drafts;
+use crate::cache::CatalogCache;
+use crate::claims::ClaimSettings;
+use crate::claims::batcher::ClaimBatcher;
+use crate::error::EventError;
+use crate::metrics::EventMetrics;
+use crate::model::{Event, Publication};
+use crate::store::{ActivityStore, CatalogStore, ClaimStore, TallyStore};
+
+pub(crate) struct EventService {
+    catalog: CatalogStore,
+    activity: ActivityStore,
+    claims: ClaimStore,
+    tallies: TallyStore,
+    batcher: Arc<ClaimBatcher>,
+    cache: CatalogCache,
+    metrics: EventMetrics,
+    /// How long after its event ends a pending claim waits before it expires.
+    pending_expiry: Duration,
+    denial_audit_window: Duration,
+}
+
+impl EventService {
+    pub(crate) fn new(
+        catalog: CatalogStore,
+        activity: ActivityStore,
+        claims: ClaimStore,
+        tallies: TallyStore,
+        cache: CatalogCache,
+        metrics: EventMetrics,
+        settings: ClaimSettings,
+    ) -> Self {
+        let batcher = Arc::new(ClaimBatcher::new(
+            claims.clone(),
+            cache.clone(),
+            metrics.clone(),
+            &settings,
+        ));
+        Self {
+            catalog,
+            activity,
+            claims,
+            tallies,
+            batcher,
+            cache,
+            metrics,
+            pending_expiry: settings.pending_expiry,
+            denial_audit_window: settings.denial_audit_window,
+        }
+    }
+
+    pub(crate) fn cache(&self) -> &CatalogCache {
+        &self.cache
+    }
+
+    pub(crate) fn tallies(&self) -> &TallyStore {
+        &self.tallies
+    }
+
+    pub(crate) fn metrics(&self) -> &EventMetrics {
+        &self.metrics
+    }
+
+    /// Counts a catalog change by operation and outcome.
+    fn observe<T>(&self, operation: &str, result: &Result<T, EventError>) {
+        let label = match result {
+            Ok(_) => "ok",
+            Err(error) => error.label(),
+        };
+        self.metrics
+            .catalog_operations
+            .with_label_values(&[operation, label])
+            .inc();
+    }
+
+    async fn load_event(&self, id: &str) -> Result<Option<Arc<Event>>, EventError> {
+        self.cache.event(id, || self.catalog.find_event(id)).await
+    }
+
+    /// The event if `caller` may see it.
+    async fn visible_event(
+        &self,
+        caller: Option<&Caller>,
+        id: &str,
+    ) -> Result<Arc<Event>, EventError> {
+        match self.load_event(id).await? {
+            Some(event) if event.publication != Publication::Draft || sees_drafts(caller) => {
+                Ok(event)
+            }
+            _ => Err(EventError::NotFound("event")),
+        }
+    }
+}
