@@ -1,5 +1,6 @@
 //! Test support for the platform's crates. Tests use the real stores started by
-//! `scripts/stores.sh` (the test command runs it), each test in a database of its own.
+//! `scripts/stores.sh` (the test command runs it), each test in databases and a Redis key prefix
+//! of its own ([`TestStores`], which drops them when the test ends).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,6 +8,8 @@ pub mod metrics;
 pub mod process;
 pub mod proxy;
 pub mod redis;
+pub mod stores;
+pub mod wait;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,6 +18,8 @@ pub use metrics::{sample, scrape};
 pub use process::{ServiceProcess, assert_refuses_bad_config, grpc_service_env, workspace_binary};
 pub use proxy::TcpProxy;
 pub use redis::PrivateRedis;
+pub use stores::TestStores;
+pub use wait::{eventually, eventually_every, fresh_minute_window, minute_left};
 
 /// The service-identity key every test instance signs and verifies caller assertions with.
 pub const IDENTITY_KEY: &[u8] = b"erp-test-identity-key-0123456789abcdef";

@@ -31,8 +31,9 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     path
 }
 
-/// A running service binary. Killed when dropped; [`ServiceProcess::terminate`] stops it the way
-/// Kubernetes does (SIGTERM) and returns its exit status.
+/// A running service binary. Killed when dropped (and waited for, briefly, so that it cannot write
+/// to the stores after a later cleanup, see [`crate::TestStores`]); [`ServiceProcess::terminate`]
+/// stops it the way Kubernetes does (SIGTERM) and returns its exit status.
 pub struct ServiceProcess {
     child: Child,
     name: String,
@@ -146,6 +147,23 @@ impl ServiceProcess {
                 self.name,
                 self.output()
             ),
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        // Already gone (killed, terminated or crashed): nothing to wait for.
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let _ = self.child.start_kill();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                _ => return,
+            }
         }
     }
 }
