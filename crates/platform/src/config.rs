@@ -4,7 +4,7 @@
 //! names the variable, the value and what was expected.
 
 use std::collections::HashMap;
-use std::fmt::Display;
+use std::fmt::{self, Display};
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
@@ -243,8 +243,8 @@ impl CommonConfig {
     }
 }
 
-/// Where a service finds MongoDB.
-#[derive(Debug, Clone)]
+/// Where a service finds MongoDB. Its `Debug` hides the password of the URI.
+#[derive(Clone)]
 pub struct MongoConfig {
     pub uri: String,
     pub database: String,
@@ -275,8 +275,9 @@ impl MongoConfig {
 }
 
 /// Where a service finds Redis, and the prefix of every key it writes (so several deployments or
-/// test runs can share one Redis without seeing each other's keys).
-#[derive(Debug, Clone)]
+/// test runs can share one Redis without seeing each other's keys). Its `Debug` hides the password
+/// of the URL.
+#[derive(Clone)]
 pub struct RedisConfig {
     pub url: String,
     pub key_prefix: String,
@@ -294,6 +295,49 @@ impl RedisConfig {
             key_prefix: env.string("ERP_REDIS_KEY_PREFIX", "erp:"),
         })
     }
+}
+
+impl fmt::Debug for MongoConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MongoConfig")
+            .field("uri", &redact_password(&self.uri))
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_password(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+/// `url` with the password of its user info replaced, so a configuration printed with `{:?}`
+/// (a start-up log, a panic message) does not carry store credentials.
+pub(crate) fn redact_password(url: &str) -> String {
+    const REDACTED: &str = "[REDACTED]";
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &url[authority_start..];
+    // The user info ends at the last `@` before the query: a password may hold `/` or `@`.
+    let head = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    let Some(at) = head.rfind('@') else {
+        return url.to_owned();
+    };
+    let Some(colon) = head[..at].find(':') else {
+        return url.to_owned();
+    };
+    format!(
+        "{}{}:{REDACTED}{}",
+        &url[..authority_start],
+        &head[..colon],
+        &rest[at..]
+    )
 }
 
 #[cfg(test)]
@@ -399,6 +443,43 @@ mod tests {
                 .unwrap_err()
                 .variable,
             "ERP_MONGODB_DATABASE"
+        );
+    }
+
+    #[test]
+    fn store_passwords_stay_out_of_debug_output() {
+        let env = Env::from_pairs([
+            (
+                "ERP_MONGODB_URI",
+                "mongodb://app:s3cret@db-0,db-1/?replicaSet=rs0",
+            ),
+            (
+                "ERP_REDIS_URL",
+                "rediss://default:s3cret@cache.example.com:6380/0",
+            ),
+        ]);
+        let mongo = format!("{:?}", MongoConfig::from_env(&env, "erp_auth").unwrap());
+        let redis = format!("{:?}", RedisConfig::from_env(&env).unwrap());
+        for printed in [&mongo, &redis] {
+            assert!(!printed.contains("s3cret"), "{printed}");
+            assert!(printed.contains("[REDACTED]"), "{printed}");
+        }
+        assert!(mongo.contains("mongodb://app:[REDACTED]@db-0,db-1/?replicaSet=rs0"));
+        assert!(redis.contains("cache.example.com:6380"), "{redis}");
+    }
+
+    #[test]
+    fn urls_without_a_password_print_as_they_are() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "mongodb://user@db/?authSource=admin",
+            "not a url",
+        ] {
+            assert_eq!(redact_password(url), url);
+        }
+        assert_eq!(
+            redact_password("redis://:p@ss/w@host:1/?q=a@b"),
+            "redis://:[REDACTED]@host:1/?q=a@b"
         );
     }
 }

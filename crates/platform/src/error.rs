@@ -3,8 +3,8 @@
 //! Each service keeps its own `thiserror` enum and converts it into an [`ApiError`]; an `ApiError`
 //! travels as a gRPC `Status` carrying a `google.rpc.ErrorInfo` (whose `reason` is the public error
 //! code), `google.rpc.BadRequest` field violations and `google.rpc.RetryInfo`. The gateway turns it
-//! back into an `ApiError` and renders problem+json. [`ERROR_TABLE`] is the one place where a code
-//! meets its gRPC code and HTTP status.
+//! back into an `ApiError` and renders problem+json. The `error_codes!` table is the one place
+//! where a code meets its gRPC code and HTTP status.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,223 +15,83 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// `ErrorInfo.domain` of every error this platform raises.
 pub const ERROR_DOMAIN: &str = "erp";
 
-/// The machine-readable reasons of the public API (API.md, "Fixed codes"), plus `INTERNAL`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    ValidationFailed,
-    Unauthenticated,
-    InvalidCredentials,
-    InvalidRefreshToken,
-    RefreshTokenReused,
-    Forbidden,
-    AccountDisabled,
-    NotFound,
-    MethodNotAllowed,
-    EmailTaken,
-    AlreadyClaimed,
-    OutOfStock,
-    InvalidState,
-    VersionMismatch,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    EventNotActive,
-    ConditionsNotMet,
-    RateLimited,
-    TooManyAttempts,
-    Unavailable,
-    Internal,
+/// Declares [`ErrorCode`] and its table in one place: each variant is written once, on the row
+/// that gives its wire name, gRPC code, HTTP status and problem+json title, so a new code cannot
+/// miss any of them (the accessors are exhaustive `match`es the macro writes).
+macro_rules! error_codes {
+    ($($code:ident => $name:literal, $grpc:ident, $status:literal, $title:literal;)+) => {
+        /// The machine-readable reasons of the public API (API.md, "Fixed codes"), plus `INTERNAL`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($code,)+
+        }
+
+        impl ErrorCode {
+            /// Every code, in table order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$code,)+];
+
+            /// The wire name: `ErrorInfo.reason` and the problem+json `code`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$code => $name,)+
+                }
+            }
+
+            /// The gRPC code this error travels as.
+            pub fn grpc_code(self) -> Code {
+                match self {
+                    $(ErrorCode::$code => Code::$grpc,)+
+                }
+            }
+
+            /// The HTTP status the gateway answers with.
+            pub fn http_status(self) -> u16 {
+                match self {
+                    $(ErrorCode::$code => $status,)+
+                }
+            }
+
+            /// The problem+json `title`.
+            pub fn title(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$code => $title,)+
+                }
+            }
+
+            /// The code of a wire name; `None` for a name this platform does not know.
+            pub fn parse(name: &str) -> Option<Self> {
+                match name {
+                    $($name => Some(ErrorCode::$code),)+
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-/// One row per code: the code, its wire name, the gRPC code it travels as, its HTTP status and the
-/// problem+json title.
-pub const ERROR_TABLE: &[(ErrorCode, &str, Code, u16, &str)] = &[
-    (
-        ErrorCode::ValidationFailed,
-        "VALIDATION_FAILED",
-        Code::InvalidArgument,
-        400,
-        "Validation failed",
-    ),
-    (
-        ErrorCode::Unauthenticated,
-        "UNAUTHENTICATED",
-        Code::Unauthenticated,
-        401,
-        "Unauthenticated",
-    ),
-    (
-        ErrorCode::InvalidCredentials,
-        "INVALID_CREDENTIALS",
-        Code::Unauthenticated,
-        401,
-        "Invalid credentials",
-    ),
-    (
-        ErrorCode::InvalidRefreshToken,
-        "INVALID_REFRESH_TOKEN",
-        Code::Unauthenticated,
-        401,
-        "Invalid refresh token",
-    ),
-    (
-        ErrorCode::RefreshTokenReused,
-        "REFRESH_TOKEN_REUSED",
-        Code::Unauthenticated,
-        401,
-        "Refresh token reused",
-    ),
-    (
-        ErrorCode::Forbidden,
-        "FORBIDDEN",
-        Code::PermissionDenied,
-        403,
-        "Forbidden",
-    ),
-    (
-        ErrorCode::AccountDisabled,
-        "ACCOUNT_DISABLED",
-        Code::PermissionDenied,
-        403,
-        "Account disabled",
-    ),
-    (
-        ErrorCode::NotFound,
-        "NOT_FOUND",
-        Code::NotFound,
-        404,
-        "Not found",
-    ),
-    (
-        ErrorCode::MethodNotAllowed,
-        "METHOD_NOT_ALLOWED",
-        Code::Unimplemented,
-        405,
-        "Method not allowed",
-    ),
-    (
-        ErrorCode::EmailTaken,
-        "EMAIL_TAKEN",
-        Code::AlreadyExists,
-        409,
-        "Email taken",
-    ),
-    (
-        ErrorCode::AlreadyClaimed,
-        "ALREADY_CLAIMED",
-        Code::AlreadyExists,
-        409,
-        "Already claimed",
-    ),
-    (
-        ErrorCode::OutOfStock,
-        "OUT_OF_STOCK",
-        Code::FailedPrecondition,
-        409,
-        "Out of stock",
-    ),
-    (
-        ErrorCode::InvalidState,
-        "INVALID_STATE",
-        Code::FailedPrecondition,
-        409,
-        "Invalid state",
-    ),
-    (
-        ErrorCode::VersionMismatch,
-        "VERSION_MISMATCH",
-        Code::Aborted,
-        412,
-        "Version mismatch",
-    ),
-    (
-        ErrorCode::PayloadTooLarge,
-        "PAYLOAD_TOO_LARGE",
-        Code::InvalidArgument,
-        413,
-        "Payload too large",
-    ),
-    (
-        ErrorCode::UnsupportedMediaType,
-        "UNSUPPORTED_MEDIA_TYPE",
-        Code::InvalidArgument,
-        415,
-        "Unsupported media type",
-    ),
-    (
-        ErrorCode::EventNotActive,
-        "EVENT_NOT_ACTIVE",
-        Code::FailedPrecondition,
-        422,
-        "Event not active",
-    ),
-    (
-        ErrorCode::ConditionsNotMet,
-        "CONDITIONS_NOT_MET",
-        Code::FailedPrecondition,
-        422,
-        "Conditions not met",
-    ),
-    (
-        ErrorCode::RateLimited,
-        "RATE_LIMITED",
-        Code::ResourceExhausted,
-        429,
-        "Rate limited",
-    ),
-    (
-        ErrorCode::TooManyAttempts,
-        "TOO_MANY_ATTEMPTS",
-        Code::ResourceExhausted,
-        429,
-        "Too many attempts",
-    ),
-    (
-        ErrorCode::Unavailable,
-        "UNAVAILABLE",
-        Code::Unavailable,
-        503,
-        "Service unavailable",
-    ),
-    (
-        ErrorCode::Internal,
-        "INTERNAL",
-        Code::Internal,
-        500,
-        "Internal error",
-    ),
-];
-
-impl ErrorCode {
-    fn row(self) -> &'static (ErrorCode, &'static str, Code, u16, &'static str) {
-        // Every variant has a row; the unit test `every_code_has_one_row` keeps it so.
-        ERROR_TABLE
-            .iter()
-            .find(|row| row.0 == self)
-            .unwrap_or(&ERROR_TABLE[ERROR_TABLE.len() - 1])
-    }
-
-    pub fn as_str(self) -> &'static str {
-        self.row().1
-    }
-
-    pub fn grpc_code(self) -> Code {
-        self.row().2
-    }
-
-    pub fn http_status(self) -> u16 {
-        self.row().3
-    }
-
-    pub fn title(self) -> &'static str {
-        self.row().4
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        ERROR_TABLE
-            .iter()
-            .find(|row| row.1 == name)
-            .map(|row| row.0)
-    }
+error_codes! {
+    ValidationFailed => "VALIDATION_FAILED", InvalidArgument, 400, "Validation failed";
+    Unauthenticated => "UNAUTHENTICATED", Unauthenticated, 401, "Unauthenticated";
+    InvalidCredentials => "INVALID_CREDENTIALS", Unauthenticated, 401, "Invalid credentials";
+    InvalidRefreshToken => "INVALID_REFRESH_TOKEN", Unauthenticated, 401, "Invalid refresh token";
+    RefreshTokenReused => "REFRESH_TOKEN_REUSED", Unauthenticated, 401, "Refresh token reused";
+    Forbidden => "FORBIDDEN", PermissionDenied, 403, "Forbidden";
+    AccountDisabled => "ACCOUNT_DISABLED", PermissionDenied, 403, "Account disabled";
+    NotFound => "NOT_FOUND", NotFound, 404, "Not found";
+    MethodNotAllowed => "METHOD_NOT_ALLOWED", Unimplemented, 405, "Method not allowed";
+    EmailTaken => "EMAIL_TAKEN", AlreadyExists, 409, "Email taken";
+    AlreadyClaimed => "ALREADY_CLAIMED", AlreadyExists, 409, "Already claimed";
+    OutOfStock => "OUT_OF_STOCK", FailedPrecondition, 409, "Out of stock";
+    InvalidState => "INVALID_STATE", FailedPrecondition, 409, "Invalid state";
+    VersionMismatch => "VERSION_MISMATCH", Aborted, 412, "Version mismatch";
+    PayloadTooLarge => "PAYLOAD_TOO_LARGE", InvalidArgument, 413, "Payload too large";
+    UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE", InvalidArgument, 415, "Unsupported media type";
+    EventNotActive => "EVENT_NOT_ACTIVE", FailedPrecondition, 422, "Event not active";
+    ConditionsNotMet => "CONDITIONS_NOT_MET", FailedPrecondition, 422, "Conditions not met";
+    RateLimited => "RATE_LIMITED", ResourceExhausted, 429, "Rate limited";
+    TooManyAttempts => "TOO_MANY_ATTEMPTS", ResourceExhausted, 429, "Too many attempts";
+    Unavailable => "UNAVAILABLE", Unavailable, 503, "Service unavailable";
+    Internal => "INTERNAL", Internal, 500, "Internal error";
 }
 
 /// The `Retry-After` of an `UNAVAILABLE` answer that names no other: a dependency that is down
@@ -406,38 +266,16 @@ impl From<ApiError> for tonic::Status {
 mod tests {
     use super::*;
 
-    const ALL: &[ErrorCode] = &[
-        ErrorCode::ValidationFailed,
-        ErrorCode::Unauthenticated,
-        ErrorCode::InvalidCredentials,
-        ErrorCode::InvalidRefreshToken,
-        ErrorCode::RefreshTokenReused,
-        ErrorCode::Forbidden,
-        ErrorCode::AccountDisabled,
-        ErrorCode::NotFound,
-        ErrorCode::MethodNotAllowed,
-        ErrorCode::EmailTaken,
-        ErrorCode::AlreadyClaimed,
-        ErrorCode::OutOfStock,
-        ErrorCode::InvalidState,
-        ErrorCode::VersionMismatch,
-        ErrorCode::PayloadTooLarge,
-        ErrorCode::UnsupportedMediaType,
-        ErrorCode::EventNotActive,
-        ErrorCode::ConditionsNotMet,
-        ErrorCode::RateLimited,
-        ErrorCode::TooManyAttempts,
-        ErrorCode::Unavailable,
-        ErrorCode::Internal,
-    ];
-
     #[test]
     fn every_code_has_one_row() {
-        assert_eq!(ALL.len(), ERROR_TABLE.len());
-        for code in ALL {
-            assert_eq!(ERROR_TABLE.iter().filter(|r| r.0 == *code).count(), 1);
+        let mut names: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len(), "wire names are unique");
+        for code in ErrorCode::ALL {
             assert_eq!(ErrorCode::parse(code.as_str()), Some(*code));
         }
+        assert_eq!(ErrorCode::parse("NO_SUCH_CODE"), None);
     }
 
     #[test]

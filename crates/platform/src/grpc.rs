@@ -33,13 +33,22 @@ pub struct GrpcConfig {
 /// peers, from `ERP_GRPC_TLS_CERT_FILE`, `ERP_GRPC_TLS_KEY_FILE` and `ERP_GRPC_TLS_CA_FILE`
 /// (PEM; a Kubernetes TLS Secret, e.g. issued by cert-manager). Servers then require a client
 /// certificate from that CA, and clients dial every peer over TLS whatever its URL's scheme.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GrpcTls {
     identity: Identity,
     ca: Certificate,
     /// `ERP_GRPC_TLS_SERVER_NAME`: the name peers' certificates are checked against; by default
     /// the host of the URL dialled (the Service's name when pods are discovered).
     pub server_name: Option<String>,
+}
+
+/// Shows the server name only: the identity holds the private key.
+impl std::fmt::Debug for GrpcTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GrpcTls {

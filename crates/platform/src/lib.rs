@@ -3,8 +3,10 @@
 //! the error kinds that travel between services.
 
 pub mod admin;
+#[cfg(feature = "mongo")]
 pub mod audit;
 pub mod client_address;
+#[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod config;
 pub mod error;
@@ -12,8 +14,10 @@ pub mod grpc;
 pub mod grpc_metrics;
 pub mod identity;
 pub mod metrics;
+#[cfg(feature = "mongo")]
 pub mod mongo;
 pub mod pagination;
+#[cfg(feature = "redis")]
 pub mod redis;
 pub mod runtime;
 pub mod shutdown;

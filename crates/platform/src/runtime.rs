@@ -205,6 +205,7 @@ where
 
 /// What a gRPC service backed by MongoDB and Redis needs to run: its two listeners (bound at
 /// build time so tests can ask for port 0 and read the real port), its stores and its registry.
+#[cfg(all(feature = "mongo", feature = "redis"))]
 pub struct GrpcServiceHost {
     common: CommonConfig,
     grpc_listener: TcpListener,
@@ -218,6 +219,7 @@ pub struct GrpcServiceHost {
     dependencies: Vec<std::sync::Arc<dyn crate::admin::ReadinessCheck>>,
 }
 
+#[cfg(all(feature = "mongo", feature = "redis"))]
 impl GrpcServiceHost {
     pub async fn start(
         common: &CommonConfig,

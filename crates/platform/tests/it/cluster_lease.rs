@@ -1,19 +1,15 @@
 //! Lease leader election against a scripted API server: every request is asserted, every answer
 //! canned.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod kube_mock;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::kube_mock::{self, ApiServer, eventually};
 use erp_platform::Shutdown;
 use erp_platform::cluster::{AlwaysLeader, LeaderElection, LeaseConfig, LeaseLeaderElector};
 use erp_platform::config::Env;
 use http::{Method, StatusCode};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube_mock::{ApiServer, eventually};
 use serde_json::{Value, json};
 
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/erp/leases";

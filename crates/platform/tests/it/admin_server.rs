@@ -2,8 +2,6 @@
 //! follow the stores (they are reported by `/healthz/dependencies` and `erp_dependency_up`), the
 //! start-up gate, and readiness dropping at shutdown.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use erp_platform::Shutdown;

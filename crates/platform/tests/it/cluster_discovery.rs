@@ -2,19 +2,15 @@
 //! are asserted request by request; the endpoint changes are asserted one by one; and a balanced
 //! channel is shown to follow them with two real gRPC servers.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod kube_mock;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::kube_mock::{self, ApiServer};
 use erp_platform::Shutdown;
 use erp_platform::cluster::discovery::{self, watch_endpoints};
 use erp_platform::grpc::GrpcConfig;
 use http::{Method, StatusCode};
-use kube_mock::ApiServer;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tonic::transport::Endpoint;

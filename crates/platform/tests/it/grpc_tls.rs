@@ -2,8 +2,6 @@
 //! certificate of the platform's CA and refuses plaintext clients, clients without a certificate
 //! and clients whose certificate another CA issued.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use erp_platform::grpc::{GrpcConfig, GrpcTls};

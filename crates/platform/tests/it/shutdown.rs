@@ -1,27 +1,40 @@
 //! Graceful shutdown of a served router: in-flight requests finish, new ones are refused, and the
 //! drain deadline cuts requests that take too long.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
 use erp_platform::{Shutdown, runtime};
+use tokio::sync::Notify;
 
-async fn serve_slow(
-    delay: Duration,
-    drain: Duration,
-) -> (
-    std::net::SocketAddr,
-    Shutdown,
-    tokio::task::JoinHandle<Result<(), runtime::BoxError>>,
-) {
+/// A server whose `/slow` takes `delay`; `arrived` is notified when a request is in its handler.
+struct SlowServer {
+    addr: std::net::SocketAddr,
+    shutdown: Shutdown,
+    arrived: Arc<Notify>,
+    task: tokio::task::JoinHandle<Result<(), runtime::BoxError>>,
+}
+
+/// Waits until a request is in flight (instead of sleeping and hoping it is).
+async fn in_handler(arrived: &Notify) {
+    tokio::time::timeout(Duration::from_secs(10), arrived.notified())
+        .await
+        .expect("the request reaches the handler");
+}
+
+async fn serve_slow(delay: Duration, drain: Duration) -> SlowServer {
+    let arrived = Arc::new(Notify::new());
     let router = Router::new().route(
         "/slow",
-        get(move || async move {
-            tokio::time::sleep(delay).await;
-            "done"
+        get({
+            let arrived = Arc::clone(&arrived);
+            move || async move {
+                arrived.notify_one();
+                tokio::time::sleep(delay).await;
+                "done"
+            }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -33,16 +46,25 @@ async fn serve_slow(
         shutdown.clone(),
         drain,
     ));
-    (addr, shutdown, server)
+    SlowServer {
+        addr,
+        shutdown,
+        arrived,
+        task: server,
+    }
 }
 
 #[tokio::test]
 async fn in_flight_request_finishes_after_shutdown_starts() {
-    let (addr, shutdown, server) =
-        serve_slow(Duration::from_millis(800), Duration::from_secs(10)).await;
+    let SlowServer {
+        addr,
+        shutdown,
+        arrived,
+        task: server,
+    } = serve_slow(Duration::from_millis(800), Duration::from_secs(10)).await;
     let in_flight =
         tokio::spawn(async move { reqwest::get(format!("http://{addr}/slow")).await.unwrap() });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    in_handler(&arrived).await;
     shutdown.trigger();
 
     let response = in_flight.await.unwrap();
@@ -71,18 +93,19 @@ fn drain_deadline_cuts_requests_that_take_too_long() {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let (addr, shutdown, server) =
-                serve_slow(Duration::from_secs(60), Duration::from_millis(500)).await;
-            addr_tx.send((addr, shutdown)).unwrap();
-            server.await.unwrap().unwrap();
+            let server = serve_slow(Duration::from_secs(60), Duration::from_millis(500)).await;
+            addr_tx
+                .send((server.addr, server.shutdown, server.arrived))
+                .unwrap();
+            server.task.await.unwrap().unwrap();
         });
     });
     let client_runtime = tokio::runtime::Runtime::new().unwrap();
     client_runtime.block_on(async move {
-        let (addr, shutdown) = addr_rx.recv().unwrap();
+        let (addr, shutdown, arrived) = addr_rx.recv().unwrap();
         let in_flight =
             tokio::spawn(async move { reqwest::get(format!("http://{addr}/slow")).await });
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        in_handler(&arrived).await;
         let started = Instant::now();
         shutdown.trigger();
         let joined = tokio::task::spawn_blocking(move || server_thread.join());

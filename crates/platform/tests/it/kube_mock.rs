@@ -2,8 +2,6 @@
 //! `src/fixtures.rs`): the client talks to a `tower-test` mock; the test takes each request,
 //! asserts what was asked and answers with canned JSON.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
