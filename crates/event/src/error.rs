@@ -90,13 +90,8 @@ impl EventError {
             EventError::EventNotActive => "event_not_active",
             EventError::ConditionsNotMet { .. } => "conditions_not_met",
             EventError::Overloaded { .. } => "unavailable",
-            EventError::Mongo(_)
-            | EventError::Redis(_)
-            | EventError::Encode { .. }
-            | EventError::Decode { .. }
-            | EventError::Corrupt(_)
-            | EventError::Shared(_)
-            | EventError::Internal(_) => "error",
+            // Server-side faults, classified exhaustively in `fault`.
+            _ => "error",
         }
     }
 
@@ -202,14 +197,8 @@ impl From<EventError> for ApiError {
                 "too many claims of this event are waiting; try again shortly",
             )
             .with_retry_after(retry_after),
-            // Server faults were answered above.
-            EventError::Mongo(_)
-            | EventError::Redis(_)
-            | EventError::Encode { .. }
-            | EventError::Decode { .. }
-            | EventError::Corrupt(_)
-            | EventError::Shared(_)
-            | EventError::Internal(_) => ApiError::internal(),
+            // Server-side faults, classified exhaustively in `fault`, were answered above.
+            _ => ApiError::internal(),
         }
     }
 }

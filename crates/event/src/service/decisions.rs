@@ -7,7 +7,6 @@ use erp_platform::identity::Caller;
 
 use super::EventService;
 use crate::access::{EDITORS, require};
-use crate::cache::Invalidation;
 use crate::claims::{EXPIRY_PAGE, MAX_REASON_CHARS};
 use crate::error::EventError;
 use crate::model::Claim;
@@ -88,11 +87,7 @@ impl EventService {
                 if matches!(decision, Decision::Approve { .. }) {
                     self.count_granted(&after);
                 }
-                self.cache
-                    .changed(Invalidation::Event {
-                        event_id: after.event_id.clone(),
-                    })
-                    .await;
+                self.changed(&after.event_id).await;
                 Ok(after)
             }
             None => match self.claims.find(id).await? {
@@ -103,11 +98,7 @@ impl EventService {
                         && claim.decided_by.as_deref() == Some(decision.decided_by())
                         && claim.status == decision.status() =>
                 {
-                    self.cache
-                        .changed(Invalidation::Event {
-                            event_id: claim.event_id.clone(),
-                        })
-                        .await;
+                    self.changed(&claim.event_id).await;
                     Ok(claim)
                 }
                 Some(_) => Err(EventError::InvalidState),

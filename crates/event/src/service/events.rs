@@ -10,7 +10,6 @@ use erp_platform::pagination::Page;
 
 use super::EventService;
 use crate::access::{ADMINS, EDITORS, require, sees_drafts};
-use crate::cache::Invalidation;
 use crate::error::EventError;
 use crate::model::{Event, EventPatch, EventStatus, NewEvent, Publication, Reward, RewardInput};
 use crate::paging::paging;
@@ -24,9 +23,8 @@ impl EventService {
         caller: Option<&Caller>,
         new: NewEvent,
     ) -> Result<(Event, Vec<Reward>), EventError> {
-        let result = self.create_event_inner(caller, new).await;
-        self.observe("create_event", &result);
-        result
+        self.observed("create_event", self.create_event_inner(caller, new))
+            .await
     }
 
     async fn create_event_inner(
@@ -84,11 +82,7 @@ impl EventService {
             )
         }));
         self.catalog.insert_event(&event, &rewards, &audit).await?;
-        self.cache
-            .changed(Invalidation::Event {
-                event_id: event.id.clone(),
-            })
-            .await;
+        self.changed(&event.id).await;
         Ok((event, rewards))
     }
 
@@ -136,9 +130,8 @@ impl EventService {
         id: &str,
         patch: EventPatch,
     ) -> Result<Event, EventError> {
-        let result = self.update_event_inner(caller, id, patch).await;
-        self.observe("update_event", &result);
-        result
+        self.observed("update_event", self.update_event_inner(caller, id, patch))
+            .await
     }
 
     async fn update_event_inner(
@@ -151,11 +144,7 @@ impl EventService {
         // Read, merge, then write guarded by the version read: a concurrent change makes the
         // write miss, and without If-Match we merge again on the newer version.
         for _ in 0..5 {
-            let current = self
-                .catalog
-                .find_event(id)
-                .await?
-                .ok_or(EventError::NotFound("event"))?;
+            let current = self.stored_event(id).await?;
             if let Some(expected) = patch.expected_version
                 && expected != current.version
             {
@@ -209,19 +198,11 @@ impl EventService {
                 .replace_event(current.version, &updated, &audit)
                 .await?
             {
-                self.cache
-                    .changed(Invalidation::Event {
-                        event_id: id.to_owned(),
-                    })
-                    .await;
+                self.changed(id).await;
                 return Ok(updated);
             }
             if patch.expected_version.is_some() {
-                let now = self
-                    .catalog
-                    .find_event(id)
-                    .await?
-                    .ok_or(EventError::NotFound("event"))?;
+                let now = self.stored_event(id).await?;
                 return Err(EventError::VersionMismatch {
                     current: now.version,
                 });
@@ -237,13 +218,9 @@ impl EventService {
         caller: Option<&Caller>,
         id: &str,
     ) -> Result<(), EventError> {
-        let result = async {
+        self.observed("delete_event", async {
             let caller = require(caller, ADMINS)?;
-            let current = self
-                .catalog
-                .find_event(id)
-                .await?
-                .ok_or(EventError::NotFound("event"))?;
+            let current = self.stored_event(id).await?;
             let audit = AuditEntry::new(
                 &caller.user_id,
                 "EVENT_DELETED",
@@ -255,16 +232,10 @@ impl EventService {
             if !self.catalog.delete_event(id, &audit).await? {
                 return Err(EventError::NotFound("event"));
             }
-            self.cache
-                .changed(Invalidation::Event {
-                    event_id: id.to_owned(),
-                })
-                .await;
+            self.changed(id).await;
             Ok(())
-        }
-        .await;
-        self.observe("delete_event", &result);
-        result
+        })
+        .await
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use erp_platform::identity::Caller;
 
 use crate::access::sees_drafts;
-use crate::cache::CatalogCache;
+use crate::cache::{CatalogCache, Invalidation};
 use crate::claims::ClaimSettings;
 use crate::claims::batcher::ClaimBatcher;
 use crate::error::EventError;
@@ -78,6 +78,34 @@ impl EventService {
 
     pub(crate) fn metrics(&self) -> &EventMetrics {
         &self.metrics
+    }
+
+    /// Runs a catalog change and counts it by operation and outcome.
+    async fn observed<T>(
+        &self,
+        operation: &str,
+        change: impl Future<Output = Result<T, EventError>>,
+    ) -> Result<T, EventError> {
+        let result = change.await;
+        self.observe(operation, &result);
+        result
+    }
+
+    /// Tells every replica's cache that `event_id` or its rewards changed.
+    async fn changed(&self, event_id: &str) {
+        self.cache
+            .changed(Invalidation::Event {
+                event_id: event_id.to_owned(),
+            })
+            .await;
+    }
+
+    /// The event as stored (not cached): a change starts from what is stored.
+    async fn stored_event(&self, id: &str) -> Result<Event, EventError> {
+        self.catalog
+            .find_event(id)
+            .await?
+            .ok_or(EventError::NotFound("event"))
     }
 
     /// Counts a catalog change by operation and outcome.

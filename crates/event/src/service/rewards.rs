@@ -10,7 +10,6 @@ use erp_platform::identity::Caller;
 use super::EventService;
 use super::events::new_reward;
 use crate::access::{ADMINS, EDITORS, require};
-use crate::cache::Invalidation;
 use crate::error::EventError;
 use crate::model::{Reward, RewardInput, RewardPatch};
 use crate::validate;
@@ -23,7 +22,7 @@ impl EventService {
         event_id: &str,
         input: RewardInput,
     ) -> Result<Reward, EventError> {
-        let result = async {
+        self.observed("create_reward", async {
             let caller = require(caller, EDITORS)?;
             validate::reward_input(&input)?;
             let reward = new_reward(event_id, input, Utc::now().trunc_subsecs(3));
@@ -38,16 +37,10 @@ impl EventService {
             if !self.catalog.insert_reward(&reward, &audit).await? {
                 return Err(EventError::NotFound("event"));
             }
-            self.cache
-                .changed(Invalidation::Event {
-                    event_id: event_id.to_owned(),
-                })
-                .await;
+            self.changed(event_id).await;
             Ok(reward)
-        }
-        .await;
-        self.observe("create_reward", &result);
-        result
+        })
+        .await
     }
 
     pub(crate) async fn list_rewards(
@@ -87,7 +80,7 @@ impl EventService {
         reward_id: &str,
         patch: RewardPatch,
     ) -> Result<Reward, EventError> {
-        let result = async {
+        self.observed("update_reward", async {
             let caller = require(caller, EDITORS)?;
             validate::reward_patch(&patch)?;
             self.catalog
@@ -136,16 +129,10 @@ impl EventService {
                     Ok((updated, audit))
                 })
                 .await?;
-            self.cache
-                .changed(Invalidation::Event {
-                    event_id: event_id.to_owned(),
-                })
-                .await;
+            self.changed(event_id).await;
             Ok(reward)
-        }
-        .await;
-        self.observe("update_reward", &result);
-        result
+        })
+        .await
     }
 
     pub(crate) async fn delete_reward(
@@ -154,7 +141,7 @@ impl EventService {
         event_id: &str,
         reward_id: &str,
     ) -> Result<(), EventError> {
-        let result = async {
+        self.observed("delete_reward", async {
             let caller = require(caller, ADMINS)?;
             self.catalog
                 .find_event(event_id)
@@ -180,15 +167,9 @@ impl EventService {
             {
                 return Err(EventError::NotFound("reward"));
             }
-            self.cache
-                .changed(Invalidation::Event {
-                    event_id: event_id.to_owned(),
-                })
-                .await;
+            self.changed(event_id).await;
             Ok(())
-        }
-        .await;
-        self.observe("delete_reward", &result);
-        result
+        })
+        .await
     }
 }

@@ -243,6 +243,38 @@ impl CatalogStore {
         Ok(self.database.client().start_session().await?)
     }
 
+    /// Updates the one document of `collection` that `filter` matches and records `audit`, in
+    /// one transaction; false (and nothing written) when none matches.
+    async fn update_audited<T: Send + Sync>(
+        &self,
+        collection: &Collection<T>,
+        filter: Document,
+        update: Document,
+        audit: &AuditEntry,
+    ) -> Result<bool, EventError> {
+        let mut session = self.session().await?;
+        let updated = session
+            .start_transaction()
+            .and_run(
+                (collection, &filter, &update, &self.audit, audit),
+                |session, (collection, filter, update, log, audit)| {
+                    Box::pin(async move {
+                        let result = collection
+                            .update_one((*filter).clone(), (*update).clone())
+                            .session(&mut *session)
+                            .await?;
+                        if result.matched_count == 0 {
+                            return Ok(false);
+                        }
+                        log.record(audit, session).await?;
+                        Ok(true)
+                    })
+                },
+            )
+            .await?;
+        Ok(updated)
+    }
+
     /// Inserts an event with its first rewards and their audit records in one transaction.
     pub(crate) async fn insert_event(
         &self,
@@ -353,28 +385,8 @@ impl CatalogStore {
         }
         let filter =
             doc! { "_id": &updated.id, "version": expected_version, "deleted_at": Bson::Null };
-        let mut session = self.session().await?;
-        let replaced = session
-            .start_transaction()
-            .and_run(
-                (self, &filter, &update, audit),
-                |session, (store, filter, update, audit)| {
-                    Box::pin(async move {
-                        let result = store
-                            .events
-                            .update_one((*filter).clone(), (*update).clone())
-                            .session(&mut *session)
-                            .await?;
-                        if result.matched_count == 0 {
-                            return Ok(false);
-                        }
-                        store.audit.record(audit, session).await?;
-                        Ok(true)
-                    })
-                },
-            )
-            .await?;
-        Ok(replaced)
+        self.update_audited(&self.events, filter, update, audit)
+            .await
     }
 
     /// Soft-deletes an event and its rewards; false if it was not there.
@@ -533,28 +545,13 @@ impl CatalogStore {
         audit: &AuditEntry,
     ) -> Result<bool, EventError> {
         let now = to_bson_time(Utc::now());
-        let mut session = self.session().await?;
-        let deleted = session
-            .start_transaction()
-            .and_run((self, audit), |session, (store, audit)| {
-                Box::pin(async move {
-                    let result = store
-                        .rewards
-                        .update_one(
-                            doc! { "_id": reward_id, "event_id": event_id, "deleted_at": Bson::Null },
-                            doc! { "$set": { "deleted_at": now, "updated_at": now } },
-                        )
-                        .session(&mut *session)
-                        .await?;
-                    if result.matched_count == 0 {
-                        return Ok(false);
-                    }
-                    store.audit.record(audit, session).await?;
-                    Ok(true)
-                })
-            })
-            .await?;
-        Ok(deleted)
+        self.update_audited(
+            &self.rewards,
+            doc! { "_id": reward_id, "event_id": event_id, "deleted_at": Bson::Null },
+            doc! { "$set": { "deleted_at": now, "updated_at": now } },
+            audit,
+        )
+        .await
     }
 
     /// Non-deleted events by their status at `now`.
@@ -629,27 +626,12 @@ impl CatalogStore {
     ) -> Result<bool, EventError> {
         let (marker, _) = milestone_fields(milestone);
         let at = to_bson_time(audit.at);
-        let mut session = self.session().await?;
-        let recorded = session
-            .start_transaction()
-            .and_run((self, audit), |session, (store, audit)| {
-                Box::pin(async move {
-                    let marked = store
-                        .events
-                        .update_one(
-                            doc! { "_id": event_id, marker: Bson::Null },
-                            doc! { "$set": { marker: at } },
-                        )
-                        .session(&mut *session)
-                        .await?;
-                    if marked.matched_count == 0 {
-                        return Ok(false);
-                    }
-                    store.audit.record(audit, session).await?;
-                    Ok(true)
-                })
-            })
-            .await?;
-        Ok(recorded)
+        self.update_audited(
+            &self.events,
+            doc! { "_id": event_id, marker: Bson::Null },
+            doc! { "$set": { marker: at } },
+            audit,
+        )
+        .await
     }
 }

@@ -23,13 +23,19 @@ fn item(
     }
 }
 
-async fn report(service: &TestEvent, items: Vec<pb::ProgressItem>) -> pb::ReportProgressResponse {
+async fn try_report(
+    service: &TestEvent,
+    items: Vec<pb::ProgressItem>,
+) -> Result<pb::ReportProgressResponse, tonic::Status> {
     service
         .client()
         .report_progress(as_caller(&operator(), pb::ReportProgressRequest { items }))
         .await
-        .unwrap()
-        .into_inner()
+        .map(tonic::Response::into_inner)
+}
+
+async fn report(service: &TestEvent, items: Vec<pb::ProgressItem>) -> pb::ReportProgressResponse {
+    try_report(service, items).await.unwrap()
 }
 
 async fn progress(service: &TestEvent, event_id: &str, user: &str) -> pb::GetProgressResponse {
@@ -224,44 +230,24 @@ async fn concurrent_increments_sum_exactly() {
         leaf("keyed_clicks", pb::ComparisonOp::Eq, 100),
     ]));
     let (event, _) = service.create(request).await;
-    let unkeyed = (0..100).map(|_| {
+    // One click of `metric` by the racer, as its own call.
+    let click = |metric: &'static str, key: Option<String>| {
         let mut client = service.client();
         async move {
+            let items = vec![item(
+                "racer",
+                metric,
+                1,
+                pb::ProgressMode::Increment,
+                key.as_deref(),
+            )];
             client
-                .report_progress(as_caller(
-                    &operator(),
-                    pb::ReportProgressRequest {
-                        items: vec![item(
-                            "racer",
-                            "clicks",
-                            1,
-                            pb::ProgressMode::Increment,
-                            None,
-                        )],
-                    },
-                ))
+                .report_progress(as_caller(&operator(), pb::ReportProgressRequest { items }))
                 .await
         }
-    });
-    let keyed = (0..100).map(|i| {
-        let mut client = service.client();
-        async move {
-            client
-                .report_progress(as_caller(
-                    &operator(),
-                    pb::ReportProgressRequest {
-                        items: vec![item(
-                            "racer",
-                            "keyed_clicks",
-                            1,
-                            pb::ProgressMode::Increment,
-                            Some(&format!("click-{i}")),
-                        )],
-                    },
-                ))
-                .await
-        }
-    });
+    };
+    let unkeyed = (0..100).map(|_| click("clicks", None));
+    let keyed = (0..100).map(|i| click("keyed_clicks", Some(format!("click-{i}"))));
     let (unkeyed, keyed) = tokio::join!(
         futures::future::join_all(unkeyed),
         futures::future::join_all(keyed)
@@ -283,35 +269,27 @@ async fn concurrent_increments_sum_exactly() {
 #[tokio::test]
 async fn progress_reports_are_validated() {
     let service = TestEvent::start().await;
-    let error = service
-        .client()
-        .report_progress(as_caller(
-            &operator(),
-            pb::ReportProgressRequest {
-                items: vec![
-                    item("", "kills", 1, pb::ProgressMode::Increment, None),
-                    item("u", "login_days", 1, pb::ProgressMode::Increment, None),
-                    item("u", "kills", 1, pb::ProgressMode::Unspecified, None),
-                ],
-            },
-        ))
-        .await
-        .unwrap_err();
+    let error = try_report(
+        &service,
+        vec![
+            item("", "kills", 1, pb::ProgressMode::Increment, None),
+            item("u", "login_days", 1, pb::ProgressMode::Increment, None),
+            item("u", "kills", 1, pb::ProgressMode::Unspecified, None),
+        ],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(fields(&error), ["items[2].mode"]);
-    let error = service
-        .client()
-        .report_progress(as_caller(
-            &operator(),
-            pb::ReportProgressRequest {
-                items: vec![
-                    item("", "kills", 1, pb::ProgressMode::Increment, None),
-                    item("u", "login_days", 1, pb::ProgressMode::Increment, None),
-                    item("u", "kills", -4, pb::ProgressMode::Increment, Some("")),
-                ],
-            },
-        ))
-        .await
-        .unwrap_err();
+    let error = try_report(
+        &service,
+        vec![
+            item("", "kills", 1, pb::ProgressMode::Increment, None),
+            item("u", "login_days", 1, pb::ProgressMode::Increment, None),
+            item("u", "kills", -4, pb::ProgressMode::Increment, Some("")),
+        ],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         fields(&error),
         [

@@ -46,24 +46,20 @@ async fn create_get_list_update_delete_an_event_with_rewards() {
         .items;
     assert_eq!(listed, rewards);
 
-    let updated = service
-        .client()
-        .update_event(as_caller(
-            &operator(),
-            pb::UpdateEventRequest {
-                id: event.id.clone(),
-                title: Some("Winter festival II".into()),
-                description: Some(String::new()),
-                condition: Some(pb::ConditionUpdate { condition: None }),
-                expected_version: Some(1),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .event
-        .unwrap();
+    let updated = update_event(
+        &service,
+        &operator(),
+        pb::UpdateEventRequest {
+            id: event.id.clone(),
+            title: Some("Winter festival II".into()),
+            description: Some(String::new()),
+            condition: Some(pb::ConditionUpdate { condition: None }),
+            expected_version: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(updated.title, "Winter festival II");
     assert_eq!(updated.version, 2);
     assert_eq!(updated.description, None, "an empty description clears it");
@@ -232,34 +228,29 @@ async fn status_follows_time_publication_and_filters_lists() {
     )
     .await;
 
-    let canceled = service
-        .client()
-        .update_event(as_caller(
-            &operator(),
-            pb::UpdateEventRequest {
-                id: now.id.clone(),
-                state: Some(pb::PublicationState::Canceled as i32),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .event
-        .unwrap();
+    let canceled = update_event(
+        &service,
+        &operator(),
+        pb::UpdateEventRequest {
+            id: now.id.clone(),
+            state: Some(pb::PublicationState::Canceled as i32),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(canceled.status, pb::EventStatus::Canceled as i32);
-    let republish = service
-        .client()
-        .update_event(as_caller(
-            &operator(),
-            pb::UpdateEventRequest {
-                id: now.id.clone(),
-                state: Some(pb::PublicationState::Published as i32),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap_err();
+    let republish = update_event(
+        &service,
+        &operator(),
+        pb::UpdateEventRequest {
+            id: now.id.clone(),
+            state: Some(pb::PublicationState::Published as i32),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(fields(&republish), ["state"]);
 
     let list = |status: pb::EventStatus| {
@@ -439,30 +430,28 @@ async fn stale_versions_are_refused() {
             .version,
         3
     );
-    let window = service
-        .client()
-        .update_event(as_caller(
-            &operator(),
-            pb::UpdateEventRequest {
-                id: event.id.clone(),
-                ends_at: ts(Utc::now() - chrono::Duration::days(30)),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap_err();
+    let window = update_event(
+        &service,
+        &operator(),
+        pb::UpdateEventRequest {
+            id: event.id.clone(),
+            ends_at: ts(Utc::now() - chrono::Duration::days(30)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(fields(&window), ["endsAt"]);
-    let missing = service
-        .client()
-        .update_event(as_caller(
-            &operator(),
-            pb::UpdateEventRequest {
-                id: "nope".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap_err();
+    let missing = update_event(
+        &service,
+        &operator(),
+        pb::UpdateEventRequest {
+            id: "nope".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(code(&missing), "NOT_FOUND");
 }
 
@@ -629,18 +618,7 @@ async fn every_change_is_audited() {
     let mut request = active_event_request("audited");
     request.rewards = vec![reward("Gold", Some(1))];
     let (event, rewards) = service.create(request).await;
-    service
-        .client()
-        .update_event(as_caller(
-            &operator(),
-            pb::UpdateEventRequest {
-                id: event.id.clone(),
-                title: Some("renamed".into()),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
+    rename_event(&service, &event.id, "renamed").await;
     service
         .client()
         .update_reward(as_caller(
@@ -745,18 +723,7 @@ async fn a_write_on_one_instance_is_seen_by_another_at_once() {
     // Warm the second instance's cache, then change the event through the first.
     assert_eq!(read(&second).await.title, "cached");
     assert_eq!(read(&second).await.title, "cached");
-    first
-        .client()
-        .update_event(as_caller(
-            &operator(),
-            pb::UpdateEventRequest {
-                id: event.id.clone(),
-                title: Some("fresh".into()),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
+    rename_event(&first, &event.id, "fresh").await;
     eventually(
         Duration::from_millis(500),
         "the other instance serves the new version",

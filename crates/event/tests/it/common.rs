@@ -345,6 +345,70 @@ pub async fn delete_event(
         .map(|_| ())
 }
 
+/// Approves claim `id` as `who`.
+pub async fn approve(
+    service: &TestEvent,
+    who: &Caller,
+    id: &str,
+) -> Result<pb::Claim, tonic::Status> {
+    service
+        .client()
+        .approve_claim(as_caller(
+            who,
+            pb::ApproveClaimRequest { id: id.to_owned() },
+        ))
+        .await
+        .map(|r| r.into_inner().claim.unwrap())
+}
+
+/// Rejects claim `id` as `who` with `reason`.
+pub async fn reject(
+    service: &TestEvent,
+    who: &Caller,
+    id: &str,
+    reason: &str,
+) -> Result<pb::Claim, tonic::Status> {
+    service
+        .client()
+        .reject_claim(as_caller(
+            who,
+            pb::RejectClaimRequest {
+                id: id.to_owned(),
+                reason: reason.to_owned(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner().claim.unwrap())
+}
+
+/// Changes an event with `request` as `who`.
+pub async fn update_event(
+    service: &TestEvent,
+    who: &Caller,
+    request: pb::UpdateEventRequest,
+) -> Result<pb::Event, tonic::Status> {
+    service
+        .client()
+        .update_event(as_caller(who, request))
+        .await
+        .map(|r| r.into_inner().event.unwrap())
+}
+
+/// Renames `id` as an operator.
+pub async fn rename_event(service: &TestEvent, id: &str, title: &str) -> pb::Event {
+    update_event(
+        service,
+        &operator(),
+        pb::UpdateEventRequest {
+            id: id.to_owned(),
+            title: Some(title.to_owned()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// Cancels `id` as an operator.
 pub async fn cancel_event(service: &TestEvent, id: &str) {
     service

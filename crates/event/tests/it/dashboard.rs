@@ -109,23 +109,10 @@ async fn figures_match_independent_counts() {
         pending.push(service.claimed(&player(&format!("m{i}")), &review.id).await);
     }
     service.claimed(&player("d0"), &deleted.id).await;
-    client
-        .approve_claim(as_caller(
-            &operator(),
-            pb::ApproveClaimRequest {
-                id: pending[0].id.clone(),
-            },
-        ))
+    approve(&service, &operator(), &pending[0].id)
         .await
         .unwrap();
-    client
-        .reject_claim(as_caller(
-            &operator(),
-            pb::RejectClaimRequest {
-                id: pending[1].id.clone(),
-                reason: "no".into(),
-            },
-        ))
+    reject(&service, &operator(), &pending[1].id, "no")
         .await
         .unwrap();
     client
@@ -173,13 +160,7 @@ async fn figures_match_independent_counts() {
     assert!(report.tally_deltas_folded > 0, "{report:?}");
     check(&service, &[&auto.id, &deleted.id]).await;
     // Some claims change or arrive after the fold: rollups and live changes together.
-    client
-        .approve_claim(as_caller(
-            &operator(),
-            pb::ApproveClaimRequest {
-                id: pending[2].id.clone(),
-            },
-        ))
+    approve(&service, &operator(), &pending[2].id)
         .await
         .unwrap();
     for i in 4..7 {

@@ -6,40 +6,6 @@ use crate::common::*;
 use erp_proto::event::v1 as pb;
 use futures::future::join_all;
 
-async fn approve(
-    service: &TestEvent,
-    who: &erp_platform::identity::Caller,
-    id: &str,
-) -> Result<pb::Claim, tonic::Status> {
-    service
-        .client()
-        .approve_claim(as_caller(
-            who,
-            pb::ApproveClaimRequest { id: id.to_owned() },
-        ))
-        .await
-        .map(|r| r.into_inner().claim.unwrap())
-}
-
-async fn reject(
-    service: &TestEvent,
-    who: &erp_platform::identity::Caller,
-    id: &str,
-    reason: &str,
-) -> Result<pb::Claim, tonic::Status> {
-    service
-        .client()
-        .reject_claim(as_caller(
-            who,
-            pb::RejectClaimRequest {
-                id: id.to_owned(),
-                reason: reason.to_owned(),
-            },
-        ))
-        .await
-        .map(|r| r.into_inner().claim.unwrap())
-}
-
 #[tokio::test]
 async fn pending_claims_hold_stock_until_decided() {
     let service = TestEvent::start().await;

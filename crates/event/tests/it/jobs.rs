@@ -38,19 +38,18 @@ async fn pending_claims_expire_once_after_their_event_ends() {
 
     // The event ends (its current end counts, not the claim's snapshot).
     let now = Utc::now();
-    service
-        .client()
-        .update_event(as_caller(
-            &operator(),
-            pb::UpdateEventRequest {
-                id: event.id.clone(),
-                starts_at: ts(now - Duration::hours(2)),
-                ends_at: ts(now - Duration::seconds(1)),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
+    update_event(
+        &service,
+        &operator(),
+        pb::UpdateEventRequest {
+            id: event.id.clone(),
+            starts_at: ts(now - Duration::hours(2)),
+            ends_at: ts(now - Duration::seconds(1)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     // A day's grace is not over yet.
     patient.jobs.run_once().await.unwrap();
     assert_eq!(
@@ -86,16 +85,7 @@ async fn pending_claims_expire_once_after_their_event_ends() {
     assert_eq!(audit[0].actor_id, "system");
     assert_eq!(audit[0].entity_id, claim.id);
     // Expired is final.
-    let late = service
-        .client()
-        .approve_claim(as_caller(
-            &operator(),
-            pb::ApproveClaimRequest {
-                id: claim.id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let late = approve(&service, &operator(), &claim.id).await.unwrap_err();
     assert_eq!(code(&late), "INVALID_STATE");
 }
 

@@ -1,6 +1,7 @@
 //! Deciding a pending claim (approve, reject, expire): once, with the stock it gives back, its
 //! audit record and dashboard delta, in one transaction.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::{DateTime, Utc};
@@ -134,7 +135,10 @@ impl ClaimStore {
                         doc! { "$unset": { "decision_lock": "", "decision_lock_at": "" } },
                     )
                     .await;
-                return Err(error.into());
+                return Err(match error.get_custom::<Arc<EventError>>() {
+                    Some(domain) => EventError::Shared(Arc::clone(domain)),
+                    None => error.into(),
+                });
             }
         };
         let retries = attempts.load(Ordering::Relaxed).saturating_sub(1);
@@ -215,8 +219,9 @@ impl ClaimStore {
         let (before_claim, after_claim) =
             match (before.clone().into_claim(), after.clone().into_claim()) {
                 (Ok(b), Ok(a)) => (b, a),
+                // Aborts the transaction; `decide` answers the domain error itself.
                 (Err(error), _) | (_, Err(error)) => {
-                    return Err(mongodb::error::Error::custom(error.to_string()));
+                    return Err(mongodb::error::Error::custom(Arc::new(error)));
                 }
             };
         let mut delta = TallyDelta::default();
