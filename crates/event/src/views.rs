@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::conditions::{Evaluation, LeafResult, json as condition_json};
-use crate::error::EventError;
 use crate::model::{Claim, Event, Reward};
 
 /// A view as JSON. Views have string keys and plain values only, so this cannot fail.
@@ -97,11 +96,8 @@ impl EvaluationView {
         json(self).to_string()
     }
 
-    pub(crate) fn from_json_text(text: &str) -> Result<Self, EventError> {
-        serde_json::from_str(text).map_err(|source| EventError::Decode {
-            what: "a recorded evaluation",
-            source,
-        })
+    pub(crate) fn from_json_text(text: &str) -> serde_json::Result<Self> {
+        serde_json::from_str(text)
     }
 }
 
@@ -184,44 +180,20 @@ impl<'a> From<&'a Claim> for ClaimView<'a> {
     }
 }
 
-/// The `after` of a CLAIM_DENIED record: who, which event, why, and the refusal's one fact.
+/// The `after` of a CLAIM_DENIED record: who, which event, why, and the refusal's one fact
+/// (the evaluation, the reward out of stock or the claim already made), absent otherwise.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct DenialView<'a> {
-    event_id: &'a str,
-    user_id: &'a str,
-    reason: &'a str,
+    pub(crate) event_id: &'a str,
+    pub(crate) user_id: &'a str,
+    pub(crate) reason: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    evaluation: Option<&'a EvaluationView>,
+    pub(crate) evaluation: Option<&'a EvaluationView>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reward_id: Option<&'a str>,
+    pub(crate) reward_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    claim_id: Option<&'a str>,
-}
-
-impl<'a> DenialView<'a> {
-    pub(crate) fn new(
-        event_id: &'a str,
-        user_id: &'a str,
-        reason: &'a str,
-        error: &'a EventError,
-    ) -> Self {
-        let mut view = Self {
-            event_id,
-            user_id,
-            reason,
-            evaluation: None,
-            reward_id: None,
-            claim_id: None,
-        };
-        match error {
-            EventError::ConditionsNotMet { evaluation } => view.evaluation = Some(evaluation),
-            EventError::OutOfStock { reward_id } => view.reward_id = Some(reward_id),
-            EventError::AlreadyClaimed { claim_id } => view.claim_id = Some(claim_id),
-            _ => {}
-        }
-        view
-    }
+    pub(crate) claim_id: Option<&'a str>,
 }
 
 #[cfg(test)]
@@ -363,18 +335,30 @@ mod tests {
             })
             .to_string()
         );
-        let refused = EventError::ConditionsNotMet { evaluation: view };
+        let denial = |reason| DenialView {
+            event_id: "e1",
+            user_id: "u1",
+            reason,
+            evaluation: None,
+            reward_id: None,
+            claim_id: None,
+        };
         let mut expected = json!({"eventId": "e1", "userId": "u1", "reason": "CONDITIONS_NOT_MET"});
         expected["evaluation"] = evaluation_json;
         assert_eq!(
-            json(&DenialView::new("e1", "u1", "CONDITIONS_NOT_MET", &refused)).to_string(),
+            json(&DenialView {
+                evaluation: Some(&view),
+                ..denial("CONDITIONS_NOT_MET")
+            })
+            .to_string(),
             expected.to_string()
         );
-        let taken = EventError::AlreadyClaimed {
-            claim_id: "c1".into(),
-        };
         assert_eq!(
-            json(&DenialView::new("e1", "u1", "ALREADY_CLAIMED", &taken)).to_string(),
+            json(&DenialView {
+                claim_id: Some("c1"),
+                ..denial("ALREADY_CLAIMED")
+            })
+            .to_string(),
             json!({"eventId": "e1", "userId": "u1", "reason": "ALREADY_CLAIMED", "claimId": "c1"})
                 .to_string()
         );

@@ -237,7 +237,7 @@ impl EventService {
                 "event",
                 event_id,
                 None,
-                Some(json(&DenialView::new(event_id, user_id, reason, &error))),
+                Some(json(&denial_view(event_id, user_id, reason, &error))),
             );
             let fold_key = format!("CLAIM_DENIED\u{0}{event_id}\u{0}{user_id}\u{0}{reason}");
             self.catalog
@@ -311,4 +311,28 @@ impl EventService {
         }
         self.claims.list(&filter, limit, cursor.as_ref()).await
     }
+}
+
+/// The `after` of a CLAIM_DENIED record for `error`.
+fn denial_view<'a>(
+    event_id: &'a str,
+    user_id: &'a str,
+    reason: &'a str,
+    error: &'a EventError,
+) -> DenialView<'a> {
+    let mut view = DenialView {
+        event_id,
+        user_id,
+        reason,
+        evaluation: None,
+        reward_id: None,
+        claim_id: None,
+    };
+    match error {
+        EventError::ConditionsNotMet { evaluation } => view.evaluation = Some(evaluation),
+        EventError::OutOfStock { reward_id } => view.reward_id = Some(reward_id),
+        EventError::AlreadyClaimed { claim_id } => view.claim_id = Some(claim_id),
+        _ => {}
+    }
+    view
 }

@@ -14,3 +14,4 @@ mod common;
 mod dashboard;
 mod decisions;
 mod jobs;
+mod scratch;

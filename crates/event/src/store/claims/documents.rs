@@ -202,7 +202,12 @@ impl RefusalDoc {
             Self::NotFound => EventError::NotFound("event"),
             Self::EventNotActive => EventError::EventNotActive,
             Self::ConditionsNotMet { evaluation } => EventError::ConditionsNotMet {
-                evaluation: EvaluationView::from_json_text(&evaluation)?,
+                evaluation: EvaluationView::from_json_text(&evaluation).map_err(|source| {
+                    EventError::Decode {
+                        what: "a recorded evaluation",
+                        source,
+                    }
+                })?,
             },
             Self::OutOfStock { reward_id } => EventError::OutOfStock { reward_id },
             Self::AlreadyClaimed { claim_id } => EventError::AlreadyClaimed { claim_id },
