@@ -13,11 +13,11 @@ use erp_proto::limits::{MAX_CONDITION_DEPTH, MAX_CONDITION_LEAVES};
 use serde::{Deserialize, Serialize};
 
 /// Distinct UTC days with a login in the window.
-pub const LOGIN_DAYS: &str = "login_days";
+pub(crate) const LOGIN_DAYS: &str = "login_days";
 /// Longest run of consecutive such days.
-pub const LOGIN_STREAK: &str = "login_streak";
+pub(crate) const LOGIN_STREAK: &str = "login_streak";
 /// The metric logins are recorded under (not usable in conditions directly).
-pub const LOGIN_METRIC: &str = "login";
+pub(crate) const LOGIN_METRIC: &str = "login";
 
 /// A comparison; in JSON by its API name (`"GTE"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,7 +80,7 @@ pub enum Condition {
 
 /// One minute of one day's activity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MinuteSlot {
+pub(crate) struct MinuteSlot {
     /// Minute of the UTC day, 0..1440.
     pub minute: u16,
     pub sum: i64,
@@ -89,7 +89,7 @@ pub struct MinuteSlot {
 
 /// A player's activity for one metric on one UTC day.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     pub metric: String,
     pub day: NaiveDate,
     /// Total of `INCREMENT` reports (logins count 1 each).
@@ -103,7 +103,7 @@ pub struct Bucket {
 
 /// The time window a leaf looks at: `[start, end)`, or everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
+pub(crate) struct Span {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
 }
@@ -132,7 +132,7 @@ pub struct ConditionProblem {
     pub message: String,
 }
 
-pub fn is_valid_metric_name(name: &str) -> bool {
+pub(crate) fn is_valid_metric_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some('a'..='z'))
         && name.len() <= 64
@@ -289,7 +289,7 @@ fn longest_streak(days: &BTreeSet<NaiveDate>) -> i64 {
 }
 
 /// The actual value of `leaf` over `buckets` for an event spanning `event_span`.
-pub fn actual(leaf: &Leaf, buckets: &[Bucket], event_span: Span) -> i64 {
+pub(crate) fn actual(leaf: &Leaf, buckets: &[Bucket], event_span: Span) -> i64 {
     let span = match leaf.window {
         Window::Event => Some(event_span),
         Window::Lifetime => None,
@@ -323,7 +323,11 @@ pub fn actual(leaf: &Leaf, buckets: &[Bucket], event_span: Span) -> i64 {
 }
 
 /// Evaluates `condition` (none: always passes) over a player's buckets.
-pub fn evaluate(condition: Option<&Condition>, buckets: &[Bucket], event_span: Span) -> Evaluation {
+pub(crate) fn evaluate(
+    condition: Option<&Condition>,
+    buckets: &[Bucket],
+    event_span: Span,
+) -> Evaluation {
     let Some(condition) = condition else {
         return Evaluation {
             passed: true,
@@ -373,7 +377,7 @@ fn evaluate_node(
 }
 
 /// The metrics and earliest day a condition needs, so the store loads only those buckets.
-pub fn needed(condition: &Condition, event_span: Span) -> (Vec<String>, Option<NaiveDate>) {
+pub(crate) fn needed(condition: &Condition, event_span: Span) -> (Vec<String>, Option<NaiveDate>) {
     let mut metrics: Vec<String> = Vec::new();
     let mut lifetime = false;
     for leaf in condition.leaves() {
@@ -785,12 +789,12 @@ mod tests {
 
 /// The condition in the public API's JSON shape: a leaf `{"metric","op","value","window"}` or a
 /// group `{"all": [...]}` / `{"any": [...]}`.
-pub mod json {
+pub(crate) mod json {
     use serde_json::{Value, json};
 
     use super::{Condition, Leaf, Op, Window};
 
-    pub fn op_from_str(s: &str) -> Option<Op> {
+    pub(crate) fn op_from_str(s: &str) -> Option<Op> {
         Some(match s {
             "GTE" => Op::Gte,
             "GT" => Op::Gt,
@@ -802,7 +806,7 @@ pub mod json {
         })
     }
 
-    pub fn to_json(condition: &Condition) -> Value {
+    pub(crate) fn to_json(condition: &Condition) -> Value {
         match condition {
             Condition::All(children) => {
                 json!({ "all": children.iter().map(to_json).collect::<Vec<_>>() })
@@ -820,7 +824,7 @@ pub mod json {
     }
 
     /// Reads a stored condition back; `None` if it is not one this version understands.
-    pub fn from_json(value: &Value) -> Option<Condition> {
+    pub(crate) fn from_json(value: &Value) -> Option<Condition> {
         if let Some(children) = value.get("all") {
             return Some(Condition::All(
                 children

@@ -174,7 +174,7 @@ pub struct Reward {
 
 /// A reward as an operator describes it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RewardInput {
+pub(crate) struct RewardInput {
     pub name: String,
     pub reward_type: RewardType,
     pub item_code: Option<String>,
@@ -184,7 +184,7 @@ pub struct RewardInput {
 
 /// Changes to a reward; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct RewardPatch {
+pub(crate) struct RewardPatch {
     pub name: Option<String>,
     pub reward_type: Option<RewardType>,
     /// `Some(None)` clears it.
@@ -196,7 +196,7 @@ pub struct RewardPatch {
 
 /// Fields of a new event.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NewEvent {
+pub(crate) struct NewEvent {
     pub title: String,
     pub description: Option<String>,
     pub starts_at: Option<DateTime<Utc>>,
@@ -209,7 +209,7 @@ pub struct NewEvent {
 
 /// Changes to an event; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct EventPatch {
+pub(crate) struct EventPatch {
     pub title: Option<String>,
     /// `Some(None)` clears it.
     pub description: Option<Option<String>>,
@@ -223,14 +223,14 @@ pub struct EventPatch {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgressMode {
+pub(crate) enum ProgressMode {
     Increment,
     Max,
 }
 
 /// One progress report of a game server or operator.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ProgressItem {
+pub(crate) struct ProgressItem {
     pub user_id: String,
     pub metric: String,
     pub value: i64,
@@ -241,15 +241,15 @@ pub struct ProgressItem {
 
 /// A moment in an event's life that the audit trail records once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Milestone {
+pub(crate) enum Milestone {
     Started,
     Ended,
 }
 
 impl Milestone {
-    pub const ALL: [Milestone; 2] = [Milestone::Started, Milestone::Ended];
+    pub(crate) const ALL: [Milestone; 2] = [Milestone::Started, Milestone::Ended];
 
-    pub fn action(self) -> &'static str {
+    pub(crate) fn action(self) -> &'static str {
         match self {
             Milestone::Started => "EVENT_STARTED",
             Milestone::Ended => "EVENT_ENDED",
@@ -328,7 +328,7 @@ pub struct Claim {
 
 /// Filters of a claim listing; `from` inclusive, `to` exclusive, on `requested_at`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ClaimFilter {
+pub(crate) struct ClaimFilter {
     pub user_id: Option<String>,
     pub event_id: Option<String>,
     pub status: Option<ClaimStatus>,
