@@ -8,6 +8,7 @@ use erp_platform::config::{CommonConfig, ConfigError, Env, MongoConfig, RedisCon
 use erp_platform::grpc::GrpcConfig;
 use erp_platform::identity::IdentityKeys;
 use erp_platform::runtime::ServiceConfig;
+use secrecy::SecretString;
 
 pub const SERVICE_NAME: &str = "erp-auth";
 
@@ -22,8 +23,6 @@ pub struct Config {
     pub identity: IdentityKeys,
     pub mongo: MongoConfig,
     pub redis: RedisConfig,
-    /// `ERP_EVENT_URL`: where login activity is delivered.
-    pub event_url: String,
     pub tokens: TokenConfig,
     pub password: PasswordConfig,
     pub lockout: LockoutConfig,
@@ -72,10 +71,12 @@ pub struct LockoutConfig {
     pub window: Duration,
 }
 
+/// The first admin, created once (`ERP_BOOTSTRAP_ADMIN_EMAIL`, `ERP_BOOTSTRAP_ADMIN_PASSWORD`);
+/// its password never shows in `Debug` output.
 #[derive(Debug, Clone)]
 pub struct BootstrapAdmin {
     pub email: String,
-    pub password: String,
+    pub password: SecretString,
 }
 
 #[derive(Debug, Clone)]
@@ -93,7 +94,7 @@ impl Config {
             (None, None) => None,
             (Some(email), Some(password)) => Some(BootstrapAdmin {
                 email: email.to_owned(),
-                password: password.to_owned(),
+                password: SecretString::from(password),
             }),
             (Some(_), None) => {
                 return Err(ConfigError::new(
@@ -117,23 +118,9 @@ impl Config {
             identity: IdentityKeys::from_env(env)?,
             mongo: MongoConfig::from_env(env, "erp_auth")?,
             redis: RedisConfig::from_env(env)?,
-            event_url: env.url(
-                "ERP_EVENT_URL",
-                "http://127.0.0.1:50052",
-                &["http", "https"],
-            )?,
             tokens: TokenConfig {
                 private_key_file: env.get("ERP_JWT_PRIVATE_KEY_FILE").map(PathBuf::from),
-                previous_public_key_files: env
-                    .get("ERP_JWT_PREVIOUS_PUBLIC_KEY_FILES")
-                    .map(|v| {
-                        v.split(',')
-                            .map(str::trim)
-                            .filter(|p| !p.is_empty())
-                            .map(PathBuf::from)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                previous_public_key_files: path_list(env, "ERP_JWT_PREVIOUS_PUBLIC_KEY_FILES"),
                 next_public_key_files: path_list(env, "ERP_JWT_NEXT_PUBLIC_KEY_FILES"),
                 issuer: env.string("ERP_JWT_ISSUER", "erp-auth"),
                 audience: env.string("ERP_JWT_AUDIENCE", "erp"),
@@ -219,5 +206,27 @@ fn path_list(env: &Env, name: &str) -> Vec<PathBuf> {
 impl ServiceConfig for Config {
     fn common(&self) -> &CommonConfig {
         &self.common
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bootstrap_password_is_not_in_debug_output() {
+        let key_file =
+            std::env::temp_dir().join(format!("erp-auth-config-{}.key", std::process::id()));
+        std::fs::write(&key_file, [b'k'; 48]).unwrap();
+        let env = Env::from_pairs([
+            ("ERP_SERVICE_IDENTITY_KEY_FILE", key_file.to_str().unwrap()),
+            ("ERP_BOOTSTRAP_ADMIN_EMAIL", "root@example.com"),
+            ("ERP_BOOTSTRAP_ADMIN_PASSWORD", "hunter2-secret"),
+            ("ERP_MONGODB_URI", "mongodb://app:db-secret@127.0.0.1:27017"),
+        ]);
+        let printed = format!("{:?}", Config::from_env(&env).unwrap());
+        assert!(printed.contains("root@example.com"), "{printed}");
+        assert!(!printed.contains("hunter2-secret"), "{printed}");
+        assert!(!printed.contains("db-secret"), "{printed}");
     }
 }

@@ -35,16 +35,79 @@ pub enum AuthError {
     Mongo(#[from] mongodb::error::Error),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("{0}")]
-    Internal(String),
+    /// A failure the client cannot act on: what was being done, and the error that stopped it.
+    #[error("{context}: {source}")]
+    Internal {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl AuthError {
     pub fn field(field: &str, message: &str) -> Self {
         Self::Validation(vec![FieldError::new(field, message)])
     }
+
+    /// For `map_err`: an internal failure while doing `context`, keeping the error as its source.
+    pub fn internal<E>(context: impl Into<String>) -> impl FnOnce(E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let context = context.into();
+        move |source| Self::Internal {
+            context,
+            source: Box::new(source),
+        }
+    }
+
+    /// Whether this reaches clients as `INTERNAL` (a store error that is no outage, or ours).
+    fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            AuthError::Mongo(_) | AuthError::Redis(_) | AuthError::Internal { .. }
+        ) && self.outage().is_none()
+    }
+
+    /// A store outage (answered `UNAVAILABLE`), not a fault of ours.
+    fn outage(&self) -> Option<StoreOutage> {
+        match self {
+            AuthError::Mongo(error) if erp_platform::mongo::is_unavailable(error) => {
+                Some(StoreOutage::Users)
+            }
+            AuthError::Redis(error)
+                if error.is_connection_refusal()
+                    || error.is_timeout()
+                    || error.is_connection_dropped()
+                    || error.is_io_error() =>
+            {
+                Some(StoreOutage::Sessions)
+            }
+            _ => None,
+        }
+    }
+
+    /// Logs what the client will not be told: a store outage as a warning, an internal error as
+    /// an error. Called once, where the error leaves the service (the gRPC edge).
+    pub fn log(&self) {
+        match (self, self.outage()) {
+            (AuthError::Mongo(error), Some(_)) => tracing::warn!(%error, "mongodb unavailable"),
+            (AuthError::Redis(error), Some(_)) => tracing::warn!(%error, "redis unavailable"),
+            (other, None) if other.is_internal() => {
+                tracing::error!(error = %other, "internal error");
+            }
+            _ => {}
+        }
+    }
 }
 
+#[derive(Clone, Copy)]
+enum StoreOutage {
+    Users,
+    Sessions,
+}
+
+/// What clients are told; logs nothing (see [`AuthError::log`]).
 impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
         match error {
@@ -85,29 +148,19 @@ impl From<AuthError> for ApiError {
                 "you cannot disable, demote or delete your own account; ask another admin",
             ),
             AuthError::NotFound => ApiError::new(ErrorCode::NotFound, "no such user"),
-            AuthError::Mongo(error) if erp_platform::mongo::is_unavailable(&error) => {
-                tracing::warn!(%error, "mongodb unavailable");
-                ApiError::unavailable("the user store")
-            }
-            AuthError::Redis(error)
-                if error.is_connection_refusal()
-                    || error.is_timeout()
-                    || error.is_connection_dropped()
-                    || error.is_io_error() =>
-            {
-                tracing::warn!(%error, "redis unavailable");
-                ApiError::unavailable("the session store")
-            }
-            other => {
-                tracing::error!(error = %other, "internal error");
-                ApiError::internal()
-            }
+            other => match other.outage() {
+                Some(StoreOutage::Users) => ApiError::unavailable("the user store"),
+                Some(StoreOutage::Sessions) => ApiError::unavailable("the session store"),
+                None => ApiError::internal(),
+            },
         }
     }
 }
 
+/// The gRPC edge: the one place an error is logged on its way out.
 impl From<AuthError> for tonic::Status {
     fn from(error: AuthError) -> Self {
+        error.log();
         ApiError::from(error).to_status()
     }
 }

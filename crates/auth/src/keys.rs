@@ -40,6 +40,7 @@ pub struct KeyRing {
 
 impl KeyRing {
     /// A ring signing with `signing` and also verifying with `previous`.
+    #[cfg(test)]
     pub fn new(
         signing: &ed25519_dalek::SigningKey,
         previous: &[ed25519_dalek::VerifyingKey],
@@ -56,7 +57,7 @@ impl KeyRing {
     ) -> Result<Self, AuthError> {
         let der = signing
             .to_pkcs8_der()
-            .map_err(|e| AuthError::Internal(format!("encode signing key: {e}")))?;
+            .map_err(AuthError::internal("encode signing key"))?;
         let encoding = EncodingKey::from_ed_der(der.as_bytes());
         let mut ring = Self {
             current_kid: String::new(),
@@ -71,7 +72,8 @@ impl KeyRing {
         Ok(ring)
     }
 
-    /// A fresh random key (development only).
+    /// A fresh random key.
+    #[cfg(test)]
     pub fn generate() -> Result<Self, AuthError> {
         let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
         Self::new(&signing, &[])
@@ -89,12 +91,12 @@ impl KeyRing {
         match private_key_file {
             Some(path) => {
                 let pem = read(path)?;
-                let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
-                    AuthError::Internal(format!(
-                        "{} is not an Ed25519 private key (PKCS#8 PEM): {e}",
+                let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).map_err(
+                    AuthError::internal(format!(
+                        "{} is not an Ed25519 private key (PKCS#8 PEM)",
                         path.display()
-                    ))
-                })?;
+                    )),
+                )?;
                 Ok((Self::with_next(&signing, &previous, &next)?, false))
             }
             None => {
@@ -145,19 +147,21 @@ fn read_public_keys(
         .iter()
         .map(|path| {
             let pem = read(path.as_ref())?;
-            ed25519_dalek::VerifyingKey::from_public_key_pem(&pem).map_err(|e| {
-                AuthError::Internal(format!(
-                    "{} is not an Ed25519 public key (SPKI PEM): {e}",
+            ed25519_dalek::VerifyingKey::from_public_key_pem(&pem).map_err(AuthError::internal(
+                format!(
+                    "{} is not an Ed25519 public key (SPKI PEM)",
                     path.as_ref().display()
-                ))
-            })
+                ),
+            ))
         })
         .collect()
 }
 
 fn read(path: &Path) -> Result<String, AuthError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| AuthError::Internal(format!("cannot read {}: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(AuthError::internal(format!(
+        "cannot read {}",
+        path.display()
+    )))
 }
 
 /// RFC 7638 JWK thumbprint of an Ed25519 key: base64url(SHA-256 of the canonical JWK).

@@ -4,17 +4,19 @@
 //! indexes and the bootstrap admin, then serves gRPC, the admin endpoints, the outbox relay and
 //! the revocation listener until shutdown.
 
-pub mod config;
-pub mod error;
-pub mod grpc;
-pub mod keys;
-pub mod metrics;
-pub mod model;
-pub mod password;
-pub mod relay;
-pub mod service;
-pub mod store;
-pub mod tokens;
+mod access;
+mod config;
+mod convert;
+mod error;
+mod grpc;
+mod keys;
+mod metrics;
+mod model;
+mod password;
+mod relay;
+mod service;
+mod store;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +30,9 @@ use erp_platform::runtime::{BoxError, GrpcServiceHost, retry_until_shutdown};
 use erp_proto::auth::v1::auth_service_server::AuthServiceServer;
 use tokio::sync::Notify;
 
-pub use config::{Config, SERVICE_NAME};
+pub use config::{
+    BootstrapAdmin, Config, LockoutConfig, OutboxConfig, PasswordConfig, SERVICE_NAME, TokenConfig,
+};
 
 use crate::keys::KeyRing;
 use crate::metrics::AuthMetrics;

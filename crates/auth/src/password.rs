@@ -59,12 +59,12 @@ impl PasswordHasher {
             config.parallelism,
             None,
         )
-        .map_err(|e| AuthError::Internal(format!("argon2 parameters: {e}")))?;
+        .map_err(AuthError::internal("argon2 parameters"))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let salt = SaltString::generate(&mut OsRng);
         let dummy_hash = argon2
             .hash_password(uuid::Uuid::new_v4().to_string().as_bytes(), &salt)
-            .map_err(|e| AuthError::Internal(format!("argon2: {e}")))?
+            .map_err(AuthError::internal("argon2"))?
             .to_string();
         Ok(Self {
             argon2: Arc::new(argon2),
@@ -90,8 +90,8 @@ impl PasswordHasher {
             .observe(queued.elapsed().as_secs_f64());
         let permit = match acquired {
             Ok(Ok(permit)) => permit,
-            Ok(Err(_closed)) => {
-                return Err(AuthError::Internal("password hashing stopped".to_owned()));
+            Ok(Err(closed)) => {
+                return Err(AuthError::internal("password hashing stopped")(closed));
             }
             Err(_elapsed) => {
                 self.metrics.password_hash_rejections.inc();
@@ -112,7 +112,7 @@ impl PasswordHasher {
             outcome
         })
         .await
-        .map_err(|e| AuthError::Internal(format!("hashing task: {e}")))?
+        .map_err(AuthError::internal("hashing task"))?
     }
 
     pub async fn hash(&self, password: String) -> Result<String, AuthError> {
@@ -121,7 +121,7 @@ impl PasswordHasher {
             argon2
                 .hash_password(password.as_bytes(), &salt)
                 .map(|h| h.to_string())
-                .map_err(|e| AuthError::Internal(format!("argon2: {e}")))
+                .map_err(AuthError::internal("argon2"))
         })
         .await
     }
@@ -132,8 +132,8 @@ impl PasswordHasher {
         self.bounded(move |argon2, dummy_hash| {
             let known = hash.is_some();
             let hash = hash.as_deref().unwrap_or(dummy_hash);
-            let parsed = PasswordHash::new(hash)
-                .map_err(|e| AuthError::Internal(format!("stored hash unreadable: {e}")))?;
+            let parsed =
+                PasswordHash::new(hash).map_err(AuthError::internal("stored hash unreadable"))?;
             let matches = argon2.verify_password(password.as_bytes(), &parsed).is_ok();
             Ok(known && matches)
         })

@@ -10,11 +10,14 @@ use chrono::Utc;
 use erp_platform::client_address::limit_subject;
 use erp_platform::error::FieldError;
 use erp_platform::identity::Caller;
-use erp_platform::pagination::{Cursor, page_limit};
+use erp_platform::pagination::{Cursor, page_request};
 use moka::future::Cache;
 use serde_json::json;
 use tokio::sync::Notify;
 
+use secrecy::ExposeSecret;
+
+use crate::access::{Granted, ManageUsers, ReadAudit};
 use crate::config::{BootstrapAdmin, LockoutConfig};
 use crate::error::AuthError;
 use crate::metrics::AuthMetrics;
@@ -272,10 +275,11 @@ impl AuthService {
     /// An admin creates an account with any roles.
     pub async fn create_user(
         &self,
-        caller: &Caller,
+        admin: &Granted<ManageUsers>,
         account: NewAccount,
     ) -> Result<User, AuthError> {
-        self.create_account(account, Some(&caller.user_id)).await
+        self.create_account(account, Some(&admin.caller().user_id))
+            .await
     }
 
     /// Creates the configured admin at most once in the life of the deployment: only while no
@@ -303,7 +307,7 @@ impl AuthService {
             .prepare_account(
                 NewAccount {
                     email: admin.email.clone(),
-                    password: admin.password.clone(),
+                    password: admin.password.expose_secret().to_owned(),
                     username: Some("admin".to_owned()),
                     roles: vec![Role::Admin],
                 },
@@ -610,7 +614,20 @@ impl AuthService {
         })
     }
 
-    pub async fn get_user(&self, id: &str) -> Result<User, AuthError> {
+    /// The caller's own account.
+    pub async fn me(&self, caller: &Caller) -> Result<User, AuthError> {
+        self.find_user(&caller.user_id).await
+    }
+
+    pub async fn get_user(
+        &self,
+        _admin: &Granted<ManageUsers>,
+        id: &str,
+    ) -> Result<User, AuthError> {
+        self.find_user(id).await
+    }
+
+    async fn find_user(&self, id: &str) -> Result<User, AuthError> {
         self.store
             .find_by_id(id)
             .await?
@@ -620,6 +637,7 @@ impl AuthService {
 
     pub async fn list_users(
         &self,
+        _admin: &Granted<ManageUsers>,
         filter: UserFilter,
         limit: u32,
         cursor: &str,
@@ -630,10 +648,11 @@ impl AuthService {
 
     pub async fn update_user(
         &self,
-        caller: &Caller,
+        admin: &Granted<ManageUsers>,
         id: &str,
         changes: UserChanges,
     ) -> Result<User, AuthError> {
+        let caller = admin.caller();
         // An admin cannot lock themselves out (disable, or drop their own ADMIN role): someone
         // must always be left to manage accounts.
         let removes_own_admin = caller.user_id == id
@@ -706,7 +725,12 @@ impl AuthService {
         Ok(after)
     }
 
-    pub async fn delete_user(&self, caller: &Caller, id: &str) -> Result<(), AuthError> {
+    pub async fn delete_user(
+        &self,
+        admin: &Granted<ManageUsers>,
+        id: &str,
+    ) -> Result<(), AuthError> {
+        let caller = admin.caller();
         if caller.user_id == id {
             return Err(AuthError::SelfLockout);
         }
@@ -728,6 +752,7 @@ impl AuthService {
 
     pub async fn list_audit(
         &self,
+        _auditor: &Granted<ReadAudit>,
         filter: AuditFilter,
         limit: u32,
         cursor: &str,
@@ -738,18 +763,7 @@ impl AuthService {
 }
 
 fn paging(limit: u32, cursor: &str) -> Result<(u32, Option<Cursor>), AuthError> {
-    let mut errors = Vec::new();
-    let limit = page_limit(limit)
-        .map_err(|e| errors.push(e))
-        .unwrap_or_default();
-    let cursor = Cursor::decode(cursor)
-        .map_err(|e| errors.push(e))
-        .unwrap_or_default();
-    if errors.is_empty() {
-        Ok((limit, cursor))
-    } else {
-        Err(AuthError::Validation(errors))
-    }
+    page_request(limit, cursor).map_err(AuthError::Validation)
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ impl TokenIssuer {
         let mut header = Header::new(ALGORITHM);
         header.kid = Some(self.keys.current_kid().to_owned());
         let token = jsonwebtoken::encode(&header, &claims, self.keys.encoding_key())
-            .map_err(|e| AuthError::Internal(format!("sign token: {e}")))?;
+            .map_err(AuthError::internal("sign token"))?;
         Ok((token, claims))
     }
 

@@ -3,12 +3,11 @@
 //! change they describe.
 
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
 use mongodb::bson::{self, Bson, DateTime as BsonDateTime, doc};
 use mongodb::{ClientSession, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
-use crate::mongo::{after_cursor, from_bson_time, page_from_overfetch, to_bson_time};
+use crate::mongo::{find_page, from_bson_time, is_duplicate_key, to_bson_time};
 use crate::pagination::{Cursor, Page};
 
 /// One audit record.
@@ -57,6 +56,27 @@ pub struct AuditFilter {
     pub entity_id: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+}
+
+impl AuditFilter {
+    /// The filter of a listing request, where an empty text field means no filter on it (proto3
+    /// strings cannot tell unset from empty).
+    pub fn from_request(
+        action: Option<String>,
+        actor_id: Option<String>,
+        entity_id: Option<String>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Self {
+        let given = |text: Option<String>| text.filter(|t| !t.is_empty());
+        Self {
+            action: given(action),
+            actor_id: given(actor_id),
+            entity_id: given(entity_id),
+            from,
+            to,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -239,36 +259,15 @@ impl AuditLog {
         if let Some(to) = filter.to {
             clauses.push(doc! { "at": { "$lt": to_bson_time(to) } });
         }
-        if let Some(cursor) = cursor {
-            clauses.push(after_cursor("at", cursor));
-        }
-        let filter = if clauses.is_empty() {
-            doc! {}
-        } else {
-            doc! { "$and": clauses }
-        };
-        let docs: Vec<AuditDoc> = self
-            .records
-            .find(filter)
-            .sort(doc! { "at": -1, "_id": -1 })
-            .limit(i64::from(limit) + 1)
-            .await?
-            .try_collect()
-            .await?;
-        Ok(page_from_overfetch(
-            docs,
+        find_page(
+            &self.records,
+            clauses,
+            "at",
+            cursor,
             limit,
             |d| (d.at, d.id.clone()),
             AuditDoc::into_entry,
-        ))
-    }
-}
-
-fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
-    use mongodb::error::{ErrorKind, WriteFailure};
-    match error.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(failure)) => failure.code == 11000,
-        ErrorKind::Command(failure) => failure.code == 11000,
-        _ => false,
+        )
+        .await
     }
 }

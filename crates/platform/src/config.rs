@@ -31,10 +31,18 @@ impl ConfigError {
 }
 
 /// A snapshot of environment variables. Tests build one from pairs instead of touching the process
-/// environment.
-#[derive(Debug, Clone, Default)]
+/// environment. Its `Debug` lists the variable names only: values hold passwords and keys.
+#[derive(Clone, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("Env").field("names", &names).finish()
+    }
 }
 
 impl Env {
@@ -466,6 +474,11 @@ mod tests {
         }
         assert!(mongo.contains("mongodb://app:[REDACTED]@db-0,db-1/?replicaSet=rs0"));
         assert!(redis.contains("cache.example.com:6380"), "{redis}");
+        let env = format!("{env:?}");
+        assert!(
+            !env.contains("s3cret") && env.contains("ERP_REDIS_URL"),
+            "{env}"
+        );
     }
 
     #[test]

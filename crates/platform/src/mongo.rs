@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use mongodb::bson::doc;
 use mongodb::error::{ErrorKind, WriteFailure};
@@ -125,6 +126,39 @@ pub fn to_bson_time(at: chrono::DateTime<chrono::Utc>) -> mongodb::bson::DateTim
 
 pub fn from_bson_time(at: mongodb::bson::DateTime) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or_default()
+}
+
+/// One page of a newest-first listing of `collection`: the documents matching every clause of
+/// `clauses` (all of them when empty) after `cursor`, sorted by (`time_field` desc, `_id` desc);
+/// `key` gives a document's (time, id), `convert` its item.
+pub async fn find_page<D, T>(
+    collection: &mongodb::Collection<D>,
+    mut clauses: Vec<mongodb::bson::Document>,
+    time_field: &str,
+    cursor: Option<&crate::pagination::Cursor>,
+    limit: u32,
+    key: impl Fn(&D) -> (mongodb::bson::DateTime, String),
+    convert: impl Fn(D) -> T,
+) -> mongodb::error::Result<crate::pagination::Page<T>>
+where
+    D: serde::de::DeserializeOwned + Send + Sync,
+{
+    if let Some(cursor) = cursor {
+        clauses.push(after_cursor(time_field, cursor));
+    }
+    let filter = if clauses.is_empty() {
+        doc! {}
+    } else {
+        doc! { "$and": clauses }
+    };
+    let docs: Vec<D> = collection
+        .find(filter)
+        .sort(doc! { time_field: -1, "_id": -1 })
+        .limit(i64::from(limit) + 1)
+        .await?
+        .try_collect()
+        .await?;
+    Ok(page_from_overfetch(docs, limit, key, convert))
 }
 
 /// Cuts a `limit + 1` fetch into a page and the cursor of its last item; `key` gives an item's

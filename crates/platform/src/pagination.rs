@@ -50,6 +50,15 @@ pub fn page_limit(requested: u32) -> Result<u32, FieldError> {
     }
 }
 
+/// A listing's page size and start from its request fields, with every invalid field reported at
+/// once (the services' listings all take `limit` and `cursor`).
+pub fn page_request(limit: u32, cursor: &str) -> Result<(u32, Option<Cursor>), Vec<FieldError>> {
+    match (page_limit(limit), Cursor::decode(cursor)) {
+        (Ok(limit), Ok(cursor)) => Ok((limit, cursor)),
+        (limit, cursor) => Err(limit.err().into_iter().chain(cursor.err()).collect()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +74,17 @@ mod tests {
         assert_eq!(Cursor::decode("!!").unwrap_err().field, "cursor");
         assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("x:1")).is_err());
         assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("12:")).is_err());
+    }
+
+    #[test]
+    fn page_requests_report_every_bad_field() {
+        assert_eq!(page_request(0, "").unwrap(), (20, None));
+        let fields: Vec<String> = page_request(101, "!!")
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(fields, ["limit", "cursor"]);
     }
 
     #[test]

@@ -6,10 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use erp_platform::audit::AuditLog;
 use erp_platform::mongo::{
-    after_cursor, from_bson_time, is_duplicate_key, page_from_overfetch, regex_escape, to_bson_time,
+    find_page, from_bson_time, is_duplicate_key, regex_escape, to_bson_time,
 };
 use erp_platform::pagination::Cursor;
-use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{ClientSession, Collection, Database, IndexModel};
@@ -392,28 +391,16 @@ impl AuthStore {
                 { "username": { "$regex": &pattern, "$options": "i" } },
             ]});
         }
-        if let Some(cursor) = cursor {
-            clauses.push(after_cursor("created_at", cursor));
-        }
-        let filter = if clauses.is_empty() {
-            doc! {}
-        } else {
-            doc! { "$and": clauses }
-        };
-        let docs: Vec<UserDoc> = self
-            .users
-            .find(filter)
-            .sort(doc! { "created_at": -1, "_id": -1 })
-            .limit(i64::from(limit) + 1)
-            .await?
-            .try_collect()
-            .await?;
-        Ok(page_from_overfetch(
-            docs,
+        Ok(find_page(
+            &self.users,
+            clauses,
+            "created_at",
+            cursor,
             limit,
             |d| (d.created_at, d.id.clone()),
             |d| d.into_stored().user,
-        ))
+        )
+        .await?)
     }
 
     pub async fn list_audit(

@@ -679,8 +679,8 @@ impl SessionStore {
 
     /// Announces a revocation to every gateway and auth replica.
     pub async fn publish(&self, revocation: &Revocation) -> Result<(), AuthError> {
-        let message = serde_json::to_string(revocation)
-            .map_err(|e| AuthError::Internal(format!("encode revocation: {e}")))?;
+        let message =
+            serde_json::to_string(revocation).map_err(AuthError::internal("encode revocation"))?;
         let mut connection = self.redis.connection();
         redis::cmd("PUBLISH")
             .arg(self.channel())

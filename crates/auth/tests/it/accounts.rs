@@ -1,13 +1,9 @@
 //! Accounts over gRPC against the real stores: registration, login, lockout, user management,
 //! bootstrap admin and audit.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::{ADMIN_EMAIL, ADMIN_PASSWORD, TestAuth, as_caller, code};
+use crate::common::{ADMIN_EMAIL, ADMIN_PASSWORD, TestAuth, as_caller, code};
 use erp_platform::error::ApiError;
 use erp_platform::identity::{Caller, OnBehalfOf, Role};
 use erp_proto::auth::v1 as pb;
@@ -127,19 +123,20 @@ async fn lockout_after_five_failures_and_expiry() {
         .unwrap_err();
     assert_eq!(code(&ghost), "TOO_MANY_ATTEMPTS");
 
-    tokio::time::sleep(Duration::from_millis(2200)).await;
-    auth.login("locked@example.com", "password-123")
-        .await
-        .unwrap();
+    // Unlocked once the window (2 s) has passed: polled, refusals do not extend it.
+    erp_testkit::eventually(Duration::from_secs(4), || {
+        auth.login("locked@example.com", "password-123")
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn bootstrap_admin_is_created_once_across_restarts() {
     let first = TestAuth::start(&[]).await;
-    let database = first.database.clone();
+    let stores = first.stores();
     first.stop().await;
-    let second = TestAuth::start_in(&database, &[]).await;
-    let third = TestAuth::start_in(&database, &[]).await;
+    let second = TestAuth::start_in(&stores, &[]).await;
+    let third = TestAuth::start_in(&stores, &[]).await;
     let admin = second.admin().await;
 
     let users = second
@@ -523,7 +520,7 @@ fn count(results: &[Result<pb::LoginResponse, tonic::Status>], wanted: &str) -> 
         .count()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_parallel_wrong_passwords_from_one_address_are_capped_at_five() {
     let auth = TestAuth::start(&[]).await;
     auth.register("victim@example.com", "password-123").await;
@@ -604,7 +601,7 @@ async fn failures_from_one_address_do_not_lock_the_account_out_elsewhere() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_account_ceiling_locks_across_addresses() {
     let auth = TestAuth::start(&[("ERP_LOGIN_MAX_FAILURES_PER_ACCOUNT", "8")]).await;
     auth.register("target@example.com", "password-123").await;
@@ -641,6 +638,7 @@ async fn the_per_account_ceiling_locks_across_addresses() {
 #[tokio::test]
 async fn a_deleted_bootstrap_admin_is_not_recreated_at_restart() {
     let first = TestAuth::start(&[]).await;
+    let stores = first.stores();
     let database = first.database.clone();
     let root = first.admin().await;
     let second_admin = first
@@ -675,7 +673,7 @@ async fn a_deleted_bootstrap_admin_is_not_recreated_at_restart() {
         .unwrap();
     first.stop().await;
 
-    let restarted = TestAuth::start_in(&database, &[]).await;
+    let restarted = TestAuth::start_in(&stores, &[]).await;
     let gone = restarted
         .login(ADMIN_EMAIL, ADMIN_PASSWORD)
         .await
@@ -715,7 +713,7 @@ async fn a_deleted_bootstrap_admin_is_not_recreated_at_restart() {
         .delete_many(mongodb::bson::doc! { "roles": "ADMIN" })
         .await
         .unwrap();
-    let again = TestAuth::start_in(&database, &[]).await;
+    let again = TestAuth::start_in(&stores, &[]).await;
     let still_gone = again.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap_err();
     assert_eq!(code(&still_gone), "INVALID_CREDENTIALS");
 }

@@ -1,10 +1,6 @@
 //! Password hashing is bounded: the real erp-auth binary, with production argon2 settings, answers
 //! 200 concurrent logins of unknown emails without its memory growing with them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -12,7 +8,9 @@ use erp_platform::error::ApiError;
 use erp_platform::identity::Service;
 use erp_proto::auth::v1 as pb;
 use erp_proto::auth::v1::auth_service_client::AuthServiceClient;
-use erp_testkit::{ServiceProcess, grpc_service_env, unique_name};
+use erp_testkit::{ServiceProcess, TestStores};
+
+use crate::common::service_env;
 use tonic::transport::Channel;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_erp-auth");
@@ -51,8 +49,9 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_logins_keep_peak_memory_bounded() {
-    let database = unique_name("auth_hash");
-    let mut env = grpc_service_env("ERP_AUTH_ADDR", &database);
+    let stores = TestStores::new("auth_hash");
+    let database = stores.database("auth");
+    let mut env = service_env(&stores, "ERP_AUTH_ADDR", "auth");
     for (key, value) in [
         // Production argon2id cost: 19 MiB and 2 passes per hash.
         ("ERP_ARGON2_MEMORY_KIB", "19456"),
@@ -75,7 +74,7 @@ async fn two_hundred_concurrent_logins_keep_peak_memory_bounded() {
             .await
             .unwrap();
         clients.push(AuthServiceClient::new(
-            common::gateway_signer().wrap(Service::Auth, channel),
+            crate::common::gateway_signer().wrap(Service::Auth, channel),
         ));
     }
     let started = Instant::now();

@@ -1,8 +1,8 @@
 //! Spawns the auth service in-process on free ports against the real test stores, each test in a
-//! database and Redis key prefix of its own, and gives a gRPC client to it.
+//! database and Redis key prefix of its own (dropped when the test ends, see [`TestStores`]), and
+//! gives a gRPC client to it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
-
+use std::sync::Arc;
 use std::time::Duration;
 
 use erp_auth::{App, Config};
@@ -12,7 +12,7 @@ use erp_platform::identity::{
 use erp_platform::{Env, Shutdown};
 use erp_proto::auth::v1 as pb;
 use erp_proto::auth::v1::auth_service_client::AuthServiceClient;
-use erp_testkit::{grpc_service_env, unique_name, wait_for_200};
+use erp_testkit::{TestStores, grpc_service_env, wait_for_200};
 use tonic::transport::Channel;
 
 pub const ADMIN_EMAIL: &str = "root@example.com";
@@ -20,17 +20,32 @@ pub const ADMIN_PASSWORD: &str = "root-password-1";
 
 pub struct TestAuth {
     pub client: AuthServiceClient<Asserting<Channel>>,
-    pub grpc_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
     pub database: String,
     shutdown: Shutdown,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The test's database and Redis prefix; shared by the instances started in them, cleaned
+    /// up when the last of them is gone.
+    stores: Arc<TestStores>,
+}
+
+/// The environment of a gRPC service binary (`addr_var`: its listen variable) in `stores`: the
+/// database `<name>_<suffix>` and the stores' Redis key prefix, both cleaned up with them.
+pub fn service_env(
+    stores: &TestStores,
+    addr_var: &'static str,
+    suffix: &str,
+) -> Vec<(&'static str, String)> {
+    let mut env = grpc_service_env(addr_var, &stores.database(suffix));
+    env.retain(|(key, _)| *key != "ERP_REDIS_KEY_PREFIX");
+    env.push(("ERP_REDIS_KEY_PREFIX", stores.redis_prefix()));
+    env
 }
 
 /// Settings every test uses: cheap argon2 (the policy is the same, only slower in production),
 /// a bootstrap admin, and an event service that is not there unless a test starts one.
-fn base_env(database: &str) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = grpc_service_env("ERP_AUTH_ADDR", database)
+fn base_env(stores: &TestStores) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = service_env(stores, "ERP_AUTH_ADDR", "auth")
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
@@ -50,12 +65,14 @@ fn base_env(database: &str) -> Vec<(String, String)> {
 
 impl TestAuth {
     pub async fn start(overrides: &[(&str, &str)]) -> Self {
-        Self::start_in(&unique_name("auth"), overrides).await
+        Self::start_in(&Arc::new(TestStores::new("auth")), overrides).await
     }
 
-    /// Starts an instance on `database` (several instances may share one).
-    pub async fn start_in(database: &str, overrides: &[(&str, &str)]) -> Self {
-        let mut env = base_env(database);
+    /// Starts an instance on the stores of another (several instances may share them, as
+    /// replicas or a restart do).
+    pub async fn start_in(stores: &Arc<TestStores>, overrides: &[(&str, &str)]) -> Self {
+        let mut env = base_env(stores);
+        let database = stores.database("auth");
         for (key, value) in overrides {
             env.retain(|(k, _)| k != key);
             env.push(((*key).to_owned(), (*value).to_owned()));
@@ -82,12 +99,22 @@ impl TestAuth {
         let client = AuthServiceClient::new(gateway_signer().wrap(Service::Auth, channel));
         Self {
             client,
-            grpc_addr,
             admin_addr,
-            database: database.to_owned(),
+            database,
             shutdown,
             task: Some(task),
+            stores: Arc::clone(stores),
         }
+    }
+
+    /// The key prefix of everything this instance writes to Redis.
+    pub fn redis_prefix(&self) -> String {
+        self.stores.redis_prefix()
+    }
+
+    /// The stores of this instance, to start another in them.
+    pub fn stores(&self) -> Arc<TestStores> {
+        Arc::clone(&self.stores)
     }
 
     pub async fn stop(mut self) {
@@ -154,6 +181,11 @@ impl TestAuth {
 impl Drop for TestAuth {
     fn drop(&mut self) {
         self.shutdown.trigger();
+        // Stop serving before the stores are cleaned up (the field drops after this): an
+        // instance still writing could re-create what the cleanup drops.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 }
 

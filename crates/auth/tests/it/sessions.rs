@@ -2,13 +2,9 @@
 //! introspection following role changes, disabling and deletion at once, revocation messages,
 //! signing keys and key rotation.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::{TestAuth, as_caller, code};
+use crate::common::{TestAuth, as_caller, code};
 use erp_platform::identity::{Caller, Role};
 use erp_proto::auth::v1 as pb;
 use futures::StreamExt;
@@ -52,7 +48,7 @@ async fn refresh_rotates_and_reuse_revokes_the_whole_family() {
     assert_eq!(code(&empty), "INVALID_REFRESH_TOKEN");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_refreshes_of_one_token_have_one_winner() {
     let auth = TestAuth::start(&[]).await;
     auth.register("c@example.com", "password-123").await;
@@ -208,7 +204,7 @@ async fn changes_are_published_on_the_revocation_channel() {
     let client = redis::Client::open(erp_testkit::redis_url()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub
-        .subscribe(format!("{}:auth:revocations", auth.database))
+        .subscribe(format!("{}auth:revocations", auth.redis_prefix()))
         .await
         .unwrap();
     let mut messages = pubsub.on_message();
@@ -280,8 +276,16 @@ async fn expired_access_tokens_are_inactive() {
     auth.register("e@example.com", "password-123").await;
     let login = auth.login("e@example.com", "password-123").await.unwrap();
     assert_eq!(login.expires_in, 1);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let answer = auth.introspect(&login.access_token).await;
+    // Polled up to the 1 s TTL with a margin (no leeway), instead of one fixed sleep.
+    let (answer, _) = erp_testkit::eventually(Duration::from_secs(4), || async {
+        let answer = auth.introspect(&login.access_token).await;
+        if answer.active {
+            Err(answer)
+        } else {
+            Ok(answer)
+        }
+    })
+    .await;
     assert!(!answer.active);
     assert_eq!(answer.inactive_reason, pb::InactiveReason::Expired as i32);
 }
@@ -321,11 +325,11 @@ async fn signing_keys_rotate_without_logging_everyone_out() {
         TestAuth::start(&[("ERP_JWT_PRIVATE_KEY_FILE", old_private.to_str().unwrap())]).await;
     before.register("k@example.com", "password-123").await;
     let login = before.login("k@example.com", "password-123").await.unwrap();
-    let database = before.database.clone();
+    let stores = before.stores();
     before.stop().await;
 
     let after = TestAuth::start_in(
-        &database,
+        &stores,
         &[
             ("ERP_JWT_PRIVATE_KEY_FILE", new_private.to_str().unwrap()),
             (
@@ -409,7 +413,7 @@ async fn tokens_signed_with_a_next_key_are_accepted_by_every_replica() {
     ])
     .await;
     let b = TestAuth::start_in(
-        &a.database,
+        &a.stores(),
         &[
             ("ERP_JWT_PRIVATE_KEY_FILE", k2.as_str()),
             ("ERP_JWT_PREVIOUS_PUBLIC_KEY_FILES", k1_public.as_str()),

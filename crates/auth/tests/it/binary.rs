@@ -1,17 +1,18 @@
 //! The erp-auth binary starts against the real stores, reports ready, and stops cleanly on SIGTERM.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 use std::time::Duration;
 
-use erp_testkit::{ServiceProcess, assert_refuses_bad_config, grpc_service_env, unique_name};
+use erp_testkit::{ServiceProcess, TestStores, assert_refuses_bad_config};
+
+use crate::common::service_env;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_erp-auth");
 
 #[tokio::test]
 async fn starts_reports_ready_and_exits_zero_on_sigterm() {
-    let env = grpc_service_env("ERP_AUTH_ADDR", &unique_name("auth"));
+    let stores = TestStores::new("auth_bin");
+    let env = service_env(&stores, "ERP_AUTH_ADDR", "auth");
     let process = ServiceProcess::start(Path::new(BINARY), &env).await;
     process.wait_ready(Duration::from_secs(30)).await;
     let status = process.terminate(Duration::from_secs(30)).await;

@@ -1,15 +1,11 @@
 //! Logins reach the event service through the outbox: none is lost while event is down, and
 //! each arrives exactly once when it is back.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::TestAuth;
+use crate::common::{TestAuth, service_env};
 use erp_platform::{Env, Shutdown};
-use erp_testkit::{grpc_service_env, mongodb_uri, unique_name};
+use erp_testkit::{TestStores, mongodb_uri};
 use mongodb::bson::{Document, doc};
 
 async fn metric(admin: std::net::SocketAddr, series: &str) -> f64 {
@@ -19,8 +15,9 @@ async fn metric(admin: std::net::SocketAddr, series: &str) -> f64 {
 #[tokio::test]
 async fn logins_made_while_event_is_down_arrive_exactly_once() {
     // The event service is bound (its address known) but not serving yet: calls to it fail.
-    let event_database = unique_name("outbox_event");
-    let event_env = grpc_service_env("ERP_EVENT_ADDR", &event_database);
+    let event_stores = TestStores::new("outbox");
+    let event_env = service_env(&event_stores, "ERP_EVENT_ADDR", "event");
+    let event_database = event_stores.database("event");
     let event_app =
         erp_event::App::build(erp_event::Config::from_env(&Env::from_pairs(event_env)).unwrap())
             .await
@@ -100,8 +97,16 @@ async fn logins_made_while_event_is_down_arrive_exactly_once() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Give any duplicate delivery the time to happen, then count.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the relay has marked the login delivered it sends it no more: count then (a
+    // duplicate delivery would have happened before the mark).
+    let outbox_drained = || async {
+        let waiting = outbox
+            .count_documents(doc! { "delivered_at": null })
+            .await
+            .unwrap();
+        if waiting == 0 { Ok(()) } else { Err(waiting) }
+    };
+    erp_testkit::eventually(Duration::from_secs(10), outbox_drained).await;
     let bucket = buckets
         .find_one(doc! { "user_id": &user.id, "metric": "login" })
         .await

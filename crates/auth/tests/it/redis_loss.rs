@@ -2,11 +2,7 @@
 //! refresh tokens keep working, and logged-out, revoked or reused ones stay refused. Each test
 //! runs against a Redis server of its own (the shared test Redis is never flushed).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::{TestAuth, as_caller, code};
+use crate::common::{TestAuth, as_caller, code};
 use erp_platform::identity::{Caller, Role};
 use erp_proto::auth::v1 as pb;
 use erp_testkit::PrivateRedis;
@@ -193,7 +189,7 @@ async fn sessions_issued_before_the_upgrade_are_adopted() {
     let url = redis.url();
     let auth = TestAuth::start(&[("ERP_REDIS_URL", url.as_str())]).await;
     let user = auth.register("legacy@example.com", "password-123").await;
-    let prefix = format!("{}:", auth.database);
+    let prefix = auth.redis_prefix();
     let token = "legacy-refresh-token-0123456789abcdefghijklmnop";
     let hash: String = Sha256::digest(token.as_bytes())
         .iter()

@@ -1,0 +1,229 @@
+//! The gRPC messages to and from the domain's types, one conversion each. Conversions between a
+//! platform type and a proto type (roles, audit entries) are functions: neither side is ours.
+
+use erp_platform::audit::{AuditEntry, AuditFilter};
+use erp_proto::auth::v1 as pb;
+use erp_proto::time::{from_timestamp, timestamp};
+
+use crate::error::AuthError;
+use crate::model::{InactiveReason, Introspection, Role, Session, User, UserFilter};
+use crate::service::{NewAccount, UserChanges};
+
+pub(crate) fn role_to_pb(role: Role) -> i32 {
+    let role = match role {
+        Role::User => pb::Role::User,
+        Role::Operator => pb::Role::Operator,
+        Role::Auditor => pb::Role::Auditor,
+        Role::Admin => pb::Role::Admin,
+    };
+    role as i32
+}
+
+fn role_from_pb(value: i32, field: &str) -> Result<Role, AuthError> {
+    match pb::Role::try_from(value) {
+        Ok(pb::Role::User) => Ok(Role::User),
+        Ok(pb::Role::Operator) => Ok(Role::Operator),
+        Ok(pb::Role::Auditor) => Ok(Role::Auditor),
+        Ok(pb::Role::Admin) => Ok(Role::Admin),
+        _ => Err(AuthError::field(
+            field,
+            "must be USER, OPERATOR, AUDITOR or ADMIN",
+        )),
+    }
+}
+
+fn roles_from_pb(roles: &[i32], field: &str) -> Result<Vec<Role>, AuthError> {
+    roles
+        .iter()
+        .map(|&value| role_from_pb(value, field))
+        .collect()
+}
+
+impl From<&User> for pb::User {
+    fn from(user: &User) -> Self {
+        pb::User {
+            id: user.id.clone(),
+            email: user.email.clone(),
+            username: user.username.clone(),
+            roles: user.roles.iter().copied().map(role_to_pb).collect(),
+            disabled: user.disabled,
+            created_at: Some(timestamp(user.created_at)),
+            updated_at: Some(timestamp(user.updated_at)),
+        }
+    }
+}
+
+/// A user as the optional field of a response.
+pub(crate) fn user(user: &User) -> Option<pb::User> {
+    Some(user.into())
+}
+
+fn seconds(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// The token type of every session.
+const BEARER: &str = "Bearer";
+
+impl From<Session> for pb::LoginResponse {
+    fn from(session: Session) -> Self {
+        pb::LoginResponse {
+            access_token: session.access_token,
+            refresh_token: session.refresh_token,
+            token_type: BEARER.to_owned(),
+            expires_in: seconds(session.access_expires_in),
+            user: user(&session.user),
+            refresh_expires_in: seconds(session.refresh_expires_in),
+        }
+    }
+}
+
+impl From<Session> for pb::RefreshResponse {
+    fn from(session: Session) -> Self {
+        // The same message under another name: one conversion, not two.
+        let login = pb::LoginResponse::from(session);
+        pb::RefreshResponse {
+            access_token: login.access_token,
+            refresh_token: login.refresh_token,
+            token_type: login.token_type,
+            expires_in: login.expires_in,
+            user: login.user,
+            refresh_expires_in: login.refresh_expires_in,
+        }
+    }
+}
+
+impl From<InactiveReason> for pb::InactiveReason {
+    fn from(reason: InactiveReason) -> Self {
+        match reason {
+            InactiveReason::Malformed => pb::InactiveReason::Malformed,
+            InactiveReason::BadSignature => pb::InactiveReason::BadSignature,
+            InactiveReason::InvalidClaims => pb::InactiveReason::InvalidClaims,
+            InactiveReason::Expired => pb::InactiveReason::Expired,
+            InactiveReason::Revoked => pb::InactiveReason::Revoked,
+            InactiveReason::UserNotFound => pb::InactiveReason::UserNotFound,
+            InactiveReason::UserDisabled => pb::InactiveReason::UserDisabled,
+        }
+    }
+}
+
+impl From<Introspection> for pb::IntrospectResponse {
+    fn from(introspection: Introspection) -> Self {
+        match introspection {
+            Introspection::Active {
+                user,
+                jti,
+                session_id,
+                expires_at,
+            } => pb::IntrospectResponse {
+                active: true,
+                roles: user.roles.iter().copied().map(role_to_pb).collect(),
+                disabled: user.disabled,
+                user_id: Some(user.id),
+                email: Some(user.email),
+                jti: Some(jti),
+                expires_at: Some(timestamp(expires_at)),
+                inactive_reason: pb::InactiveReason::Unspecified as i32,
+                session_id: Some(session_id),
+            },
+            Introspection::Inactive { reason, user_id } => pb::IntrospectResponse {
+                active: false,
+                user_id,
+                inactive_reason: pb::InactiveReason::from(reason) as i32,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl TryFrom<pb::CreateUserRequest> for NewAccount {
+    type Error = AuthError;
+
+    fn try_from(body: pb::CreateUserRequest) -> Result<Self, AuthError> {
+        Ok(NewAccount {
+            roles: roles_from_pb(&body.roles, "roles")?,
+            email: body.email,
+            password: body.password,
+            username: body.username,
+        })
+    }
+}
+
+impl TryFrom<&pb::ListUsersRequest> for UserFilter {
+    type Error = AuthError;
+
+    fn try_from(body: &pb::ListUsersRequest) -> Result<Self, AuthError> {
+        Ok(UserFilter {
+            role: body
+                .role
+                .map(|value| role_from_pb(value, "role"))
+                .transpose()?,
+            q: body.q.clone(),
+        })
+    }
+}
+
+impl TryFrom<pb::UpdateUserRequest> for UserChanges {
+    type Error = AuthError;
+
+    fn try_from(body: pb::UpdateUserRequest) -> Result<Self, AuthError> {
+        Ok(UserChanges {
+            roles: body
+                .roles
+                .map(|set| roles_from_pb(&set.roles, "roles"))
+                .transpose()?,
+            disabled: body.disabled,
+            password: body.password,
+            // An empty username clears it.
+            username: body
+                .username
+                .map(|name| if name.is_empty() { None } else { Some(name) }),
+        })
+    }
+}
+
+pub(crate) fn audit_filter(body: &pb::ListAuditRequest) -> AuditFilter {
+    AuditFilter::from_request(
+        body.action.clone(),
+        body.actor_id.clone(),
+        body.entity_id.clone(),
+        from_timestamp(body.from),
+        from_timestamp(body.to),
+    )
+}
+
+pub(crate) fn audit_to_pb(entry: AuditEntry) -> pb::AuditEntry {
+    pb::AuditEntry {
+        id: entry.id,
+        at: Some(timestamp(entry.at)),
+        service: "auth".to_owned(),
+        actor_id: entry.actor_id,
+        action: entry.action,
+        entity_type: entry.entity_type,
+        entity_id: entry.entity_id,
+        before_json: entry.before.map(|v| v.to_string()),
+        after_json: entry.after.map(|v| v.to_string()),
+        trace_id: entry.trace_id,
+    }
+}
+
+pub(crate) fn jwks(keys: &crate::keys::KeyRing) -> pb::GetSigningKeysResponse {
+    pb::GetSigningKeysResponse {
+        keys: keys
+            .public_keys()
+            .iter()
+            .map(|key| pb::Jwk {
+                kid: key.kid.clone(),
+                kty: "OKP".to_owned(),
+                alg: "EdDSA".to_owned(),
+                key_use: "sig".to_owned(),
+                crv: Some("Ed25519".to_owned()),
+                x: Some(key.x.clone()),
+                y: None,
+                n: None,
+                e: None,
+            })
+            .collect(),
+        current_kid: keys.current_kid().to_owned(),
+    }
+}
