@@ -8,6 +8,8 @@ use erp_platform::grpc::GrpcConfig;
 use erp_platform::identity::IdentityKeys;
 use erp_platform::runtime::ServiceConfig;
 
+use crate::app::{AUTH_PEER, EVENT_PEER};
+
 pub const SERVICE_NAME: &str = "erp-gateway";
 
 #[derive(Debug, Clone)]
@@ -15,9 +17,6 @@ pub struct Config {
     pub common: CommonConfig,
     /// `ERP_GATEWAY_ADDR`: where the public HTTP API is served.
     pub http_addr: SocketAddr,
-    /// `ERP_AUTH_URL`, `ERP_EVENT_URL`: the gRPC services behind the gateway.
-    pub auth_url: String,
-    pub event_url: String,
     pub grpc: GrpcConfig,
     /// `ERP_SERVICE_IDENTITY_KEY_FILE` (+ `ERP_SERVICE_IDENTITY_ACCEPT_KEY_FILES`): the key of
     /// the caller assertions between the services.
@@ -47,8 +46,9 @@ pub struct Config {
     pub auth_failures_per_minute: u32,
     /// `ERP_HTTP_*`: limits of the HTTP server (timeouts, connections, HTTP/2).
     pub http: crate::server::HttpLimits,
-    /// The environment, for in-cluster discovery of the gRPC peers (`ERP_KUBERNETES_DISCOVERY`,
-    /// `ERP_AUTH_SERVICE_NAME`, `ERP_EVENT_SERVICE_NAME`, `POD_NAMESPACE`).
+    /// The environment, for the gRPC peers: `ERP_AUTH_URL`, `ERP_EVENT_URL` and in-cluster
+    /// discovery (`ERP_KUBERNETES_DISCOVERY`, `ERP_AUTH_SERVICE_NAME`, `ERP_EVENT_SERVICE_NAME`,
+    /// `POD_NAMESPACE`).
     pub env: Env,
 }
 
@@ -76,12 +76,6 @@ impl Config {
         Ok(Self {
             common: CommonConfig::from_env(env, SERVICE_NAME, "0.0.0.0:9464")?,
             http_addr: env.socket_addr("ERP_GATEWAY_ADDR", "0.0.0.0:8080")?,
-            auth_url: env.url("ERP_AUTH_URL", "http://127.0.0.1:50051", &["http", "https"])?,
-            event_url: env.url(
-                "ERP_EVENT_URL",
-                "http://127.0.0.1:50052",
-                &["http", "https"],
-            )?,
             grpc: GrpcConfig::from_env(env)?,
             identity: IdentityKeys::from_env(env)?,
             redis: RedisConfig::from_env(env)?,
@@ -111,6 +105,11 @@ impl Config {
             )?,
             http: crate::server::HttpLimits::from_env(env)?,
             env: {
+                // Read again where the channels are made; checked here so a bad value stops the
+                // start with the configuration's exit code.
+                for peer in [AUTH_PEER, EVENT_PEER] {
+                    env.url(peer.url_var, peer.default_url, &["http", "https"])?;
+                }
                 env.bool("ERP_KUBERNETES_DISCOVERY", false)?;
                 env.clone()
             },

@@ -41,6 +41,8 @@ pub struct Dispatcher {
 /// The connections one further shard is handed.
 pub struct Handoff {
     connections: mpsc::UnboundedReceiver<Handed>,
+    /// The dispatcher's address, which tests check.
+    #[cfg(test)]
     local_addr: SocketAddr,
 }
 
@@ -52,6 +54,7 @@ pub fn spread(
     max_connections: usize,
     refused: IntCounter,
 ) -> std::io::Result<(Dispatcher, Vec<Handoff>)> {
+    #[cfg(test)]
     let local_addr = listener.local_addr()?;
     let (shards, handoffs) = (1..threads)
         .map(|_| {
@@ -60,6 +63,7 @@ pub fn spread(
                 sender,
                 Handoff {
                     connections,
+                    #[cfg(test)]
                     local_addr,
                 },
             )
@@ -127,6 +131,7 @@ impl Incoming for Dispatcher {
     }
 }
 
+#[cfg(test)]
 impl Handoff {
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         Ok(self.local_addr)

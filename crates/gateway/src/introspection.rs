@@ -50,7 +50,7 @@ pub enum Revocation {
 
 #[derive(Clone)]
 pub struct Introspector {
-    client: crate::state::AuthClient,
+    client: crate::upstream::AuthClient,
     cache: SessionCache,
     hits: IntCounter,
     misses: IntCounter,
@@ -113,7 +113,7 @@ impl Introspector {
     }
 
     pub fn new(
-        client: crate::state::AuthClient,
+        client: crate::upstream::AuthClient,
         cache: SessionCache,
         lookups: IntCounterVec,
     ) -> Self {
@@ -156,7 +156,7 @@ impl Introspector {
         let answer = self
             .client
             .clone()
-            .introspect(crate::state::upstream(
+            .introspect(crate::upstream::upstream(
                 pb::IntrospectRequest {
                     access_token: token.to_owned(),
                 },

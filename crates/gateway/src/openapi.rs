@@ -8,10 +8,12 @@ use axum::routing::get;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use crate::handlers::{auth, claims, events, misc, users};
+use crate::access::API_PREFIX;
 use crate::state::AppState;
+
+/// Where the document is served, under `/api/v1`.
+pub const DOCUMENT_PATH: &str = "/openapi.json";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,15 +24,16 @@ use crate::state::AppState;
     ),
     modifiers(&BearerAuth),
     components(schemas(
-        crate::dto::AuditService,
-        crate::dto::EventStatus,
-        crate::dto::ClaimStatus,
-        crate::dto::RoleName,
-        crate::dto::ClaimPolicy,
-        crate::dto::RewardType,
-        crate::dto::ProgressMode,
-        crate::dto::PublicationState,
-        crate::dto::ProblemBody,
+        crate::api::AuditService,
+        crate::api::EventStatus,
+        crate::api::ClaimStatus,
+        crate::api::RoleName,
+        crate::api::ClaimPolicy,
+        crate::api::RewardType,
+        crate::api::ProgressMode,
+        crate::api::PublicationState,
+        crate::api::Condition,
+        crate::problem::ProblemBody,
     )),
     tags(
         (name = "auth", description = "Accounts and sessions"),
@@ -62,35 +65,22 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Every `/api/v1` route with its OpenAPI description. The handlers' paths carry the prefix
-/// themselves: a nested router would rewrite every request's URI.
+/// Every `/api/v1` route with its OpenAPI description.
 pub fn api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(auth::register))
-        .routes(routes!(auth::login))
-        .routes(routes!(auth::refresh))
-        .routes(routes!(auth::logout))
-        .routes(routes!(auth::me))
-        .routes(routes!(users::list, users::create))
-        .routes(routes!(users::get, users::update, users::delete))
-        .routes(routes!(events::list, events::create))
-        .routes(routes!(events::get, events::update, events::delete))
-        .routes(routes!(events::list_rewards, events::create_reward))
-        .routes(routes!(
-            events::get_reward,
-            events::update_reward,
-            events::delete_reward
-        ))
-        .routes(routes!(events::progress))
-        .routes(routes!(claims::create))
-        .routes(routes!(claims::mine))
-        .routes(routes!(claims::list))
-        .routes(routes!(claims::get))
-        .routes(routes!(claims::approve))
-        .routes(routes!(claims::reject))
-        .routes(routes!(misc::report))
-        .routes(routes!(misc::audit))
-        .routes(routes!(misc::dashboard))
+    crate::api::router(ApiDoc::openapi())
+}
+
+/// The document as served (pretty JSON).
+pub fn render(document: &utoipa::openapi::OpenApi) -> String {
+    document.to_pretty_json().unwrap_or_else(|error| {
+        tracing::error!(%error, "cannot render the OpenAPI document");
+        "{}".to_owned()
+    })
+}
+
+/// The document the gateway serves at `GET /api/v1/openapi.json`.
+pub fn document() -> String {
+    render(&api().into_openapi())
 }
 
 const SWAGGER_CSS: &[u8] = include_bytes!("../assets/swagger-ui/swagger-ui.css");
@@ -132,7 +122,7 @@ pub fn docs_router(document: String) -> Router<AppState> {
     let document = axum::body::Bytes::from(document);
     Router::new()
         .route(
-            "/api/v1/openapi.json",
+            &format!("{API_PREFIX}{DOCUMENT_PATH}"),
             get(move || async move {
                 let mut response = document.into_response();
                 response.headers_mut().insert(

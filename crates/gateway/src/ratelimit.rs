@@ -39,14 +39,8 @@ impl RateLimiter {
             .ignore()
             .query_async(&mut connection)
             .await;
-        match counted {
-            Ok((count,)) if count > u64::from(per_minute) => Err(self.refuse(policy, &window)),
-            Ok(_) => Ok(()),
-            Err(error) => {
-                tracing::warn!(%error, "rate limiter unavailable; letting the request through");
-                Ok(())
-            }
-        }
+        let over = counted.map(|(count,)| count > u64::from(per_minute));
+        self.verdict(policy, &window, over)
     }
 
     /// Refuses with `RATE_LIMITED` (and `Retry-After`) if `subject` has already had `budget`
@@ -68,9 +62,21 @@ impl RateLimiter {
             .arg(&key)
             .query_async(&mut connection)
             .await;
-        match counted {
-            Ok(Some(count)) if count >= u64::from(budget) => Err(self.refuse(policy, &window)),
-            Ok(_) => Ok(()),
+        let spent = counted.map(|count| count.is_some_and(|count| count >= u64::from(budget)));
+        self.verdict(policy, &window, spent)
+    }
+
+    /// Refuses when the count says so; without Redis, lets the request through (rate limiting
+    /// protects capacity, it is not access control).
+    fn verdict(
+        &self,
+        policy: &str,
+        window: &Window,
+        over: redis::RedisResult<bool>,
+    ) -> Result<(), ApiError> {
+        match over {
+            Ok(true) => Err(self.refuse(policy, window)),
+            Ok(false) => Ok(()),
             Err(error) => {
                 tracing::warn!(%error, "rate limiter unavailable; letting the request through");
                 Ok(())

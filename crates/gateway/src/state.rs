@@ -3,16 +3,12 @@
 
 use std::sync::Arc;
 
-use erp_platform::grpc_metrics::Measured;
-use erp_platform::identity::{Asserting, Caller, OnBehalfOf};
-use erp_proto::auth::v1::auth_service_client::AuthServiceClient;
-use erp_proto::event::v1::event_service_client::EventServiceClient;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
-use tonic::transport::Channel;
 
 use crate::config::Config;
 use crate::introspection::Introspector;
 use crate::ratelimit::RateLimiter;
+use crate::upstream::{AuthClient, EventClient};
 
 #[derive(Clone)]
 pub struct HttpMetrics {
@@ -85,11 +81,7 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// A client of the auth service whose calls carry the gateway's signed caller assertion.
-pub type AuthClient = AuthServiceClient<Asserting<Measured<Channel>>>;
-/// A client of the event service whose calls carry the gateway's signed caller assertion.
-pub type EventClient = EventServiceClient<Asserting<Measured<Channel>>>;
-
+/// What the handlers use.
 pub struct Shared {
     pub auth: AuthClient,
     pub event: EventClient,
@@ -99,24 +91,15 @@ pub struct Shared {
     pub config: Arc<Config>,
 }
 
-/// A gRPC request acting for `caller` (signed into a caller assertion by the client channel) with
-/// the current trace context.
-pub fn upstream<T>(body: T, caller: Option<&Caller>) -> tonic::Request<T> {
-    upstream_from(body, caller, None)
-}
+impl Shared {
+    /// A handle on the auth client for one call (tonic clients are cheap to clone, and each call
+    /// needs its own).
+    pub fn auth(&self) -> AuthClient {
+        self.auth.clone()
+    }
 
-/// [`upstream`] that also tells the service the end client's address (logins count failures
-/// per account and address).
-pub fn upstream_from<T>(
-    body: T,
-    caller: Option<&Caller>,
-    client_ip: Option<std::net::IpAddr>,
-) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(body);
-    request.extensions_mut().insert(OnBehalfOf {
-        caller: caller.cloned(),
-        client_ip,
-    });
-    erp_platform::telemetry::inject_grpc(request.metadata_mut());
-    request
+    /// A handle on the event client for one call.
+    pub fn event(&self) -> EventClient {
+        self.event.clone()
+    }
 }

@@ -1,4 +1,4 @@
-//! Authentication and authorisation from [`routes::ROUTE_TABLE`], then rate limits. A verified
+//! Authentication and authorisation from [`access::ROUTE_TABLE`], then rate limits. A verified
 //! session goes into the request's extensions for the handlers.
 //!
 //! Per client IP ([`ClientIp`]): public routes, unknown routes (404) and wrong methods (405)
@@ -18,9 +18,9 @@ use erp_platform::error::{ApiError, ErrorCode};
 use tower::Service;
 
 use super::bearer_token;
+use crate::access::{self, Access};
 use crate::client_ip::ClientIp;
 use crate::problem::{self, Problem};
-use crate::routes::{self, Access};
 use crate::state::AppState;
 
 #[derive(Clone)]
@@ -75,7 +75,7 @@ async fn admit(state: &AppState, request: &mut Request) -> Result<(), ApiError> 
         .extensions()
         .get::<MatchedPath>()
         .map_or("", MatchedPath::as_str);
-    let Some(access) = routes::access(method, route) else {
+    let Some(access) = access::access(method, route) else {
         tracing::error!(route, %method, "route missing from the route table");
         return Err(ApiError::new(
             ErrorCode::Forbidden,
@@ -84,18 +84,20 @@ async fn admit(state: &AppState, request: &mut Request) -> Result<(), ApiError> 
     };
     let config = &state.config;
     let client = ClientIp::of(request.extensions()).rate_limit_subject();
-    if access == Access::Public {
-        return if routes::is_credential_route(method, route) {
-            state
-                .limiter
-                .check(CREDENTIALS, &client, config.auth_rate_limit_per_minute)
-                .await
-        } else {
-            state
+    match access {
+        Access::Public => {
+            return state
                 .limiter
                 .check(ANONYMOUS, &client, config.rate_limit_per_minute)
-                .await
-        };
+                .await;
+        }
+        Access::Credentials => {
+            return state
+                .limiter
+                .check(CREDENTIALS, &client, config.auth_rate_limit_per_minute)
+                .await;
+        }
+        Access::Authenticated | Access::Roles(_) => {}
     }
     let count_failure = || async {
         if config.auth_failures_per_minute > 0 {
@@ -128,7 +130,7 @@ async fn admit(state: &AppState, request: &mut Request) -> Result<(), ApiError> 
             }
         }
     };
-    if !routes::allows(access, &session.caller.roles) {
+    if !access.allows(&session.caller.roles) {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
             "your roles do not allow this",

@@ -7,12 +7,10 @@
 mod authorize;
 mod observe;
 
-use std::sync::Arc;
-
 use axum::http::{HeaderMap, HeaderName, header};
 
 pub use authorize::{Authorize, unknown_route, wrong_method};
-pub use observe::{Observe, ObservedFuture};
+pub use observe::Observe;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -25,6 +23,3 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
 }
-
-/// Helper for handlers: the verified session.
-pub type SessionExt = axum::Extension<Arc<crate::introspection::Session>>;

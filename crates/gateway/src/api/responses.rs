@@ -1,22 +1,9 @@
-//! One handler per route: decode (extractors), call the service over gRPC with the caller in
-//! metadata, encode. Errors become problem+json through [`crate::problem::Problem`].
+//! The problem answers routes share, for the OpenAPI document.
 
-pub mod auth;
-pub mod claims;
-pub mod events;
-pub mod misc;
-pub mod users;
-
-use std::sync::Arc;
-
-use crate::dto::ProblemBody;
-use crate::introspection::Session;
-
-/// The verified session of an authenticated route (set by the authorisation middleware).
-pub type Auth = axum::Extension<Arc<Session>>;
+use crate::problem::ProblemBody;
 
 /// The problems any authenticated route may answer, for the OpenAPI document.
-#[allow(dead_code)]
+#[allow(dead_code)] // Variants name responses for the document; none is built.
 #[derive(utoipa::IntoResponses)]
 pub enum Problems {
     #[response(
@@ -70,7 +57,7 @@ pub enum Problems {
 }
 
 /// Business refusals some routes add.
-#[allow(dead_code)]
+#[allow(dead_code)] // Variants name responses for the document; none is built.
 #[derive(utoipa::IntoResponses)]
 pub enum Conflicts {
     #[response(

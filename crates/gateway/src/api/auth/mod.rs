@@ -1,69 +1,76 @@
 //! `/auth/*`: registration, login, refresh, logout and the caller's own account.
 
+mod cookie;
+mod dto;
+
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use erp_platform::error::{ApiError, FieldError};
 use erp_proto::auth::v1 as pb;
+use utoipa_axum::routes;
 
-use super::Auth;
+use self::cookie::{cookie_token, refresh_cookie};
+use self::dto::{LoginBody, RefreshBody, RegisterBody, TokenResponse};
+use super::users::User;
+use super::{Auth, Endpoint, required};
+use crate::access::Access;
 use crate::client_ip::ClientIp;
-use crate::dto::{LoginBody, ProblemBody, RefreshBody, RegisterBody, TokenResponse, User};
 use crate::extract::{JsonBody, OptionalJsonBody};
 use crate::middleware::bearer_token;
-use crate::problem::Problem;
-use crate::state::{AppState, upstream, upstream_from};
+use crate::problem::{Problem, ProblemBody};
+use crate::state::AppState;
+use crate::upstream::{upstream, upstream_from};
 
-pub const REFRESH_COOKIE: &str = "erp_refresh";
+pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint::new(Access::Credentials, || routes!(register)),
+    Endpoint::new(Access::Credentials, || routes!(login)),
+    Endpoint::new(Access::Public, || routes!(refresh)),
+    Endpoint::new(Access::Authenticated, || routes!(logout)),
+    Endpoint::new(Access::Authenticated, || routes!(me)),
+];
 
-fn refresh_cookie(token: &str, max_age: i64, secure: bool) -> Option<HeaderValue> {
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{REFRESH_COOKIE}={token}; HttpOnly{secure}; SameSite=Strict; Path=/api/v1/auth; Max-Age={max_age}"
-    ))
-    .ok()
-}
-
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == REFRESH_COOKIE)
-        .map(|(_, value)| value.to_owned())
-        .filter(|v| !v.is_empty())
-}
-
-fn token_response(
-    state: &AppState,
+/// What a login or a refresh issued (two messages with the same fields).
+struct Issued {
     access_token: String,
     refresh_token: String,
     expires_in: i64,
     refresh_expires_in: i64,
     user: Option<pb::User>,
-) -> Response {
+}
+
+macro_rules! issued_from {
+    ($($answer:ty),+) => {$(
+        impl From<$answer> for Issued {
+            fn from(answer: $answer) -> Self {
+                Self {
+                    access_token: answer.access_token,
+                    refresh_token: answer.refresh_token,
+                    expires_in: answer.expires_in,
+                    refresh_expires_in: answer.refresh_expires_in,
+                    user: answer.user,
+                }
+            }
+        }
+    )+};
+}
+
+issued_from!(pb::LoginResponse, pb::RefreshResponse);
+
+/// The tokens of a login or a refresh, with the refresh token also in its cookie.
+fn token_response(state: &AppState, issued: Issued) -> Response {
     let cookie = refresh_cookie(
-        &refresh_token,
-        refresh_expires_in,
+        &issued.refresh_token,
+        issued.refresh_expires_in,
         state.config.cookie_secure,
     );
     let body = TokenResponse {
-        access_token,
-        refresh_token,
+        access_token: issued.access_token,
+        refresh_token: issued.refresh_token,
         token_type: "Bearer".to_owned(),
-        expires_in,
-        user: user.map(User::from).unwrap_or_else(|| User {
-            id: String::new(),
-            email: String::new(),
-            username: None,
-            roles: Vec::new(),
-            disabled: false,
-            created_at: None,
-            updated_at: None,
-        }),
+        expires_in: issued.expires_in,
+        user: issued.user.map(User::from).unwrap_or_else(User::unknown),
     };
     let mut response = Json(body).into_response();
     if let Some(cookie) = cookie {
@@ -83,7 +90,7 @@ fn token_response(
         (status = 429, description = "RATE_LIMITED", body = ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "UNAVAILABLE", body = ProblemBody, content_type = "application/problem+json"),
     ))]
-pub async fn register(
+async fn register(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> Result<(StatusCode, Json<User>), Problem> {
@@ -93,9 +100,8 @@ pub async fn register(
             "must not be set: new accounts are always USER; an admin grants other roles",
         )])));
     }
-    let user = state
-        .auth
-        .clone()
+    let registered = state
+        .auth()
         .register(upstream(
             pb::RegisterRequest {
                 email: body.email,
@@ -104,12 +110,8 @@ pub async fn register(
             },
             None,
         ))
-        .await?
-        .into_inner()
-        .user
-        .map(User::from)
-        .ok_or_else(|| Problem(ApiError::internal()))?;
-    Ok((StatusCode::CREATED, Json(user)))
+        .await?;
+    Ok((StatusCode::CREATED, required(registered.into_inner().user)?))
 }
 
 /// Log in with email and password; also sets the refresh token cookie.
@@ -124,7 +126,7 @@ pub async fn register(
         (status = 429, description = "TOO_MANY_ATTEMPTS or RATE_LIMITED", body = ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "UNAVAILABLE", body = ProblemBody, content_type = "application/problem+json"),
     ))]
-pub async fn login(
+async fn login(
     State(state): State<AppState>,
     ClientIp(client_ip): ClientIp,
     JsonBody(body): JsonBody<LoginBody>,
@@ -132,8 +134,7 @@ pub async fn login(
     // The client's address travels in the signed caller assertion: auth counts failed logins per
     // account and address.
     let answer = state
-        .auth
-        .clone()
+        .auth()
         .login(upstream_from(
             pb::LoginRequest {
                 email: body.email,
@@ -144,16 +145,8 @@ pub async fn login(
             None,
             Some(client_ip),
         ))
-        .await?
-        .into_inner();
-    Ok(token_response(
-        &state,
-        answer.access_token,
-        answer.refresh_token,
-        answer.expires_in,
-        answer.refresh_expires_in,
-        answer.user,
-    ))
+        .await?;
+    Ok(token_response(&state, Issued::from(answer.into_inner())))
 }
 
 /// Exchange a refresh token (body or cookie) for new tokens; the old one stops working.
@@ -167,7 +160,7 @@ pub async fn login(
         (status = 429, description = "RATE_LIMITED", body = ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "UNAVAILABLE", body = ProblemBody, content_type = "application/problem+json"),
     ))]
-pub async fn refresh(
+async fn refresh(
     State(state): State<AppState>,
     headers: HeaderMap,
     OptionalJsonBody(body): OptionalJsonBody<RefreshBody>,
@@ -178,8 +171,7 @@ pub async fn refresh(
         .or_else(|| cookie_token(&headers))
         .unwrap_or_default();
     let answer = state
-        .auth
-        .clone()
+        .auth()
         .refresh(upstream(
             pb::RefreshRequest {
                 refresh_token: token,
@@ -188,20 +180,12 @@ pub async fn refresh(
             },
             None,
         ))
-        .await?
-        .into_inner();
-    Ok(token_response(
-        &state,
-        answer.access_token,
-        answer.refresh_token,
-        answer.expires_in,
-        answer.refresh_expires_in,
-        answer.user,
-    ))
+        .await?;
+    Ok(token_response(&state, Issued::from(answer.into_inner())))
 }
 
 /// End this session: the access token used and its refresh family stop working.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     request_body(content = RefreshBody, description = "Optional: another refresh token of yours to revoke too"),
     responses(
         (status = 204, description = "Logged out"),
@@ -210,7 +194,7 @@ pub async fn refresh(
         (status = 429, description = "RATE_LIMITED", body = ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "UNAVAILABLE", body = ProblemBody, content_type = "application/problem+json"),
     ))]
-pub async fn logout(
+async fn logout(
     State(state): State<AppState>,
     session: Auth,
     headers: HeaderMap,
@@ -220,15 +204,11 @@ pub async fn logout(
     let access_token = bearer_token(&headers).unwrap_or_default().to_owned();
     let refresh_token = body.refresh_token.or_else(|| cookie_token(&headers));
     state
-        .auth
-        .clone()
-        .logout(upstream(
-            pb::LogoutRequest {
-                access_token,
-                refresh_token,
-            },
-            Some(&session.caller),
-        ))
+        .auth()
+        .logout(session.request(pb::LogoutRequest {
+            access_token,
+            refresh_token,
+        }))
         .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Some(cookie) = refresh_cookie("", 0, state.config.cookie_secure) {
@@ -238,7 +218,7 @@ pub async fn logout(
 }
 
 /// The caller's own account.
-#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
     responses(
         (status = 200, description = "The caller", body = User),
         (status = 401, description = "UNAUTHENTICATED", body = ProblemBody, content_type = "application/problem+json"),
@@ -246,20 +226,12 @@ pub async fn logout(
         (status = 429, description = "RATE_LIMITED", body = ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "UNAVAILABLE", body = ProblemBody, content_type = "application/problem+json"),
     ))]
-pub async fn me(State(state): State<AppState>, session: Auth) -> Result<Json<User>, Problem> {
-    let user = state
-        .auth
-        .clone()
-        .get_me(upstream(
-            pb::GetMeRequest {
-                user_id: session.caller.user_id.clone(),
-            },
-            Some(&session.caller),
-        ))
-        .await?
-        .into_inner()
-        .user
-        .map(User::from)
-        .ok_or_else(|| Problem(ApiError::internal()))?;
-    Ok(Json(user))
+async fn me(State(state): State<AppState>, session: Auth) -> Result<Json<User>, Problem> {
+    let found = state
+        .auth()
+        .get_me(session.request(pb::GetMeRequest {
+            user_id: session.caller.user_id.clone(),
+        }))
+        .await?;
+    required(found.into_inner().user)
 }

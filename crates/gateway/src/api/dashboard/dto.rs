@@ -1,0 +1,86 @@
+//! The JSON shapes of `/dashboard`.
+
+use std::collections::BTreeMap;
+
+use erp_proto::event::v1 as pb;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DayCount {
+    pub day: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardEvents {
+    pub by_status: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardClaims {
+    pub by_status: BTreeMap<String, i64>,
+    pub per_day: Vec<DayCount>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardRewards {
+    pub granted_by_type: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopEvent {
+    pub event_id: String,
+    pub title: String,
+    pub claims: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Dashboard {
+    pub events: DashboardEvents,
+    pub claims: DashboardClaims,
+    pub rewards: DashboardRewards,
+    pub top_events: Vec<TopEvent>,
+}
+
+impl From<pb::Dashboard> for Dashboard {
+    fn from(d: pb::Dashboard) -> Self {
+        let events = d.events.unwrap_or_default();
+        let claims = d.claims.unwrap_or_default();
+        let rewards = d.rewards.unwrap_or_default();
+        Self {
+            events: DashboardEvents {
+                by_status: events.by_status.into_iter().collect(),
+            },
+            claims: DashboardClaims {
+                by_status: claims.by_status.into_iter().collect(),
+                per_day: claims
+                    .per_day
+                    .into_iter()
+                    .map(|d| DayCount {
+                        day: d.day,
+                        count: d.count,
+                    })
+                    .collect(),
+            },
+            rewards: DashboardRewards {
+                granted_by_type: rewards.granted_by_type.into_iter().collect(),
+            },
+            top_events: d
+                .top_events
+                .into_iter()
+                .map(|t| TopEvent {
+                    event_id: t.event_id,
+                    title: t.title,
+                    claims: t.claims,
+                })
+                .collect(),
+        }
+    }
+}
