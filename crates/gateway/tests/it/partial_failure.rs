@@ -3,40 +3,22 @@
 //! and everything recovers by itself. Real binaries; outages are made with a [`TcpProxy`] cut
 //! between a service and what it dials.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use std::path::Path;
 use std::time::Duration;
 
-use common::{ADMIN_EMAIL, ADMIN_PASSWORD, Platform};
-use erp_testkit::{ServiceProcess, TcpProxy, mongodb_uri, redis_url, unique_name};
+use crate::common::{self, ADMIN_EMAIL, ADMIN_PASSWORD, Platform, Request};
+use erp_testkit::{ServiceProcess, TcpProxy, mongodb_uri, redis_url};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 /// A second gateway whose path to event goes through `event_proxy` (auth and Redis direct).
 async fn gateway_via(platform: &Platform, event_proxy: &TcpProxy) -> ServiceProcess {
-    let env: Vec<(&str, String)> = vec![
-        ("ERP_GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
-        ("ERP_ADMIN_ADDR", "127.0.0.1:0".to_owned()),
-        (
-            "ERP_AUTH_URL",
-            format!("http://{}", platform.auth().addr("grpc")),
-        ),
-        ("ERP_EVENT_URL", format!("http://{}", event_proxy.addr())),
-        ("ERP_REDIS_URL", redis_url()),
-        ("ERP_REDIS_KEY_PREFIX", format!("{}:", unique_name("pf"))),
-        ("ERP_GRPC_CONNECT_TIMEOUT_MS", "500".to_owned()),
-        ("ERP_GRPC_TIMEOUT_MS", "3000".to_owned()),
-        (
-            "ERP_SERVICE_IDENTITY_KEY_FILE",
-            erp_testkit::identity_key_file().display().to_string(),
-        ),
-    ];
-    let gateway = ServiceProcess::start(Path::new(env!("CARGO_BIN_EXE_erp-gateway")), &env).await;
-    gateway.wait_ready(Duration::from_secs(30)).await;
-    gateway
+    platform
+        .another_gateway(&[
+            ("ERP_EVENT_URL", &format!("http://{}", event_proxy.addr())),
+            ("ERP_GRPC_CONNECT_TIMEOUT_MS", "500"),
+            ("ERP_GRPC_TIMEOUT_MS", "3000"),
+        ])
+        .await
 }
 
 /// `erp_dependency_up{dependency="<name>"}` on `process`'s admin port (after asking
@@ -81,21 +63,26 @@ async fn raw_call(
     token: &str,
     idempotency_key: Option<&str>,
 ) -> (u16, Option<String>, Value) {
-    let mut request = http
-        .request(method, url)
-        .bearer_auth(token)
+    let mut request = Request::new(http.request(method, url))
+        .token(token)
         .timeout(Duration::from_secs(20));
     if let Some(key) = idempotency_key {
         request = request.header("idempotency-key", key);
     }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = response.json::<Value>().await.unwrap_or(Value::Null);
-    (status, retry_after, body)
+    let reply = request.send().await;
+    let retry_after = reply.header("retry-after").map(str::to_owned);
+    (reply.status.as_u16(), retry_after, reply.body)
+}
+
+/// Polls `dependency_up` until `name` is up again (at most 30 s).
+async fn until_up(http: &reqwest::Client, process: &ServiceProcess, name: &str) {
+    erp_testkit::eventually(Duration::from_secs(30), || async {
+        match dependency_up(http, process, name).await {
+            (1, _) => Ok(()),
+            (_, detail) => Err(detail),
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -160,18 +147,7 @@ async fn event_down_does_not_cascade_and_recovers() {
     assert!(retry_after.is_some_and(|v| v.parse::<u64>().unwrap() >= 1));
 
     proxy.enable();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (up, detail) = dependency_up(&http, &gateway, "event").await;
-        if up == 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "event never came back: {detail}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_up(&http, &gateway, "event").await;
     let (status, _, body) = raw_call(
         &http,
         format!("{base}/events"),
@@ -224,7 +200,11 @@ async fn killing_event_during_concurrent_claims_is_never_a_500_and_retries_conve
     let platform = Platform::start().await;
     // An event service of this test's own, so that it can be killed and started again (on
     // another port: the proxy in front of it is what the gateway dials).
-    let event_env = erp_testkit::grpc_service_env("ERP_EVENT_ADDR", &unique_name("pf_kill"));
+    let mut event_env = erp_testkit::grpc_service_env(
+        "ERP_EVENT_ADDR",
+        &platform.stores().database("killed_event"),
+    );
+    event_env.push(("ERP_REDIS_KEY_PREFIX", platform.stores().redis_prefix()));
     let event_binary = erp_testkit::workspace_binary("erp-event");
     let first = ServiceProcess::start(&event_binary, &event_env).await;
     first.wait_ready(Duration::from_secs(30)).await;
@@ -237,12 +217,11 @@ async fn killing_event_during_concurrent_claims_is_never_a_500_and_retries_conve
         let response = http
             .post(format!("{base}/events"))
             .bearer_auth(&admin.access_token)
-            .json(&json!({
-                "title": "killed mid-claim",
-                "startsAt": common::iso(chrono::Duration::hours(-1)),
-                "endsAt": common::iso(chrono::Duration::days(1)),
-                "rewards": [{"name": "Gold", "type": "CURRENCY", "quantity": 1}],
-            }))
+            .json(&common::event_body(
+                "killed mid-claim",
+                chrono::Duration::days(1),
+                json!({"rewards": common::gold()}),
+            ))
             .send()
             .await
             .unwrap();
@@ -279,14 +258,7 @@ async fn killing_event_during_concurrent_claims_is_never_a_500_and_retries_conve
     assert!(seen.contains_key(&503), "the kill was noticed: {seen:?}");
 
     // The new process answers: retries with the same keys converge, one claim per player.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while dependency_up(&http, &gateway, "event").await.0 != 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "event never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_up(&http, &gateway, "event").await;
     let after = claim_until(&http, &claim_url, &players, tokio::time::Instant::now()).await;
     for (status, body) in &after {
         assert!(
@@ -329,11 +301,11 @@ async fn store_proxies() -> (TcpProxy, TcpProxy, String, String) {
 #[tokio::test]
 async fn event_stores_lost_after_start_stay_ready_and_answer_503() {
     let (mongo_proxy, redis_proxy, mongo_uri, redis) = store_proxies().await;
-    let platform = Platform::start_configured(
-        &[("ERP_MONGODB_URI", &mongo_uri), ("ERP_REDIS_URL", &redis)],
-        &[],
-    )
-    .await;
+    let platform = Platform::builder()
+        .event_env("ERP_MONGODB_URI", &mongo_uri)
+        .event_env("ERP_REDIS_URL", &redis)
+        .start()
+        .await;
     let http = reqwest::Client::new();
     let admin = platform.admin().await;
     let (status, _, body) = raw_call(
@@ -380,8 +352,7 @@ async fn event_stores_lost_after_start_stay_ready_and_answer_503() {
 
     mongo_proxy.enable();
     redis_proxy.enable();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    erp_testkit::eventually(Duration::from_secs(30), || async {
         let (status, _, body) = raw_call(
             &http,
             platform.url("/claims/me"),
@@ -390,16 +361,14 @@ async fn event_stores_lost_after_start_stay_ready_and_answer_503() {
             None,
         )
         .await;
-        if status == 200 {
-            break;
-        }
         assert_ne!(status, 500, "{body}");
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never recovered: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        if status == 200 {
+            Ok(())
+        } else {
+            Err((status, body))
+        }
+    })
+    .await;
     assert_eq!(dependency_up(&http, platform.event(), "mongodb").await.0, 1);
 }
 
@@ -408,12 +377,11 @@ async fn event_stores_lost_after_start_stay_ready_and_answer_503() {
 #[tokio::test]
 async fn stores_lost_after_start_are_never_a_500() {
     let (mongo_proxy, redis_proxy, mongo_uri, redis) = store_proxies().await;
-    let platform = Platform::start_full(
-        &[("ERP_MONGODB_URI", &mongo_uri), ("ERP_REDIS_URL", &redis)],
-        &[],
-        &[],
-    )
-    .await;
+    let platform = Platform::builder()
+        .env("ERP_MONGODB_URI", &mongo_uri)
+        .env("ERP_REDIS_URL", &redis)
+        .start()
+        .await;
     let http = reqwest::Client::new();
     let admin = platform.admin().await;
     let player = platform.player("stores@example.com").await;

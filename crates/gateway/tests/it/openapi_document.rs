@@ -6,17 +6,13 @@
 //! - every operation of the served document (method and path, without `/api/v1`) must be named in
 //!   `docs/api.md` as `` `METHOD /path` ``, so the reference cannot silently miss a route.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::Platform;
+use crate::common::Platform;
 use serde_json::Value;
 
 const REGENERATE: &str =
-    "ERP_UPDATE_OPENAPI=1 cargo nextest run -p erp-gateway --test openapi_document";
+    "ERP_UPDATE_OPENAPI=1 cargo nextest run -p erp-gateway --test it openapi_document";
 
 /// The operations an OpenAPI path item may hold, in the document's lower case.
 const METHODS: &[&str] = &[

@@ -3,15 +3,11 @@
 //! cap), the client IP behind proxies and per-IP limits of 404s, 405s and failed
 //! authentications.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::Platform;
+use crate::common::Platform;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -21,18 +17,11 @@ use tokio::net::TcpStream;
 /// Rate limits count in fixed one-minute windows: a test that trips one starts with enough of
 /// the current window left.
 async fn fresh_rate_window() {
-    let second = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        % 60;
-    if second >= 40 {
-        tokio::time::sleep(Duration::from_secs(61 - second)).await;
-    }
+    erp_testkit::fresh_minute_window(Duration::from_secs(20)).await;
 }
 
 async fn gateway_metrics(platform: &Platform) -> String {
-    erp_testkit::scrape(platform.gateway().addr("admin")).await
+    platform.gateway_metrics().await
 }
 
 /// The series (name and labels, without the value) of the HTTP request metrics.
@@ -282,11 +271,13 @@ async fn trickle(stream: &mut TcpStream, bytes: &[u8]) -> Duration {
 
 #[tokio::test]
 async fn slow_request_heads_and_idle_connections_are_closed() {
-    let platform = Platform::start_with(&[
-        ("ERP_HTTP_HEADER_READ_TIMEOUT_MS", "1000"),
-        ("ERP_HTTP_IDLE_TIMEOUT_MS", "3000"),
-    ])
-    .await;
+    let platform = Platform::builder()
+        .gateway_envs(&[
+            ("ERP_HTTP_HEADER_READ_TIMEOUT_MS", "1000"),
+            ("ERP_HTTP_IDLE_TIMEOUT_MS", "3000"),
+        ])
+        .start()
+        .await;
     let addr = platform.gateway().addr("http");
 
     // A slowloris, one header byte a second: cut after the header timeout.
@@ -341,12 +332,14 @@ async fn open_connection(addr: SocketAddr) -> TcpStream {
 
 #[tokio::test]
 async fn connections_over_the_cap_are_refused_at_once() {
-    let platform = Platform::start_with(&[
-        ("ERP_HTTP_MAX_CONNECTIONS", "3"),
-        // Connections are handed between shards; the cap is the process's.
-        ("ERP_WORKER_THREADS", "2"),
-    ])
-    .await;
+    let platform = Platform::builder()
+        .gateway_envs(&[
+            ("ERP_HTTP_MAX_CONNECTIONS", "3"),
+            // Connections are handed between shards; the cap is the process's.
+            ("ERP_WORKER_THREADS", "2"),
+        ])
+        .start()
+        .await;
     let addr = platform.gateway().addr("http");
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -388,12 +381,14 @@ async fn connections_over_the_cap_are_refused_at_once() {
 
 #[tokio::test]
 async fn a_spoofed_forwarded_for_does_not_escape_per_ip_limits() {
-    let platform = Platform::start_with(&[
-        ("ERP_TRUSTED_PROXIES", "1"),
-        ("ERP_AUTH_RATE_LIMIT_PER_MINUTE", "5"),
-        ("ERP_RATE_LIMIT_PER_MINUTE", "5"),
-    ])
-    .await;
+    let platform = Platform::builder()
+        .gateway_envs(&[
+            ("ERP_TRUSTED_PROXIES", "1"),
+            ("ERP_AUTH_RATE_LIMIT_PER_MINUTE", "5"),
+            ("ERP_RATE_LIMIT_PER_MINUTE", "5"),
+        ])
+        .start()
+        .await;
     let root = format!("http://{}", platform.gateway().addr("http"));
     fresh_rate_window().await;
     let login = |forwarded: String| {
@@ -458,11 +453,13 @@ async fn a_spoofed_forwarded_for_does_not_escape_per_ip_limits() {
 
 #[tokio::test]
 async fn failed_authentications_stop_introspection_per_ip() {
-    let platform = Platform::start_with(&[
-        ("ERP_AUTH_FAILURES_PER_MINUTE", "5"),
-        ("ERP_INTROSPECTION_CACHE_TTL_MS", "120000"),
-    ])
-    .await;
+    let platform = Platform::builder()
+        .gateway_envs(&[
+            ("ERP_AUTH_FAILURES_PER_MINUTE", "5"),
+            ("ERP_INTROSPECTION_CACHE_TTL_MS", "120000"),
+        ])
+        .start()
+        .await;
     let admin = platform.admin().await;
     let (status, _) = platform
         .call(Method::GET, "/auth/me", Some(&admin.access_token), None)
@@ -539,7 +536,10 @@ async fn http2_with_prior_knowledge_is_served() {
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
 
-    let platform = Platform::start_with(&[("ERP_HTTP2_MAX_CONCURRENT_STREAMS", "4")]).await;
+    let platform = Platform::builder()
+        .gateway_envs(&[("ERP_HTTP2_MAX_CONCURRENT_STREAMS", "4")])
+        .start()
+        .await;
     let addr = platform.gateway().addr("http");
     let client = Client::builder(TokioExecutor::new())
         .http2_only(true)

@@ -2,15 +2,11 @@
 //! demoted while eight readers hammer an admin-only route loses access within a second, every
 //! time, also right after the revocation channel's subscriptions were cut.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Platform, Session};
+use crate::common::{NO_RATE_LIMITS, Platform, STAFF_PASSWORD, Session};
 use erp_testkit::PrivateRedis;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -22,35 +18,24 @@ const ADMIN_ONLY: &str = "/users?limit=1";
 /// Fresh sessions per reader and repetition: each is an introspection cache miss, so answers
 /// from auth are in flight when the demotion's eviction lands.
 const FRESH_TOKENS: usize = 2;
-const NO_LIMITS: [(&str, &str); 2] = [
-    ("ERP_RATE_LIMIT_PER_MINUTE", "0"),
-    ("ERP_AUTH_RATE_LIMIT_PER_MINUTE", "0"),
-];
-
 async fn set_roles(platform: &Platform, admin: &Session, id: &str, roles: &[&str]) {
-    let (status, body) = platform
-        .call(
-            Method::PATCH,
-            &format!("/users/{id}"),
-            Some(&admin.access_token),
-            Some(json!({ "roles": roles })),
-        )
+    platform
+        .change_user(admin, id, json!({ "roles": roles }))
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 async fn wait_for(platform: &Platform, token: &str, expected: StatusCode) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    erp_testkit::eventually(Duration::from_secs(10), || async {
         let (status, _) = platform
             .call(Method::GET, ADMIN_ONLY, Some(token), None)
             .await;
         if status == expected {
-            return;
+            Ok(())
+        } else {
+            Err(status)
         }
-        assert!(Instant::now() < deadline, "still {status}, not {expected}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 /// One demotion raced by readers; `before_demotion` runs just before it (e.g. cutting the
@@ -159,19 +144,20 @@ async fn demoted_admin(
     let demoted = platform.staff(admin, email, &["ADMIN"]).await;
     let mut sessions = Vec::new();
     for _ in 0..READERS {
-        sessions.push(
-            platform
-                .login(email, "staff-password-1")
-                .await
-                .refresh_token,
-        );
+        sessions.push(platform.login(email, STAFF_PASSWORD).await.refresh_token);
     }
     (demoted, sessions)
 }
 
-#[tokio::test]
+/// On the multi-thread runtime, so that readers and the demotion really run at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demotion_raced_by_readers_is_effective_within_a_second() {
-    let platform = Arc::new(Platform::start_with(&NO_LIMITS).await);
+    let platform = Arc::new(
+        Platform::builder()
+            .gateway_envs(&NO_RATE_LIMITS)
+            .start()
+            .await,
+    );
     let admin = platform.admin().await;
     let (demoted, mut sessions) = demoted_admin(&platform, &admin, "raced-admin@example.com").await;
     let mut worst = Duration::ZERO;
@@ -182,14 +168,19 @@ async fn a_demotion_raced_by_readers_is_effective_within_a_second() {
     eprintln!("latest allowed request after a demotion: {worst:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demotion_right_after_the_subscriptions_were_cut_is_effective_within_a_second() {
     // A Redis of this test's own: cutting every pub/sub connection of the shared one would cut
     // other tests' subscriptions too.
     let redis = PrivateRedis::start().await;
     let url = redis.url();
-    let platform =
-        Arc::new(Platform::start_full(&[("ERP_REDIS_URL", url.as_str())], &[], &NO_LIMITS).await);
+    let platform = Arc::new(
+        Platform::builder()
+            .env("ERP_REDIS_URL", &url)
+            .gateway_envs(&NO_RATE_LIMITS)
+            .start()
+            .await,
+    );
     let admin = platform.admin().await;
     let (demoted, mut sessions) = demoted_admin(&platform, &admin, "cut-admin@example.com").await;
     let mut worst = Duration::ZERO;

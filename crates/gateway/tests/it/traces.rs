@@ -2,16 +2,12 @@
 //! one request through the gateway yields spans from gateway, auth and event sharing the trace
 //! id the gateway answers in `traceparent`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::Platform;
+use crate::common::Platform;
 use reqwest::StatusCode;
 
 fn rotel_agent() -> PathBuf {
@@ -88,8 +84,10 @@ async fn one_request_is_one_trace_across_the_three_services() {
         .unwrap();
     let rotel = KillOnDrop(rotel);
     let endpoint = format!("http://127.0.0.1:{port}");
-    let mut platform =
-        Platform::start_full(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)], &[], &[]).await;
+    let mut platform = Platform::builder()
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .start()
+        .await;
     let admin = platform.admin().await;
 
     let response = platform
@@ -110,15 +108,28 @@ async fn one_request_is_one_trace_across_the_three_services() {
     assert!(platform.stop_gateway().await);
     platform.stop_auth().await;
     assert!(platform.stop_event().await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // rotel logs what it received a little later: poll its log for the three services' spans.
+    let services_of = |log: &str| -> BTreeSet<String> {
+        spans(log)
+            .into_iter()
+            .filter(|(_, id)| *id == trace_id)
+            .map(|(service, _)| service)
+            .collect()
+    };
+    let read_log = || std::fs::read_to_string(&log_path).unwrap();
+    let all_three = |log: &str| services_of(log).len() == 3;
+    let _ = erp_testkit::eventually(Duration::from_secs(10), || async {
+        let log = read_log();
+        if all_three(&log) {
+            Ok(())
+        } else {
+            Err(services_of(&log))
+        }
+    })
+    .await;
     drop(rotel);
-
-    let log = std::fs::read_to_string(&log_path).unwrap();
-    let services: BTreeSet<String> = spans(&log)
-        .into_iter()
-        .filter(|(_, id)| *id == trace_id)
-        .map(|(service, _)| service)
-        .collect();
+    let log = read_log();
+    let services = services_of(&log);
     assert_eq!(
         services.into_iter().collect::<Vec<_>>(),
         ["erp-auth", "erp-event", "erp-gateway"],

@@ -3,8 +3,6 @@
 //! or one signed with another key. The real auth and event binaries are called directly over
 //! gRPC, as a compromised pod in the cluster would.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use erp_platform::identity::{
@@ -14,7 +12,7 @@ use erp_proto::auth::v1 as auth_pb;
 use erp_proto::auth::v1::auth_service_client::AuthServiceClient;
 use erp_proto::event::v1 as event_pb;
 use erp_proto::event::v1::event_service_client::EventServiceClient;
-use erp_testkit::{ServiceProcess, grpc_service_env, unique_name, workspace_binary};
+use erp_testkit::{ServiceProcess, TestStores, grpc_service_env, workspace_binary};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -88,6 +86,15 @@ fn forged<T: Clone>(body: &T, audience: Service) -> Vec<(&'static str, tonic::Re
     cases
 }
 
+/// One service binary on its own (in `stores`), ready.
+async fn service(stores: &TestStores, binary: &str, addr_var: &'static str) -> ServiceProcess {
+    let mut env = grpc_service_env(addr_var, &stores.database(binary));
+    env.push(("ERP_REDIS_KEY_PREFIX", stores.redis_prefix()));
+    let process = ServiceProcess::start(&workspace_binary(binary), &env).await;
+    process.wait_ready(Duration::from_secs(30)).await;
+    process
+}
+
 async fn channel(process: &ServiceProcess) -> Channel {
     Channel::from_shared(format!("http://{}", process.addr("grpc")))
         .unwrap()
@@ -98,12 +105,8 @@ async fn channel(process: &ServiceProcess) -> Channel {
 
 #[tokio::test]
 async fn auth_refuses_forged_callers_and_serves_the_gateways() {
-    let auth = ServiceProcess::start(
-        &workspace_binary("erp-auth"),
-        &grpc_service_env("ERP_AUTH_ADDR", &unique_name("forged_auth")),
-    )
-    .await;
-    auth.wait_ready(Duration::from_secs(30)).await;
+    let stores = TestStores::new("forged");
+    let auth = service(&stores, "erp-auth", "ERP_AUTH_ADDR").await;
     let mut raw = AuthServiceClient::new(channel(&auth).await);
 
     let create = auth_pb::CreateUserRequest {
@@ -146,12 +149,8 @@ async fn auth_refuses_forged_callers_and_serves_the_gateways() {
 
 #[tokio::test]
 async fn event_refuses_forged_callers_and_takes_logins_only_from_auth() {
-    let event = ServiceProcess::start(
-        &workspace_binary("erp-event"),
-        &grpc_service_env("ERP_EVENT_ADDR", &unique_name("forged_event")),
-    )
-    .await;
-    event.wait_ready(Duration::from_secs(30)).await;
+    let stores = TestStores::new("forged");
+    let event = service(&stores, "erp-event", "ERP_EVENT_ADDR").await;
     let mut raw = EventServiceClient::new(channel(&event).await);
 
     let progress = event_pb::ReportProgressRequest {

@@ -2,37 +2,31 @@
 //! meets a condition and claims, a manual claim is approved, an auditor reads claims and both
 //! audit trails, concurrency through HTTP, and every dashboard/alert metric exported.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::{Platform, iso};
+use crate::common::{self, Platform};
+use crate::rate_limits::exhaust_user_limit;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 async fn create_event(platform: &Platform, token: &str, body: Value) -> Value {
-    let (status, event) = platform
-        .call(Method::POST, "/events", Some(token), Some(body))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{event}");
-    event
+    platform.create_event(token, body).await
 }
 
 fn event_body(title: &str, policy: &str, condition: Value, stock: Option<i64>) -> Value {
-    json!({
-        "title": title,
-        "description": "journey",
-        "startsAt": iso(chrono::Duration::hours(-1)),
-        "endsAt": iso(chrono::Duration::days(3)),
-        "claimPolicy": policy,
-        "condition": condition,
-        "rewards": [
-            {"name": "Gold", "type": "CURRENCY", "quantity": 500, "stock": stock},
-            {"name": "Sword", "type": "ITEM", "itemCode": "sword-01", "quantity": 1},
-        ],
-    })
+    common::event_body(
+        title,
+        chrono::Duration::days(3),
+        json!({
+            "description": "journey",
+            "claimPolicy": policy,
+            "condition": condition,
+            "rewards": [
+                {"name": "Gold", "type": "CURRENCY", "quantity": 500, "stock": stock},
+                {"name": "Sword", "type": "ITEM", "itemCode": "sword-01", "quantity": 1},
+            ],
+        }),
+    )
 }
 
 #[tokio::test]
@@ -92,8 +86,7 @@ async fn operator_player_and_auditor_journey() {
     assert_eq!(status, StatusCode::OK, "{accepted}");
     assert_eq!(accepted, json!({"accepted": 2, "duplicates": 1}));
     let progress_path = format!("/events/{event_id}/progress");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
+    let (progress, _) = erp_testkit::eventually(Duration::from_secs(15), || async {
         let (status, progress) = platform
             .call(
                 Method::GET,
@@ -104,16 +97,14 @@ async fn operator_player_and_auditor_journey() {
             .await;
         assert_eq!(status, StatusCode::OK, "{progress}");
         if progress["passed"] == true {
-            assert_eq!(progress["details"][0]["actual"], 1);
-            assert_eq!(progress["details"][1]["actual"], 3);
-            break;
+            Ok(progress)
+        } else {
+            Err(progress)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never eligible: {progress}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    assert_eq!(progress["details"][0]["actual"], 1);
+    assert_eq!(progress["details"][1]["actual"], 3);
 
     // Now the claim is granted, with snapshots; a repeat with the same key replays it.
     let claim_request = |key: &str| {
@@ -309,7 +300,8 @@ async fn operator_player_and_auditor_journey() {
     assert_eq!(dashboard["events"]["byStatus"]["ACTIVE"], 2);
 }
 
-#[tokio::test]
+/// On the multi-thread runtime: the requests really run in parallel, not interleaved at awaits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_parallel_claims_by_one_player_make_one_claim() {
     let platform = Platform::start().await;
     let admin = platform.admin().await;
@@ -321,10 +313,15 @@ async fn a_hundred_parallel_claims_by_one_player_make_one_claim() {
     .await;
     let player = platform.player("rush@example.com").await;
     let path = format!("/events/{}/claims", event["id"].as_str().unwrap());
-    let attempts = futures::future::join_all(
-        (0..100).map(|_| platform.call(Method::POST, &path, Some(&player.access_token), None)),
-    )
-    .await;
+    let attempts: Vec<(StatusCode, Value)> = common::in_parallel((0..100).map(|_| {
+        platform
+            .request(Method::POST, &path)
+            .token(&player.access_token)
+    }))
+    .await
+    .into_iter()
+    .map(|reply| (reply.status, reply.body))
+    .collect();
     let created: Vec<&Value> = attempts
         .iter()
         .filter(|(s, _)| *s == StatusCode::CREATED)
@@ -336,15 +333,30 @@ async fn a_hundred_parallel_claims_by_one_player_make_one_claim() {
         assert_eq!(body["code"], "ALREADY_CLAIMED");
         assert_eq!(body["claimId"], created[0]["id"]);
     }
+    // What the service stored, counted apart from the answers.
+    let (status, mine) = platform
+        .call(
+            Method::GET,
+            &format!("/claims/me?eventId={}", event["id"].as_str().unwrap()),
+            Some(&player.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{mine}");
+    assert_eq!(common::items(&mine).len(), 1, "{mine}");
+    assert_eq!(mine["items"][0]["id"], created[0]["id"]);
 }
+
+/// The per-user limit of the metrics test (small: the test sends it, and one more).
+const USER_LIMIT: u32 = 40;
 
 #[tokio::test]
 async fn every_metric_of_the_dashboards_and_alerts_is_exported() {
-    let platform = Platform::start_configured(
-        &[("ERP_JOBS_INTERVAL_SECS", "1")],
-        &[("ERP_RATE_LIMIT_PER_MINUTE", "300")],
-    )
-    .await;
+    let platform = Platform::builder()
+        .event_env("ERP_JOBS_INTERVAL_SECS", "1")
+        .gateway_env("ERP_RATE_LIMIT_PER_MINUTE", &USER_LIMIT.to_string())
+        .start()
+        .await;
     let admin = platform.admin().await;
     let event = create_event(
         &platform,
@@ -372,29 +384,35 @@ async fn every_metric_of_the_dashboards_and_alerts_is_exported() {
     platform
         .call(Method::POST, "/progress", Some(&admin.access_token), Some(json!({"items": [{"userId": player.id, "metric": "kills", "value": 1, "mode": "INCREMENT"}]})))
         .await;
-    // Trip the per-user rate limit with a throwaway account.
+    // Trip the per-user rate limit with a throwaway account: exactly the limit, then 429.
     let spammer = platform.player("spam@example.com").await;
-    let mut limited = false;
-    for _ in 0..400 {
-        let (status, _) = platform
-            .call(Method::GET, "/auth/me", Some(&spammer.access_token), None)
-            .await;
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            limited = true;
-            break;
-        }
-    }
-    assert!(limited, "the per-user limit never answered 429");
-    tokio::time::sleep(Duration::from_millis(2500)).await; // lifecycle jobs run at least once
+    exhaust_user_limit(&platform, &spammer.access_token, USER_LIMIT).await;
 
-    let exported = platform.scrape_all().await;
-    let names = include_str!("../../../infrastructure/metrics.txt");
-    let missing: Vec<&str> = names
+    // The lifecycle jobs run every second: poll until everything is exported.
+    let names = include_str!("../../../../infrastructure/metrics.txt");
+    let names: Vec<&str> = names
         .lines()
         .map(str::trim)
         .filter(|n| !n.is_empty() && !n.starts_with('#'))
-        .filter(|name| !exported.contains(&format!("# TYPE {name} ")))
         .collect();
+    let missing = |exported: &str| -> Vec<&str> {
+        names
+            .iter()
+            .copied()
+            .filter(|name| !exported.contains(&format!("# TYPE {name} ")))
+            .collect()
+    };
+    let at_first = missing(&platform.scrape_all().await).len();
+    let (missing, took) = erp_testkit::eventually(Duration::from_secs(10), || async {
+        let missing = missing(&platform.scrape_all().await);
+        if missing.is_empty() {
+            Ok(missing)
+        } else {
+            Err(missing)
+        }
+    })
+    .await;
+    eprintln!("every metric exported {took:?} after the traffic ({at_first} missing at first)");
     assert!(
         missing.is_empty(),
         "metrics used by dashboards or alerts but not exported: {missing:?}"

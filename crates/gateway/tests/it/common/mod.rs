@@ -1,0 +1,200 @@
+//! What the end-to-end tests share: [`Platform`] (the three real binaries, started by a builder),
+//! requests and answers ([`Reply`], with the problem+json assertions), sessions and fixtures.
+
+#![allow(dead_code)]
+
+mod client;
+mod platform;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+pub use client::{Reply, Request, assert_problem};
+pub use platform::{ADMIN_EMAIL, ADMIN_PASSWORD, NO_RATE_LIMITS, Platform, gateway_binary};
+
+pub const PLAYER_PASSWORD: &str = "player-password-1";
+pub const STAFF_PASSWORD: &str = "staff-password-1";
+
+/// A logged-in user.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: String,
+    pub email: String,
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+/// An RFC 3339 time `offset` from now, to the second.
+pub fn iso(offset: chrono::Duration) -> String {
+    (chrono::Utc::now() + offset).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// An event running from an hour ago for `length`, with the optional extras in `extra` merged
+/// in (e.g. `{"claimPolicy": "MANUAL", "rewards": [...]}`).
+pub fn event_body(title: &str, length: chrono::Duration, extra: Value) -> Value {
+    let mut body = json!({
+        "title": title,
+        "startsAt": iso(chrono::Duration::hours(-1)),
+        "endsAt": iso(length),
+    });
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    body
+}
+
+/// One unlimited currency reward.
+pub fn gold() -> Value {
+    json!([{"name": "Gold", "type": "CURRENCY", "quantity": 1}])
+}
+
+impl Platform {
+    /// Sends `method path` with an optional token and JSON body; the status and JSON body
+    /// (`Value::Null` when there is none).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.request(method, path).maybe_token(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let reply = request.send().await;
+        (reply.status, reply.body)
+    }
+
+    /// `method path` as `token` with an optional JSON body: the whole [`Reply`].
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self.request(method, path).maybe_token(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await
+    }
+
+    /// Creates an event as `token` (asserting 201); the created event.
+    pub async fn create_event(&self, token: &str, body: Value) -> Value {
+        let reply = self
+            .send(Method::POST, "/events", Some(token), Some(body))
+            .await;
+        reply.expect(StatusCode::CREATED).clone()
+    }
+
+    /// Creates an active AUTO event (started an hour ago, for a day) with one unlimited reward;
+    /// answers the event's and the reward's ids.
+    pub async fn active_event_with_reward(&self, token: &str, title: &str) -> (String, String) {
+        let event = self
+            .create_event(
+                token,
+                event_body(title, chrono::Duration::days(1), json!({"rewards": gold()})),
+            )
+            .await;
+        let event_id = event["id"].as_str().unwrap().to_owned();
+        let rewards = self
+            .send(
+                Method::GET,
+                &format!("/events/{event_id}/rewards"),
+                Some(token),
+                None,
+            )
+            .await;
+        let reward_id = rewards.expect(StatusCode::OK)["items"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (event_id, reward_id)
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Session {
+        let reply = self
+            .send(
+                Method::POST,
+                "/auth/login",
+                None,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await;
+        let body = reply.expect(StatusCode::OK);
+        Session {
+            id: body["user"]["id"].as_str().unwrap().to_owned(),
+            email: email.to_owned(),
+            access_token: body["accessToken"].as_str().unwrap().to_owned(),
+            refresh_token: body["refreshToken"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn admin(&self) -> Session {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// Registers a player and logs them in.
+    pub async fn player(&self, email: &str) -> Session {
+        let reply = self
+            .send(
+                Method::POST,
+                "/auth/register",
+                None,
+                Some(json!({"email": email, "password": PLAYER_PASSWORD})),
+            )
+            .await;
+        reply.expect(StatusCode::CREATED);
+        self.login(email, PLAYER_PASSWORD).await
+    }
+
+    /// An account with `roles`, created by the admin, logged in.
+    pub async fn staff(&self, admin: &Session, email: &str, roles: &[&str]) -> Session {
+        let reply = self
+            .send(
+                Method::POST,
+                "/users",
+                Some(&admin.access_token),
+                Some(json!({"email": email, "password": STAFF_PASSWORD, "roles": roles})),
+            )
+            .await;
+        reply.expect(StatusCode::CREATED);
+        self.login(email, STAFF_PASSWORD).await
+    }
+
+    /// `PATCH /users/{id}` with `change` as the admin, asserting 200.
+    pub async fn change_user(&self, admin: &Session, id: &str, change: Value) -> Value {
+        let reply = self
+            .send(
+                Method::PATCH,
+                &format!("/users/{id}"),
+                Some(&admin.access_token),
+                Some(change),
+            )
+            .await;
+        reply.expect(StatusCode::OK).clone()
+    }
+}
+
+/// Sends every request on a task of its own (on a multi-thread runtime they run in parallel,
+/// not just interleaved at awaits); the answers in order.
+pub async fn in_parallel(requests: impl IntoIterator<Item = Request>) -> Vec<Reply> {
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|request| tokio::spawn(request.send()))
+        .collect();
+    let mut replies = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        replies.push(task.await.unwrap());
+    }
+    replies
+}
+
+/// The `items` of a list answer.
+pub fn items(list: &Value) -> &Vec<Value> {
+    list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a list: {list}"))
+}
