@@ -24,6 +24,7 @@ mod openapi_document;
 mod partial_failure;
 mod rate_limits;
 mod revocation;
+mod router;
 mod schemathesis;
 mod traces;
 mod writes;

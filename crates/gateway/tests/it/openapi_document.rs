@@ -8,8 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::Platform;
+use axum::http::Method;
 use serde_json::Value;
+use tower::ServiceExt;
 
 const REGENERATE: &str =
     "ERP_UPDATE_OPENAPI=1 cargo nextest run -p erp-gateway --test it openapi_document";
@@ -23,17 +24,19 @@ fn docs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs")
 }
 
-/// The document as the gateway serves it: its raw text and its JSON value.
+/// The document as the gateway serves it (its router in process: no service is needed): its raw
+/// text and its JSON value.
 async fn served_document() -> (String, Value) {
-    let platform = Platform::start().await;
-    let response = platform
-        .http
-        .get(platform.url("/openapi.json"))
-        .send()
+    let stores = erp_testkit::TestStores::new("openapi");
+    let response = crate::router::router(&stores)
+        .oneshot(crate::router::request(Method::GET, "/api/v1/openapi.json"))
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "GET /api/v1/openapi.json");
-    let text = response.text().await.unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8(bytes.to_vec()).expect("the served OpenAPI document is UTF-8");
     let value = serde_json::from_str(&text).expect("the served OpenAPI document is JSON");
     (text, value)
 }
