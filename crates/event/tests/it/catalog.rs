@@ -228,29 +228,13 @@ async fn status_follows_time_publication_and_filters_lists() {
     )
     .await;
 
-    let canceled = update_event(
-        &service,
-        &operator(),
-        pb::UpdateEventRequest {
-            id: now.id.clone(),
-            state: Some(pb::PublicationState::Canceled as i32),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let canceled = set_state(&service, &now.id, pb::PublicationState::Canceled)
+        .await
+        .unwrap();
     assert_eq!(canceled.status, pb::EventStatus::Canceled as i32);
-    let republish = update_event(
-        &service,
-        &operator(),
-        pb::UpdateEventRequest {
-            id: now.id.clone(),
-            state: Some(pb::PublicationState::Published as i32),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap_err();
+    let republish = set_state(&service, &now.id, pb::PublicationState::Published)
+        .await
+        .unwrap_err();
     assert_eq!(fields(&republish), ["state"]);
 
     let list = |status: pb::EventStatus| {
