@@ -38,13 +38,13 @@ impl Access {
     }
 }
 
-pub const API_PREFIX: &str = "/api/v1";
+pub(crate) const API_PREFIX: &str = "/api/v1";
 
-pub const EDITORS: &[Role] = &[Role::Operator, Role::Admin];
-pub const STAFF: &[Role] = &[Role::Operator, Role::Auditor, Role::Admin];
-pub const ADMIN: &[Role] = &[Role::Admin];
-pub const CLAIMANTS: &[Role] = &[Role::User, Role::Operator, Role::Admin];
-pub const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
+pub(crate) const EDITORS: &[Role] = &[Role::Operator, Role::Admin];
+pub(crate) const STAFF: &[Role] = &[Role::Operator, Role::Auditor, Role::Admin];
+pub(crate) const ADMIN: &[Role] = &[Role::Admin];
+pub(crate) const CLAIMANTS: &[Role] = &[Role::User, Role::Operator, Role::Admin];
+pub(crate) const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
 
 /// One rule: (method, path template under `/api/v1`, access).
 pub type Rule = (Method, String, Access);
@@ -90,7 +90,7 @@ fn rules() -> &'static [Rule] {
 
 /// The access rule of `method` on the route template `path` (with or without `/api/v1`).
 /// `HEAD` has the rule of `GET` (axum answers it with the `GET` handler, without the body).
-pub fn access(method: &Method, path: &str) -> Option<Access> {
+pub(crate) fn access(method: &Method, path: &str) -> Option<Access> {
     let path = path.strip_prefix(API_PREFIX).unwrap_or(path);
     let method = if method == Method::HEAD {
         &Method::GET

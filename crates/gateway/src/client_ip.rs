@@ -25,24 +25,24 @@ use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap};
 use erp_platform::config::{ConfigError, Env};
 
-pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+pub(crate) const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// The client address of a request (see the module documentation for how it is found).
 ///
 /// In a handler: `async fn handler(ClientIp(ip): ClientIp, ...)`; from a request or its parts:
 /// `ClientIp::of(request.extensions())`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientIp(pub IpAddr);
+pub(crate) struct ClientIp(pub IpAddr);
 
 impl ClientIp {
     /// The client of a request arriving from `peer` with `headers`, behind `trusted_proxies`.
-    pub fn resolve(headers: &HeaderMap, peer: IpAddr, trusted_proxies: usize) -> Self {
+    pub(crate) fn resolve(headers: &HeaderMap, peer: IpAddr, trusted_proxies: usize) -> Self {
         Self(client_ip(headers, peer, trusted_proxies).to_canonical())
     }
 
     /// The address the pipeline resolved for this request; without one (a router served
     /// without [`crate::middleware::Observe`]), the socket peer; without that, `0.0.0.0`.
-    pub fn of(extensions: &Extensions) -> Self {
+    pub(crate) fn of(extensions: &Extensions) -> Self {
         if let Some(ip) = extensions.get::<ClientIp>() {
             return *ip;
         }
@@ -54,7 +54,7 @@ impl ClientIp {
     }
 
     /// What per-IP limits count by (the same grouping as auth's login lockout).
-    pub fn rate_limit_subject(&self) -> String {
+    pub(crate) fn rate_limit_subject(&self) -> String {
         erp_platform::client_address::limit_subject(self.0)
     }
 }
@@ -75,13 +75,13 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
 /// `ERP_TRUSTED_PROXIES` (0..=16, default 0); when unset, `ERP_TRUST_FORWARDED_FOR=true` (the
 /// older setting, which trusted one proxy in front) means 1.
-pub fn trusted_proxies_from_env(env: &Env) -> Result<usize, ConfigError> {
+pub(crate) fn trusted_proxies_from_env(env: &Env) -> Result<usize, ConfigError> {
     let legacy = usize::from(env.bool("ERP_TRUST_FORWARDED_FOR", false)?);
     env.int_in("ERP_TRUSTED_PROXIES", legacy, 0..=16)
 }
 
 /// The rule of the module documentation.
-pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted_proxies: usize) -> IpAddr {
+pub(crate) fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted_proxies: usize) -> IpAddr {
     if trusted_proxies == 0 {
         return peer;
     }

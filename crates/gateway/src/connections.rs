@@ -18,19 +18,19 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 type Handed = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
 
 /// An accepted connection, holding its place under the connection cap until dropped.
-pub struct Accepted {
+pub(crate) struct Accepted {
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub permit: OwnedSemaphorePermit,
 }
 
 /// Where a shard's connections come from.
-pub trait Incoming: Send {
+pub(crate) trait Incoming: Send {
     fn accept(&mut self) -> impl std::future::Future<Output = Accepted> + Send;
 }
 
 /// The accepting side: the real socket and a queue to every further shard.
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     listener: TcpListener,
     shards: Vec<mpsc::UnboundedSender<Handed>>,
     next: usize,
@@ -39,7 +39,7 @@ pub struct Dispatcher {
 }
 
 /// The connections one further shard is handed.
-pub struct Handoff {
+pub(crate) struct Handoff {
     connections: mpsc::UnboundedReceiver<Handed>,
     /// The dispatcher's address, which tests check.
     #[cfg(test)]
@@ -48,7 +48,7 @@ pub struct Handoff {
 
 /// The dispatcher and one [`Handoff`] for each of the `threads - 1` further shards; at most
 /// `max_connections` are open at once, the ones refused over it are counted in `refused`.
-pub fn spread(
+pub(crate) fn spread(
     listener: TcpListener,
     threads: usize,
     max_connections: usize,
@@ -82,7 +82,7 @@ pub fn spread(
 }
 
 impl Dispatcher {
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 }

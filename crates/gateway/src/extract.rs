@@ -12,10 +12,10 @@ use serde::de::DeserializeOwned;
 
 use crate::problem::Problem;
 
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// A JSON request body.
-pub struct JsonBody<T>(pub T);
+pub(crate) struct JsonBody<T>(pub T);
 
 /// The field a serde error is about: its path, plus the missing field's name when serde says
 /// "missing field `x`".
@@ -34,7 +34,7 @@ fn field_of(path: &str, message: &str) -> String {
 }
 
 /// Parses `bytes` as `T`, naming the offending field on failure.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     // Every body of this API is an object (serde would otherwise read structs from arrays).
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(Problem(ApiError::validation(vec![FieldError::new(
@@ -128,7 +128,7 @@ where
 }
 
 /// Query-string parameters.
-pub struct QueryParams<T>(pub T);
+pub(crate) struct QueryParams<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for QueryParams<T>
 where
@@ -157,7 +157,7 @@ where
 
 /// Path parameters (ids). A segment that is not valid UTF-8 (or otherwise cannot be read) names
 /// no resource: 404 problem+json, like any other unknown id.
-pub struct Path<T>(pub T);
+pub(crate) struct Path<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for Path<T>
 where
@@ -181,7 +181,7 @@ where
 }
 
 /// A JSON body that may be left out entirely (an empty body is `T::default()`).
-pub struct OptionalJsonBody<T>(pub T);
+pub(crate) struct OptionalJsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for OptionalJsonBody<T>
 where

@@ -13,7 +13,7 @@ use crate::access::API_PREFIX;
 use crate::state::AppState;
 
 /// Where the document is served, under `/api/v1`.
-pub const DOCUMENT_PATH: &str = "/openapi.json";
+pub(crate) const DOCUMENT_PATH: &str = "/openapi.json";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -66,12 +66,12 @@ impl Modify for BearerAuth {
 }
 
 /// Every `/api/v1` route with its OpenAPI description.
-pub fn api() -> OpenApiRouter<AppState> {
+pub(crate) fn api() -> OpenApiRouter<AppState> {
     crate::api::router(ApiDoc::openapi())
 }
 
 /// The document as served (pretty JSON).
-pub fn render(document: &utoipa::openapi::OpenApi) -> String {
+pub(crate) fn render(document: &utoipa::openapi::OpenApi) -> String {
     document.to_pretty_json().unwrap_or_else(|error| {
         tracing::error!(%error, "cannot render the OpenAPI document");
         "{}".to_owned()
@@ -118,7 +118,7 @@ fn asset(content_type: &'static str, body: &'static [u8]) -> Response {
 }
 
 /// `/docs` and its assets, and `/api/v1/openapi.json` (the document rendered once at start).
-pub fn docs_router(document: String) -> Router<AppState> {
+pub(crate) fn docs_router(document: String) -> Router<AppState> {
     let document = axum::body::Bytes::from(document);
     Router::new()
         .route(

@@ -10,11 +10,11 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+pub(crate) const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
 /// An error on its way to the client.
 #[derive(Debug)]
-pub struct Problem(pub ApiError);
+pub(crate) struct Problem(pub ApiError);
 
 impl From<ApiError> for Problem {
     fn from(error: ApiError) -> Self {
@@ -64,7 +64,7 @@ impl IntoResponse for Problem {
 /// The problem+json error body.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ProblemBody {
+pub(crate) struct ProblemBody {
     #[serde(rename = "type")]
     pub problem_type: String,
     pub title: String,
@@ -111,16 +111,16 @@ impl ProblemBody {
 /// One invalid field of a request.
 // The document's description of `FieldError`, which is what is rendered.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct FieldProblem {
+pub(crate) struct FieldProblem {
     pub field: String,
     pub message: String,
 }
 
-pub fn not_found() -> Problem {
+pub(crate) fn not_found() -> Problem {
     Problem(ApiError::new(ErrorCode::NotFound, "no such route"))
 }
 
-pub fn method_not_allowed() -> Problem {
+pub(crate) fn method_not_allowed() -> Problem {
     Problem(ApiError::new(
         ErrorCode::MethodNotAllowed,
         "this route does not accept this method",

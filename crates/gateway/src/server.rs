@@ -91,14 +91,14 @@ impl HttpLimits {
 
 /// Connection counts, shared by every shard.
 #[derive(Clone)]
-pub struct ConnectionMetrics {
+pub(crate) struct ConnectionMetrics {
     pub open: IntGauge,
     pub refused: IntCounter,
     pub timed_out: IntCounter,
 }
 
 impl ConnectionMetrics {
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+    pub(crate) fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let metrics = Self {
             open: IntGauge::with_opts(Opts::new(
                 "erp_http_connections_open",
@@ -122,7 +122,7 @@ impl ConnectionMetrics {
 
 /// Serves `router` on the connections of `incoming` until `shutdown`, then lets the open
 /// connections finish for at most `drain_deadline`.
-pub async fn serve<L: Incoming>(
+pub(crate) async fn serve<L: Incoming>(
     mut incoming: L,
     router: Router,
     limits: Arc<HttpLimits>,

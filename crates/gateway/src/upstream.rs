@@ -8,19 +8,19 @@ use erp_proto::event::v1::event_service_client::EventServiceClient;
 use tonic::transport::Channel;
 
 /// A client of the auth service whose calls carry the gateway's signed caller assertion.
-pub type AuthClient = AuthServiceClient<Asserting<Measured<Channel>>>;
+pub(crate) type AuthClient = AuthServiceClient<Asserting<Measured<Channel>>>;
 /// A client of the event service whose calls carry the gateway's signed caller assertion.
-pub type EventClient = EventServiceClient<Asserting<Measured<Channel>>>;
+pub(crate) type EventClient = EventServiceClient<Asserting<Measured<Channel>>>;
 
 /// A gRPC request acting for `caller` (signed into a caller assertion by the client channel) with
 /// the current trace context.
-pub fn upstream<T>(body: T, caller: Option<&Caller>) -> tonic::Request<T> {
+pub(crate) fn upstream<T>(body: T, caller: Option<&Caller>) -> tonic::Request<T> {
     upstream_from(body, caller, None)
 }
 
 /// [`upstream`] that also tells the service the end client's address (logins count failures
 /// per account and address).
-pub fn upstream_from<T>(
+pub(crate) fn upstream_from<T>(
     body: T,
     caller: Option<&Caller>,
     client_ip: Option<std::net::IpAddr>,

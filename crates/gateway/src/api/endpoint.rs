@@ -11,14 +11,14 @@ use crate::access::{API_PREFIX, Access, Rule};
 use crate::state::AppState;
 
 /// An endpoint of the API.
-pub struct Endpoint {
+pub(super) struct Endpoint {
     access: Access,
     /// `|| routes!(handler)`: the handler and its OpenAPI description.
     route: fn() -> UtoipaMethodRouter<AppState>,
 }
 
 impl Endpoint {
-    pub const fn new(access: Access, route: fn() -> UtoipaMethodRouter<AppState>) -> Self {
+    pub(super) const fn new(access: Access, route: fn() -> UtoipaMethodRouter<AppState>) -> Self {
         Self { access, route }
     }
 
@@ -69,7 +69,7 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = (Method, &mut Operati
 }
 
 /// Every endpoint, with its description, on `router`.
-pub fn described(
+pub(super) fn described(
     router: OpenApiRouter<AppState>,
     endpoints: impl Iterator<Item = &'static Endpoint>,
 ) -> OpenApiRouter<AppState> {
@@ -79,6 +79,6 @@ pub fn described(
 }
 
 /// The access rules of `endpoints`.
-pub fn rules(endpoints: impl Iterator<Item = &'static Endpoint>) -> Vec<Rule> {
+pub(super) fn rules(endpoints: impl Iterator<Item = &'static Endpoint>) -> Vec<Rule> {
     endpoints.flat_map(Endpoint::rules).collect()
 }

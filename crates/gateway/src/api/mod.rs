@@ -29,13 +29,13 @@ use crate::problem::Problem;
 use crate::state::AppState;
 use crate::upstream::upstream;
 
-pub use audit::AuditService;
-pub use claims::ClaimStatus;
+pub(crate) use audit::AuditService;
+pub(crate) use claims::ClaimStatus;
 use endpoint::Endpoint;
-pub use events::{ClaimPolicy, Condition, EventStatus, PublicationState};
-pub use progress::ProgressMode;
-pub use rewards::RewardType;
-pub use users::RoleName;
+pub(crate) use events::{ClaimPolicy, Condition, EventStatus, PublicationState};
+pub(crate) use progress::ProgressMode;
+pub(crate) use rewards::RewardType;
+pub(crate) use users::RoleName;
 
 /// Every resource's endpoints.
 const RESOURCES: &[&[Endpoint]] = &[
@@ -55,12 +55,12 @@ fn endpoints() -> impl Iterator<Item = &'static Endpoint> {
 
 /// Every endpoint with its OpenAPI description, added to `document`. The handlers' paths carry
 /// the `/api/v1` prefix themselves: a nested router would rewrite every request's URI.
-pub fn router(document: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
+pub(crate) fn router(document: utoipa::openapi::OpenApi) -> OpenApiRouter<AppState> {
     endpoint::described(OpenApiRouter::with_openapi(document), endpoints())
 }
 
 /// The access rule of every endpoint.
-pub fn rules() -> Vec<Rule> {
+pub(crate) fn rules() -> Vec<Rule> {
     endpoint::rules(endpoints())
 }
 

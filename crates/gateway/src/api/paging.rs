@@ -7,14 +7,14 @@ use utoipa::ToSchema;
 /// A list answer.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Page<T: ToSchema> {
+pub(super) struct Page<T: ToSchema> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
 }
 
 impl<T: ToSchema> Page<T> {
     /// A page of a service's answer, each item in its public form.
-    pub fn of<P>(items: Vec<P>, next_cursor: Option<String>) -> axum::Json<Self>
+    pub(super) fn of<P>(items: Vec<P>, next_cursor: Option<String>) -> axum::Json<Self>
     where
         T: From<P>,
     {
@@ -28,16 +28,16 @@ impl<T: ToSchema> Page<T> {
 /// A whole list, not paged.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Items<T: ToSchema> {
+pub(super) struct Items<T: ToSchema> {
     pub items: Vec<T>,
 }
 
 /// The page size the services use when `limit` is left out.
-pub const DEFAULT_LIMIT: u32 = 20;
+pub(super) const DEFAULT_LIMIT: u32 = 20;
 
 /// `limit` checked against the contract (1..100); absent: 0, which the services read as
 /// [`DEFAULT_LIMIT`].
-pub fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
+pub(super) fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
     match limit {
         None => Ok(0),
         Some(l @ 1..=100) => Ok(l),

@@ -5,7 +5,7 @@ use crate::problem::ProblemBody;
 /// The problems any authenticated route may answer, for the OpenAPI document.
 #[allow(dead_code)] // Variants name responses for the document; none is built.
 #[derive(utoipa::IntoResponses)]
-pub enum Problems {
+pub(super) enum Problems {
     #[response(
         status = 400,
         description = "VALIDATION_FAILED: malformed or invalid input",
@@ -59,7 +59,7 @@ pub enum Problems {
 /// Business refusals some routes add.
 #[allow(dead_code)] // Variants name responses for the document; none is built.
 #[derive(utoipa::IntoResponses)]
-pub enum Conflicts {
+pub(super) enum Conflicts {
     #[response(
         status = 409,
         description = "EMAIL_TAKEN, ALREADY_CLAIMED, OUT_OF_STOCK or INVALID_STATE",

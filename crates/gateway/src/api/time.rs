@@ -5,17 +5,17 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};
 
-pub use erp_proto::time::timestamp;
+pub(super) use erp_proto::time::timestamp;
 
 /// A service's timestamp as a time; `None` when absent or out of range.
-pub fn time(at: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+pub(super) fn time(at: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     let at = at?;
     DateTime::<Utc>::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?)
 }
 
 /// The earliest and latest instants the API accepts (API.md, Conventions).
-pub const MIN_TIME: &str = "1970-01-01T00:00:00Z";
-pub const MAX_TIME: &str = "9999-12-31T23:59:59Z";
+pub(super) const MIN_TIME: &str = "1970-01-01T00:00:00Z";
+pub(super) const MAX_TIME: &str = "9999-12-31T23:59:59Z";
 
 /// Whether `at` lies in [`MIN_TIME`] ..= [`MAX_TIME`].
 fn time_in_range(at: &DateTime<Utc>) -> bool {
@@ -25,7 +25,7 @@ fn time_in_range(at: &DateTime<Utc>) -> bool {
 }
 
 /// An RFC 3339 time within the accepted range; others are a validation error on the field.
-pub fn bounded_time<'de, D>(deserializer: D) -> Result<DateTime<Utc>, D::Error>
+pub(super) fn bounded_time<'de, D>(deserializer: D) -> Result<DateTime<Utc>, D::Error>
 where
     D: Deserializer<'de>,
 {
@@ -40,7 +40,9 @@ where
 }
 
 /// [`bounded_time`] for an optional field.
-pub fn bounded_time_option<'de, D>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error>
+pub(super) fn bounded_time_option<'de, D>(
+    deserializer: D,
+) -> Result<Option<DateTime<Utc>>, D::Error>
 where
     D: Deserializer<'de>,
 {

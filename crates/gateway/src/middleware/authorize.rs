@@ -24,13 +24,13 @@ use crate::problem::{self, Problem};
 use crate::state::AppState;
 
 #[derive(Clone)]
-pub struct Authorize<S> {
+pub(crate) struct Authorize<S> {
     inner: S,
     state: AppState,
 }
 
 impl<S> Authorize<S> {
-    pub fn new(inner: S, state: AppState) -> Self {
+    pub(crate) fn new(inner: S, state: AppState) -> Self {
         Self { inner, state }
     }
 }
@@ -145,12 +145,12 @@ async fn admit(state: &AppState, request: &mut Request) -> Result<(), ApiError> 
 }
 
 /// The answer to a path no route has (404), after the per-IP limit.
-pub async fn unknown_route(State(state): State<AppState>, client: ClientIp) -> Problem {
+pub(crate) async fn unknown_route(State(state): State<AppState>, client: ClientIp) -> Problem {
     refuse_after_limit(&state, client, problem::not_found()).await
 }
 
 /// The answer to a method a route does not have (405), after the per-IP limit.
-pub async fn wrong_method(State(state): State<AppState>, client: ClientIp) -> Problem {
+pub(crate) async fn wrong_method(State(state): State<AppState>, client: ClientIp) -> Problem {
     refuse_after_limit(&state, client, problem::method_not_allowed()).await
 }
 

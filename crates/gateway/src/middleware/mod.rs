@@ -9,13 +9,13 @@ mod observe;
 
 use axum::http::{HeaderMap, HeaderName, header};
 
-pub use authorize::{Authorize, unknown_route, wrong_method};
-pub use observe::Observe;
+pub(crate) use authorize::{Authorize, unknown_route, wrong_method};
+pub(crate) use observe::Observe;
 
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The bearer token of the `Authorization` header.
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme

@@ -26,13 +26,13 @@ use crate::problem::Problem;
 use crate::state::AppState;
 
 #[derive(Clone)]
-pub struct Observe<S> {
+pub(crate) struct Observe<S> {
     inner: S,
     state: AppState,
 }
 
 impl<S> Observe<S> {
-    pub fn new(inner: S, state: AppState) -> Self {
+    pub(crate) fn new(inner: S, state: AppState) -> Self {
         Self { inner, state }
     }
 }
@@ -177,7 +177,7 @@ impl Exchange {
 }
 
 /// The metric label of a method: a standard one, else `other` (clients can send any token).
-pub fn method_label(method: &Method) -> &'static str {
+pub(super) fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::HEAD => "HEAD",

@@ -35,7 +35,7 @@ pub struct AuditQuery {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AuditEntry {
+pub(super) struct AuditEntry {
     pub id: String,
     pub at: Option<DateTime<Utc>>,
     pub service: String,

@@ -9,7 +9,7 @@ use erp_platform::pagination::Cursor;
 use erp_proto::{auth::v1 as auth_pb, event::v1 as event_pb};
 use utoipa_axum::routes;
 
-pub use self::dto::AuditService;
+pub(crate) use self::dto::AuditService;
 use self::dto::{AuditEntry, AuditPageRequest, AuditQuery};
 use super::paging::{self, DEFAULT_LIMIT, Page};
 use super::responses::Problems;
@@ -19,7 +19,8 @@ use crate::extract::QueryParams;
 use crate::problem::Problem;
 use crate::state::AppState;
 
-pub const ENDPOINTS: &[Endpoint] = &[Endpoint::new(Access::Roles(AUDITORS), || routes!(audit))];
+pub(super) const ENDPOINTS: &[Endpoint] =
+    &[Endpoint::new(Access::Roles(AUDITORS), || routes!(audit))];
 
 /// The audit trail, newest first; without `service`, both services' trails merged.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),

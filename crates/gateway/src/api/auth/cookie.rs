@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 const REFRESH_COOKIE: &str = "erp_refresh";
 
 /// `Set-Cookie` for `token`, sent only to `/api/v1/auth`.
-pub fn refresh_cookie(token: &str, max_age: i64, secure: bool) -> Option<HeaderValue> {
+pub(super) fn refresh_cookie(token: &str, max_age: i64, secure: bool) -> Option<HeaderValue> {
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{REFRESH_COOKIE}={token}; HttpOnly{secure}; SameSite=Strict; Path=/api/v1/auth; Max-Age={max_age}"
@@ -15,7 +15,7 @@ pub fn refresh_cookie(token: &str, max_age: i64, secure: bool) -> Option<HeaderV
 }
 
 /// The refresh token a request's cookie carries, if any.
-pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
+pub(super) fn cookie_token(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

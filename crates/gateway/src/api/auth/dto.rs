@@ -8,7 +8,7 @@ use crate::api::users::User;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct RegisterBody {
+pub(super) struct RegisterBody {
     pub email: String,
     pub password: String,
     #[serde(default)]
@@ -21,21 +21,21 @@ pub struct RegisterBody {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct LoginBody {
+pub(super) struct LoginBody {
     pub email: String,
     pub password: String,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct RefreshBody {
+pub(super) struct RefreshBody {
     #[serde(default)]
     pub refresh_token: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct TokenResponse {
+pub(super) struct TokenResponse {
     pub access_token: String,
     pub refresh_token: String,
     pub token_type: String,

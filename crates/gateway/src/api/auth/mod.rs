@@ -23,7 +23,7 @@ use crate::problem::{Problem, ProblemBody};
 use crate::state::AppState;
 use crate::upstream::{upstream, upstream_from};
 
-pub const ENDPOINTS: &[Endpoint] = &[
+pub(super) const ENDPOINTS: &[Endpoint] = &[
     Endpoint::new(Access::Credentials, || routes!(register)),
     Endpoint::new(Access::Credentials, || routes!(login)),
     Endpoint::new(Access::Public, || routes!(refresh)),

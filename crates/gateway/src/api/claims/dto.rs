@@ -11,7 +11,7 @@ use crate::api::time::{bounded_time_option, time};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ClaimStatus {
+pub(crate) enum ClaimStatus {
     Pending,
     Granted,
     Rejected,
@@ -22,7 +22,7 @@ pub enum ClaimStatus {
 }
 
 impl ClaimStatus {
-    pub fn to_pb(self) -> i32 {
+    pub(crate) fn to_pb(self) -> i32 {
         (match self {
             ClaimStatus::Pending => pb::ClaimStatus::Pending,
             ClaimStatus::Granted => pb::ClaimStatus::Granted,
@@ -32,7 +32,7 @@ impl ClaimStatus {
         }) as i32
     }
 
-    pub fn from_pb(value: i32) -> Self {
+    pub(crate) fn from_pb(value: i32) -> Self {
         match pb::ClaimStatus::try_from(value) {
             Ok(pb::ClaimStatus::Pending) => ClaimStatus::Pending,
             Ok(pb::ClaimStatus::Granted) => ClaimStatus::Granted,
@@ -46,7 +46,7 @@ impl ClaimStatus {
 /// A reward as it was when the claim was made.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct RewardSnapshot {
+pub(super) struct RewardSnapshot {
     pub id: String,
     pub name: String,
     #[serde(rename = "type")]
@@ -58,7 +58,7 @@ pub struct RewardSnapshot {
 /// The event as it was when the claim was made.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct EventSnapshot {
+pub(super) struct EventSnapshot {
     pub title: String,
     pub starts_at: Option<DateTime<Utc>>,
     pub ends_at: Option<DateTime<Utc>>,
@@ -66,7 +66,7 @@ pub struct EventSnapshot {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Claim {
+pub(super) struct Claim {
     pub id: String,
     pub event_id: String,
     pub user_id: String,
@@ -114,14 +114,14 @@ impl From<pb::Claim> for Claim {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct RejectBody {
+pub(super) struct RejectBody {
     pub reason: String,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
-pub struct MyClaimsQuery {
+pub(super) struct MyClaimsQuery {
     pub status: Option<ClaimStatus>,
     pub event_id: Option<String>,
     #[param(minimum = 1, maximum = 100)]
@@ -132,7 +132,7 @@ pub struct MyClaimsQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
-pub struct ClaimsQuery {
+pub(super) struct ClaimsQuery {
     pub user_id: Option<String>,
     pub event_id: Option<String>,
     pub status: Option<ClaimStatus>,

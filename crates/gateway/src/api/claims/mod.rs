@@ -9,7 +9,7 @@ use erp_platform::error::{ApiError, FieldError};
 use erp_proto::event::v1 as pb;
 use utoipa_axum::routes;
 
-pub use self::dto::ClaimStatus;
+pub(crate) use self::dto::ClaimStatus;
 use self::dto::{Claim, ClaimsQuery, MyClaimsQuery, RejectBody};
 use super::paging::{self, Page};
 use super::responses::{Conflicts, Problems};
@@ -20,7 +20,7 @@ use crate::extract::{JsonBody, Path, QueryParams};
 use crate::problem::Problem;
 use crate::state::AppState;
 
-pub const ENDPOINTS: &[Endpoint] = &[
+pub(super) const ENDPOINTS: &[Endpoint] = &[
     Endpoint::new(Access::Roles(CLAIMANTS), || routes!(create)),
     Endpoint::new(Access::Authenticated, || routes!(mine)),
     Endpoint::new(Access::Roles(STAFF), || routes!(list)),

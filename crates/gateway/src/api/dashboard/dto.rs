@@ -8,33 +8,33 @@ use utoipa::ToSchema;
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct DayCount {
+pub(super) struct DayCount {
     pub day: String,
     pub count: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct DashboardEvents {
+pub(super) struct DashboardEvents {
     pub by_status: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct DashboardClaims {
+pub(super) struct DashboardClaims {
     pub by_status: BTreeMap<String, i64>,
     pub per_day: Vec<DayCount>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct DashboardRewards {
+pub(super) struct DashboardRewards {
     pub granted_by_type: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct TopEvent {
+pub(super) struct TopEvent {
     pub event_id: String,
     pub title: String,
     pub claims: i64,
@@ -42,7 +42,7 @@ pub struct TopEvent {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Dashboard {
+pub(super) struct Dashboard {
     pub events: DashboardEvents,
     pub claims: DashboardClaims,
     pub rewards: DashboardRewards,

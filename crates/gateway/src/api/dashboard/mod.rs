@@ -14,7 +14,8 @@ use crate::access::{Access, STAFF};
 use crate::problem::Problem;
 use crate::state::AppState;
 
-pub const ENDPOINTS: &[Endpoint] = &[Endpoint::new(Access::Roles(STAFF), || routes!(dashboard))];
+pub(super) const ENDPOINTS: &[Endpoint] =
+    &[Endpoint::new(Access::Roles(STAFF), || routes!(dashboard))];
 
 /// Events by status, claims by status and per day, grants by type, top events.
 #[utoipa::path(get, path = "/api/v1/dashboard", tag = "dashboard",

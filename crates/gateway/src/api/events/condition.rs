@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 /// A condition tree.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
-pub enum Condition {
+pub(crate) enum Condition {
     All(ConditionAll),
     Any(ConditionAny),
     Leaf(ConditionLeaf),
@@ -24,21 +24,21 @@ pub enum Condition {
 
 /// Holds when every child holds.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ConditionAll {
+pub(crate) struct ConditionAll {
     #[schema(no_recursion, min_items = 1)]
     pub all: Vec<Condition>,
 }
 
 /// Holds when at least one child holds.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ConditionAny {
+pub(crate) struct ConditionAny {
     #[schema(no_recursion, min_items = 1)]
     pub any: Vec<Condition>,
 }
 
 /// `metric op value`, the metric summed over the `window`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ConditionLeaf {
+pub(crate) struct ConditionLeaf {
     /// A metric name.
     #[schema(pattern = "^[a-z][a-z0-9_]{0,63}$")]
     pub metric: String,
@@ -51,7 +51,7 @@ pub struct ConditionLeaf {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ComparisonOp {
+pub(crate) enum ComparisonOp {
     Gte,
     Gt,
     Eq,
@@ -73,7 +73,7 @@ const OPS: [(&str, pb::ComparisonOp, ComparisonOp); 6] = [
 ];
 
 impl ComparisonOp {
-    pub fn from_pb(value: i32) -> Self {
+    pub(crate) fn from_pb(value: i32) -> Self {
         OPS.iter()
             .find(|(_, op, _)| *op as i32 == value)
             .map_or(ComparisonOp::Unknown, |(_, _, public)| *public)
@@ -83,7 +83,7 @@ impl ComparisonOp {
 /// Which of the player's activity a leaf counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Window {
+pub(crate) enum Window {
     /// Between the event's start and end.
     Event,
     /// All of it.
@@ -116,7 +116,7 @@ impl From<&pb::Condition> for Condition {
 }
 
 /// Reads the `condition` field of a request.
-pub fn condition_field(value: &Value) -> Result<pb::Condition, ApiError> {
+pub(super) fn condition_field(value: &Value) -> Result<pb::Condition, ApiError> {
     condition_from_json(value, "condition", 1).map_err(|field| ApiError::validation(vec![field]))
 }
 

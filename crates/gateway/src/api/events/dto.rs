@@ -13,7 +13,7 @@ use crate::api::time::{bounded_time, bounded_time_option, time};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum EventStatus {
+pub(crate) enum EventStatus {
     Draft,
     Scheduled,
     Active,
@@ -25,7 +25,7 @@ pub enum EventStatus {
 }
 
 impl EventStatus {
-    pub fn to_pb(self) -> i32 {
+    pub(crate) fn to_pb(self) -> i32 {
         (match self {
             EventStatus::Draft => pb::EventStatus::Draft,
             EventStatus::Scheduled => pb::EventStatus::Scheduled,
@@ -36,7 +36,7 @@ impl EventStatus {
         }) as i32
     }
 
-    pub fn from_pb(value: i32) -> Self {
+    pub(crate) fn from_pb(value: i32) -> Self {
         match pb::EventStatus::try_from(value) {
             Ok(pb::EventStatus::Draft) => EventStatus::Draft,
             Ok(pb::EventStatus::Scheduled) => EventStatus::Scheduled,
@@ -50,20 +50,20 @@ impl EventStatus {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ClaimPolicy {
+pub(crate) enum ClaimPolicy {
     Auto,
     Manual,
 }
 
 impl ClaimPolicy {
-    pub fn to_pb(self) -> i32 {
+    pub(crate) fn to_pb(self) -> i32 {
         (match self {
             ClaimPolicy::Auto => pb::ClaimPolicy::Auto,
             ClaimPolicy::Manual => pb::ClaimPolicy::Manual,
         }) as i32
     }
 
-    pub fn from_pb(value: i32) -> Self {
+    pub(crate) fn from_pb(value: i32) -> Self {
         match pb::ClaimPolicy::try_from(value) {
             Ok(pb::ClaimPolicy::Manual) => ClaimPolicy::Manual,
             _ => ClaimPolicy::Auto,
@@ -73,14 +73,14 @@ impl ClaimPolicy {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PublicationState {
+pub(crate) enum PublicationState {
     Published,
     Canceled,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Event {
+pub(crate) struct Event {
     pub id: String,
     pub title: String,
     pub description: Option<String>,
@@ -117,7 +117,7 @@ impl From<pb::Event> for Event {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CreateEventBody {
+pub(crate) struct CreateEventBody {
     pub title: String,
     #[serde(default)]
     pub description: Option<String>,
@@ -139,7 +139,7 @@ pub struct CreateEventBody {
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct UpdateEventBody {
+pub(crate) struct UpdateEventBody {
     #[serde(default)]
     pub title: Option<String>,
     /// `null` clears it.
@@ -166,7 +166,7 @@ pub struct UpdateEventBody {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
-pub struct EventQuery {
+pub(crate) struct EventQuery {
     pub status: Option<EventStatus>,
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,

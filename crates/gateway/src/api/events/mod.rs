@@ -12,8 +12,8 @@ use erp_proto::event::v1 as pb;
 use utoipa_axum::routes;
 
 use self::condition::condition_field;
-pub use self::condition::{ComparisonOp, Condition};
-pub use self::dto::{ClaimPolicy, EventStatus, PublicationState};
+pub(crate) use self::condition::{ComparisonOp, Condition};
+pub(crate) use self::dto::{ClaimPolicy, EventStatus, PublicationState};
 use self::dto::{CreateEventBody, Event, EventQuery, UpdateEventBody};
 use super::paging::{self, Page};
 use super::responses::{Conflicts, Problems};
@@ -25,7 +25,7 @@ use crate::extract::{JsonBody, Path, QueryParams};
 use crate::problem::Problem;
 use crate::state::AppState;
 
-pub const ENDPOINTS: &[Endpoint] = &[
+pub(super) const ENDPOINTS: &[Endpoint] = &[
     Endpoint::new(Access::Roles(EDITORS), || routes!(create)),
     Endpoint::new(Access::Authenticated, || routes!(list)),
     Endpoint::new(Access::Authenticated, || routes!(get)),

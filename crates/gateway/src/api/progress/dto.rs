@@ -46,20 +46,20 @@ impl From<ProgressItem> for pb::ProgressItem {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ProgressBody {
+pub(crate) struct ProgressBody {
     pub items: Vec<ProgressItem>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ProgressAccepted {
+pub(crate) struct ProgressAccepted {
     pub accepted: u32,
     pub duplicates: u32,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ConditionDetail {
+pub(crate) struct ConditionDetail {
     pub metric: String,
     pub op: ComparisonOp,
     pub value: i64,
@@ -70,7 +70,7 @@ pub struct ConditionDetail {
 /// A player's standing against an event's condition (also a claim's evaluation).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Progress {
+pub(crate) struct Progress {
     pub event_id: String,
     pub user_id: String,
     pub passed: bool,
@@ -117,6 +117,6 @@ impl From<pb::GetProgressResponse> for Progress {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
-pub struct ProgressQuery {
+pub(crate) struct ProgressQuery {
     pub user_id: Option<String>,
 }

@@ -8,7 +8,7 @@ use axum::extract::State;
 use erp_proto::event::v1 as pb;
 use utoipa_axum::routes;
 
-pub use self::dto::{Progress, ProgressMode};
+pub(crate) use self::dto::{Progress, ProgressMode};
 use self::dto::{ProgressAccepted, ProgressBody, ProgressQuery};
 use super::responses::Problems;
 use super::{Auth, Endpoint};
@@ -17,7 +17,7 @@ use crate::extract::{JsonBody, Path, QueryParams};
 use crate::problem::Problem;
 use crate::state::AppState;
 
-pub const ENDPOINTS: &[Endpoint] = &[
+pub(super) const ENDPOINTS: &[Endpoint] = &[
     Endpoint::new(Access::Roles(EDITORS), || routes!(report)),
     // Own progress for anyone; `?userId=` of someone else is checked by the event service.
     Endpoint::new(Access::Authenticated, || routes!(progress)),

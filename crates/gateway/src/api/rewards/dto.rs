@@ -10,7 +10,7 @@ use crate::api::time::time;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RewardType {
+pub(crate) enum RewardType {
     Currency,
     Item,
     Coupon,
@@ -22,7 +22,7 @@ pub enum RewardType {
 }
 
 impl RewardType {
-    pub fn to_pb(self) -> i32 {
+    pub(crate) fn to_pb(self) -> i32 {
         (match self {
             RewardType::Currency => pb::RewardType::Currency,
             RewardType::Item => pb::RewardType::Item,
@@ -33,7 +33,7 @@ impl RewardType {
         }) as i32
     }
 
-    pub fn from_pb(value: i32) -> Self {
+    pub(crate) fn from_pb(value: i32) -> Self {
         match pb::RewardType::try_from(value) {
             Ok(pb::RewardType::Currency) => RewardType::Currency,
             Ok(pb::RewardType::Item) => RewardType::Item,
@@ -47,7 +47,7 @@ impl RewardType {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Reward {
+pub(crate) struct Reward {
     pub id: String,
     pub event_id: String,
     pub name: String,
@@ -80,7 +80,7 @@ impl From<pb::Reward> for Reward {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct RewardInput {
+pub(crate) struct RewardInput {
     pub name: String,
     #[serde(rename = "type")]
     pub reward_type: RewardType,
@@ -93,7 +93,7 @@ pub struct RewardInput {
 }
 
 impl RewardInput {
-    pub fn to_pb(&self) -> pb::RewardInput {
+    pub(crate) fn to_pb(&self) -> pb::RewardInput {
         pb::RewardInput {
             name: self.name.clone(),
             r#type: self.reward_type.to_pb(),
@@ -106,7 +106,7 @@ impl RewardInput {
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct UpdateRewardBody {
+pub(crate) struct UpdateRewardBody {
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default, rename = "type")]

@@ -9,7 +9,7 @@ use erp_proto::event::v1 as pb;
 use utoipa_axum::routes;
 
 use self::dto::{Reward, UpdateRewardBody};
-pub use self::dto::{RewardInput, RewardType};
+pub(crate) use self::dto::{RewardInput, RewardType};
 use super::paging::Items;
 use super::responses::Problems;
 use super::{Auth, Endpoint, required};
@@ -18,7 +18,7 @@ use crate::extract::{JsonBody, Path};
 use crate::problem::Problem;
 use crate::state::AppState;
 
-pub const ENDPOINTS: &[Endpoint] = &[
+pub(super) const ENDPOINTS: &[Endpoint] = &[
     Endpoint::new(Access::Roles(EDITORS), || routes!(create_reward)),
     Endpoint::new(Access::Authenticated, || routes!(list_rewards)),
     Endpoint::new(Access::Authenticated, || routes!(get_reward)),

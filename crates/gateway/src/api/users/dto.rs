@@ -10,7 +10,7 @@ use crate::api::time::time;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RoleName {
+pub(crate) enum RoleName {
     User,
     Operator,
     Auditor,
@@ -18,7 +18,7 @@ pub enum RoleName {
 }
 
 impl RoleName {
-    pub fn to_pb(self) -> i32 {
+    pub(crate) fn to_pb(self) -> i32 {
         (match self {
             RoleName::User => pb::Role::User,
             RoleName::Operator => pb::Role::Operator,
@@ -27,7 +27,7 @@ impl RoleName {
         }) as i32
     }
 
-    pub fn from_pb(value: i32) -> Option<Self> {
+    pub(crate) fn from_pb(value: i32) -> Option<Self> {
         match pb::Role::try_from(value) {
             Ok(pb::Role::User) => Some(RoleName::User),
             Ok(pb::Role::Operator) => Some(RoleName::Operator),
@@ -40,7 +40,7 @@ impl RoleName {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct User {
+pub(crate) struct User {
     pub id: String,
     pub email: String,
     pub username: Option<String>,
@@ -52,7 +52,7 @@ pub struct User {
 
 impl User {
     /// What a token answer says when auth sent no account with it.
-    pub fn unknown() -> Self {
+    pub(crate) fn unknown() -> Self {
         Self {
             id: String::new(),
             email: String::new(),
@@ -85,7 +85,7 @@ impl From<pb::User> for User {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CreateUserBody {
+pub(super) struct CreateUserBody {
     pub email: String,
     pub password: String,
     pub roles: Vec<RoleName>,
@@ -95,7 +95,7 @@ pub struct CreateUserBody {
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct UpdateUserBody {
+pub(super) struct UpdateUserBody {
     #[serde(default)]
     pub roles: Option<Vec<RoleName>>,
     #[serde(default)]
@@ -111,7 +111,7 @@ pub struct UpdateUserBody {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
-pub struct UserQuery {
+pub(super) struct UserQuery {
     pub role: Option<RoleName>,
     pub q: Option<String>,
     #[param(minimum = 1, maximum = 100)]

@@ -9,7 +9,7 @@ use erp_proto::auth::v1 as pb;
 use utoipa_axum::routes;
 
 use self::dto::{CreateUserBody, UpdateUserBody, UserQuery};
-pub use self::dto::{RoleName, User};
+pub(crate) use self::dto::{RoleName, User};
 use super::paging::{self, Page};
 use super::responses::{Conflicts, Problems};
 use super::{Auth, Endpoint, required};
@@ -18,7 +18,7 @@ use crate::extract::{JsonBody, Path, QueryParams};
 use crate::problem::Problem;
 use crate::state::AppState;
 
-pub const ENDPOINTS: &[Endpoint] = &[
+pub(super) const ENDPOINTS: &[Endpoint] = &[
     Endpoint::new(Access::Roles(ADMIN), || routes!(list)),
     Endpoint::new(Access::Roles(ADMIN), || routes!(create)),
     Endpoint::new(Access::Roles(ADMIN), || routes!(get)),
