@@ -37,7 +37,7 @@ pub trait ReadinessCheck: Send + Sync + 'static {
 }
 
 /// How often dependencies are probed in the background.
-pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What `/readyz` gates on (the process's own state) and the dependencies it only reports.
 #[derive(Clone)]
@@ -76,9 +76,10 @@ impl Readiness {
         self
     }
 
+    #[cfg(all(feature = "mongo", feature = "redis"))]
     /// [`Readiness::with_dependency`] for a shared check.
     #[must_use]
-    pub fn with_shared_dependency(mut self, check: Arc<dyn ReadinessCheck>) -> Self {
+    pub(crate) fn with_shared_dependency(mut self, check: Arc<dyn ReadinessCheck>) -> Self {
         self.dependencies.add(check);
         self
     }
@@ -86,13 +87,6 @@ impl Readiness {
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
-        self
-    }
-
-    /// How often dependencies are probed in the background (default [`DEFAULT_PROBE_INTERVAL`]).
-    #[must_use]
-    pub fn with_probe_interval(mut self, interval: Duration) -> Self {
-        self.probe_interval = interval;
         self
     }
 
@@ -127,7 +121,7 @@ impl Readiness {
     }
 
     /// Probes every dependency now and records the outcome.
-    pub async fn probe_dependencies(&self) {
+    pub(crate) async fn probe_dependencies(&self) {
         self.dependencies.probe(self.timeout).await;
     }
 

@@ -189,14 +189,6 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Writes `entry` on its own (for records that describe no other write, e.g. a refusal).
-    pub async fn record_alone(&self, entry: &AuditEntry) -> mongodb::error::Result<()> {
-        self.records
-            .insert_one(AuditDoc::from_entry(entry)?)
-            .await?;
-        Ok(())
-    }
-
     /// Writes `entry` once per `fold_key` and window of `window` (counted from the Unix epoch);
     /// repeats in the same window only count up the record's `after.count`. For records anyone
     /// can cause again and again (a player's repeated refused claim), so they cannot flood the

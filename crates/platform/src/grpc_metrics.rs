@@ -95,7 +95,7 @@ impl GrpcMetrics {
 }
 
 /// The canonical name of a gRPC status code.
-pub fn code_name(code: i32) -> &'static str {
+pub(crate) fn code_name(code: i32) -> &'static str {
     match code {
         0 => "OK",
         1 => "CANCELLED",

@@ -31,7 +31,7 @@ use crate::config::{ConfigError, Env};
 pub const ASSERTION_KEY: &str = "x-erp-assertion";
 
 /// The shortest identity key accepted (bytes of the key file).
-pub const MIN_KEY_BYTES: usize = 32;
+pub(crate) const MIN_KEY_BYTES: usize = 32;
 
 /// How long an assertion is valid after it is signed.
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(30);
@@ -86,11 +86,6 @@ pub struct Caller {
 impl Caller {
     pub fn has_any(&self, roles: &[Role]) -> bool {
         self.roles.iter().any(|r| roles.contains(r))
-    }
-
-    /// Operators, auditors and admins see every player's data.
-    pub fn is_staff(&self) -> bool {
-        self.has_any(&[Role::Operator, Role::Auditor, Role::Admin])
     }
 }
 
@@ -273,11 +268,6 @@ impl IdentityKeys {
         let accepted: Vec<&[u8]> = accepted.iter().map(Vec::as_slice).collect();
         Self::from_secrets(&signing, &accepted)
             .map_err(|reason| ConfigError::new(KEY, path, reason))
-    }
-
-    /// The id of the signing key (for logs and tests).
-    pub fn signing_key_id(&self) -> &str {
-        &self.signing.id
     }
 }
 

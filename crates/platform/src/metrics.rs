@@ -22,4 +22,4 @@ pub fn render(registry: &Registry) -> Result<String, prometheus::Error> {
     String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
 }
 
-pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -46,16 +46,6 @@ pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     }
 }
 
-/// Whether the driver says a transaction may be retried as a whole.
-pub fn is_transient_transaction_error(error: &mongodb::error::Error) -> bool {
-    error.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR)
-}
-
-/// Whether a commit's outcome is unknown and the commit alone may be retried.
-pub fn is_unknown_commit_result(error: &mongodb::error::Error) -> bool {
-    error.contains_label(mongodb::error::UNKNOWN_TRANSACTION_COMMIT_RESULT)
-}
-
 /// Whether the store could not be reached at all (as opposed to refusing a request).
 pub fn is_unavailable(error: &mongodb::error::Error) -> bool {
     matches!(

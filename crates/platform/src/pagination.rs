@@ -7,7 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crate::error::FieldError;
 
 pub const DEFAULT_LIMIT: u32 = 20;
-pub const MAX_LIMIT: u32 = 100;
+pub(crate) const MAX_LIMIT: u32 = 100;
 
 /// The position after the last item of a page: its time (ms since the epoch) and id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

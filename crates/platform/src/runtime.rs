@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::{CommonConfig, ConfigError, Env};
 use crate::shutdown::{DrainOutcome, Shutdown, drain_within};
@@ -18,7 +17,7 @@ use crate::telemetry::Telemetry;
 pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
 /// Exit code for a configuration that cannot be used (as sysexits' `EX_CONFIG`).
-pub const EXIT_CONFIG: u8 = 78;
+pub(crate) const EXIT_CONFIG: u8 = 78;
 
 /// A service's configuration exposes the settings every service has.
 pub trait ServiceConfig {
@@ -153,14 +152,15 @@ where
     }
 }
 
+#[cfg(all(feature = "mongo", feature = "redis"))]
 /// Serves a tonic router until `shutdown`, then drains for at most `drain_deadline`.
-pub async fn serve_grpc(
+pub(crate) async fn serve_grpc(
     listener: TcpListener,
     router: tonic::transport::server::Router,
     shutdown: Shutdown,
     drain_deadline: Duration,
 ) -> Result<(), BoxError> {
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = router.serve_with_incoming_shutdown(incoming, shutdown.triggered());
     match drain_within(server, &shutdown, drain_deadline).await {
         DrainOutcome::Finished(result) => result.map_err(Into::into),

@@ -1,7 +1,7 @@
 //! Graceful shutdown: one signal stops every server of a process, which then gets a bounded time to
 //! finish what is in flight.
 
-use std::future::{Future, IntoFuture};
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -31,7 +31,7 @@ impl Shutdown {
     }
 
     /// Triggers shutdown on the first SIGTERM or SIGINT (Ctrl-C).
-    pub fn trigger_on_signals(&self) {
+    pub(crate) fn trigger_on_signals(&self) {
         let this = self.clone();
         tokio::spawn(async move {
             let signal = wait_for_signal().await;
@@ -67,7 +67,7 @@ async fn wait_for_signal() -> &'static str {
 /// Runs `server` (a server future that starts draining by itself once `shutdown` triggers) and
 /// bounds the drain: when `drain_deadline` passes after the trigger, the server is dropped, cutting
 /// whatever is still in flight. Returns whether the drain finished in time.
-pub async fn drain_within<F, T>(
+pub(crate) async fn drain_within<F, T>(
     server: F,
     shutdown: &Shutdown,
     drain_deadline: Duration,
@@ -93,19 +93,9 @@ where
 
 /// How a server stopped.
 #[derive(Debug)]
-pub enum DrainOutcome<T> {
+pub(crate) enum DrainOutcome<T> {
     /// The server returned on its own (after draining, or with an error).
     Finished(T),
     /// Requests were still in flight when the drain deadline passed.
     DeadlinePassed,
-}
-
-/// Spawns `fut` and returns a handle; helper for the common "run until stopped" pattern.
-pub fn spawn_named<F>(name: &'static str, fut: F) -> tokio::task::JoinHandle<F::Output>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    tracing::debug!(task = name, "spawned");
-    tokio::spawn(fut)
 }

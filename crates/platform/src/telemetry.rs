@@ -143,8 +143,11 @@ impl Injector for HeaderInjector<'_> {
     }
 }
 
+/// Reads a remote parent from gRPC metadata (the tests' side of [`inject_grpc`]).
+#[cfg(test)]
 struct MetadataExtractor<'a>(&'a tonic::metadata::MetadataMap);
 
+#[cfg(test)]
 impl Extractor for MetadataExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).and_then(|v| v.to_str().ok())
@@ -174,7 +177,7 @@ impl Injector for MetadataInjector<'_> {
 }
 
 /// The remote parent carried by `traceparent`/`tracestate` HTTP headers.
-pub fn extract_http(headers: &http::HeaderMap) -> Context {
+pub(crate) fn extract_http(headers: &http::HeaderMap) -> Context {
     propagator().extract(&HeaderExtractor(headers))
 }
 
@@ -185,7 +188,8 @@ pub fn inject_http(headers: &mut http::HeaderMap) {
 }
 
 /// The remote parent carried in gRPC metadata.
-pub fn extract_grpc(metadata: &tonic::metadata::MetadataMap) -> Context {
+#[cfg(test)]
+fn extract_grpc(metadata: &tonic::metadata::MetadataMap) -> Context {
     propagator().extract(&MetadataExtractor(metadata))
 }
 

@@ -29,7 +29,7 @@ use crate::Shutdown;
 use crate::grpc::GrpcConfig;
 
 /// The label the EndpointSlice controller puts on every slice of a Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Pending endpoint changes the balanced channel may queue. The channel only takes changes while
 /// it is polled (by a request), so the watch waits here when nothing calls the peer.
@@ -111,7 +111,7 @@ pub async fn watch_endpoints(
 }
 
 /// `http://<address>:<port>`, with brackets around an IPv6 address.
-pub fn endpoint_url(address: &str, port: u16) -> String {
+pub(crate) fn endpoint_url(address: &str, port: u16) -> String {
     if address.parse::<Ipv6Addr>().is_ok() {
         format!("http://[{address}]:{port}")
     } else {
@@ -121,12 +121,12 @@ pub fn endpoint_url(address: &str, port: u16) -> String {
 
 /// Whether an endpoint should get new requests: ready (unset counts as ready, as the API says)
 /// and not terminating.
-pub fn is_ready(conditions: Option<&EndpointConditions>) -> bool {
+pub(crate) fn is_ready(conditions: Option<&EndpointConditions>) -> bool {
     conditions.is_none_or(|c| c.ready.unwrap_or(true) && !c.terminating.unwrap_or(false))
 }
 
 /// The URLs of the ready endpoints of one slice.
-pub fn ready_addresses(slice: &EndpointSlice, port: u16) -> BTreeSet<String> {
+pub(crate) fn ready_addresses(slice: &EndpointSlice, port: u16) -> BTreeSet<String> {
     slice
         .endpoints
         .iter()
@@ -137,7 +137,8 @@ pub fn ready_addresses(slice: &EndpointSlice, port: u16) -> BTreeSet<String> {
 }
 
 /// The URLs of the ready endpoints of all slices of a Service.
-pub fn ready_addresses_of<'a>(
+#[cfg(test)]
+fn ready_addresses_of<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
     port: u16,
 ) -> BTreeSet<String> {
@@ -155,7 +156,7 @@ pub struct EndpointDiff {
 }
 
 impl EndpointDiff {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.insert.is_empty() && self.remove.is_empty()
     }
 }

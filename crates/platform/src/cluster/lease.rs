@@ -39,8 +39,8 @@ pub struct LeaseConfig {
 }
 
 impl LeaseConfig {
-    pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
-    pub const DEFAULT_RENEW_INTERVAL: Duration = Duration::from_secs(5);
+    pub(crate) const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
+    pub(crate) const DEFAULT_RENEW_INTERVAL: Duration = Duration::from_secs(5);
 
     /// `None` when `ERP_KUBERNETES_LEASE_NAME` is unset: no leader election.
     pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {

@@ -49,7 +49,7 @@ impl<T: LeaderElection + ?Sized> LeaderElection for Arc<T> {
 }
 
 /// Whether this process runs in a Kubernetes pod (the kubelet sets `KUBERNETES_SERVICE_HOST`).
-pub fn in_cluster() -> bool {
+pub(crate) fn in_cluster() -> bool {
     std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|host| !host.is_empty())
 }
 
