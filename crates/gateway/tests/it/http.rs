@@ -4,13 +4,8 @@
 
 #![allow(clippy::type_complexity)]
 
-use std::time::Duration;
+use crate::common::{Platform, REVOCATION_DEADLINE, STAFF_PASSWORD, assert_problem, iso};
 
-use crate::common::{Platform, STAFF_PASSWORD, assert_problem, iso};
-
-/// Revocations (logout, role changes, disabling) reach every gateway within one second (API.md);
-/// the test's own round trips get a small margin.
-const REVOCATION_DEADLINE: Duration = Duration::from_millis(1100);
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -263,17 +258,9 @@ async fn sessions_through_http_cookie_and_body() {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     // The contract allows a revocation a second to reach every gateway.
-    let (reply, took) = erp_testkit::eventually(REVOCATION_DEADLINE, || async {
-        let reply = platform
-            .send(Method::GET, "/auth/me", Some(&session.access_token), None)
-            .await;
-        if reply.status == StatusCode::OK {
-            Err(reply)
-        } else {
-            Ok(reply)
-        }
-    })
-    .await;
+    let (reply, took) = platform
+        .until_refused("/auth/me", &session.access_token)
+        .await;
     eprintln!("the logged-out token was refused after {took:?}");
     reply.expect_problem(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
     let (status, _) = platform
@@ -370,17 +357,9 @@ async fn a_demoted_operator_is_refused_within_a_second() {
         .change_user(&admin, &operator.id, json!({"disabled": true}))
         .await;
     assert_eq!(disabled["disabled"], true);
-    let (reply, took) = erp_testkit::eventually(REVOCATION_DEADLINE, || async {
-        let reply = platform
-            .send(Method::GET, "/events", Some(&operator.access_token), None)
-            .await;
-        if reply.status == StatusCode::OK {
-            Err(reply)
-        } else {
-            Ok(reply)
-        }
-    })
-    .await;
+    let (reply, took) = platform
+        .until_refused("/events", &operator.access_token)
+        .await;
     eprintln!("the disabled account's token was refused after {took:?}");
     reply.expect_problem(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
     // And its password no longer logs in.

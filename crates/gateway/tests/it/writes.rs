@@ -2,8 +2,6 @@
 //! users answer what docs/api.md says, change what they say (read back), and `If-Match` with a
 //! stale version is 412 `VERSION_MISMATCH` and changes nothing.
 
-use std::time::Duration;
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -285,17 +283,10 @@ async fn user_patch_and_delete() {
         .send(Method::GET, &path, Some(&admin.access_token), None)
         .await
         .expect_problem(StatusCode::NOT_FOUND, "NOT_FOUND");
-    let (_, took) = erp_testkit::eventually(Duration::from_millis(1100), || async {
-        let reply = platform
-            .send(Method::GET, "/auth/me", Some(&session.access_token), None)
-            .await;
-        if reply.status == StatusCode::UNAUTHORIZED {
-            Ok(reply)
-        } else {
-            Err(reply)
-        }
-    })
-    .await;
+    let (reply, took) = platform
+        .until_refused("/auth/me", &session.access_token)
+        .await;
+    reply.expect_problem(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
     eprintln!("a deleted user's token refused after {took:?}");
     platform
         .send(

@@ -178,6 +178,26 @@ impl Platform {
     }
 }
 
+/// Revocations (logout, role changes, disabling, deletion) reach every gateway within one second
+/// (API.md); the test's own round trips get a small margin.
+pub const REVOCATION_DEADLINE: std::time::Duration = std::time::Duration::from_millis(1100);
+
+impl Platform {
+    /// Polls `GET path` as `token` until it is no longer answered 200, which must happen within
+    /// [`REVOCATION_DEADLINE`]; the first refusal, and how long after the call it was sent.
+    pub async fn until_refused(&self, path: &str, token: &str) -> (Reply, std::time::Duration) {
+        erp_testkit::eventually(REVOCATION_DEADLINE, || async {
+            let reply = self.send(Method::GET, path, Some(token), None).await;
+            if reply.status == StatusCode::OK {
+                Err(reply)
+            } else {
+                Ok(reply)
+            }
+        })
+        .await
+    }
+}
+
 /// Sends every request on a task of its own (on a multi-thread runtime they run in parallel,
 /// not just interleaved at awaits); the answers in order.
 pub async fn in_parallel(requests: impl IntoIterator<Item = Request>) -> Vec<Reply> {
