@@ -1,35 +1,16 @@
-//! The gRPC messages to and from the domain's types, one conversion each. Conversions between a
-//! platform type and a proto type (roles, audit entries) are functions: neither side is ours.
+//! The gRPC messages to and from the domain's types, one conversion each. Roles and audit
+//! entries are converted by erp-platform, which owns both their sides.
 
-use erp_platform::audit::{AuditEntry, AuditFilter};
 use erp_proto::auth::v1 as pb;
-use erp_proto::time::{from_timestamp, timestamp};
+use erp_proto::time::timestamp;
 
 use crate::error::AuthError;
 use crate::model::{InactiveReason, Introspection, Role, Session, User, UserFilter};
 use crate::service::{NewAccount, UserChanges};
 
-pub(crate) fn role_to_pb(role: Role) -> i32 {
-    let role = match role {
-        Role::User => pb::Role::User,
-        Role::Operator => pb::Role::Operator,
-        Role::Auditor => pb::Role::Auditor,
-        Role::Admin => pb::Role::Admin,
-    };
-    role as i32
-}
-
 fn role_from_pb(value: i32, field: &str) -> Result<Role, AuthError> {
-    match pb::Role::try_from(value) {
-        Ok(pb::Role::User) => Ok(Role::User),
-        Ok(pb::Role::Operator) => Ok(Role::Operator),
-        Ok(pb::Role::Auditor) => Ok(Role::Auditor),
-        Ok(pb::Role::Admin) => Ok(Role::Admin),
-        _ => Err(AuthError::field(
-            field,
-            "must be USER, OPERATOR, AUDITOR or ADMIN",
-        )),
-    }
+    Role::from_pb(value)
+        .ok_or_else(|| AuthError::field(field, "must be USER, OPERATOR, AUDITOR or ADMIN"))
 }
 
 fn roles_from_pb(roles: &[i32], field: &str) -> Result<Vec<Role>, AuthError> {
@@ -45,7 +26,7 @@ impl From<&User> for pb::User {
             id: user.id.clone(),
             email: user.email.clone(),
             username: user.username.clone(),
-            roles: user.roles.iter().copied().map(role_to_pb).collect(),
+            roles: user.roles.iter().copied().map(Role::to_pb).collect(),
             disabled: user.disabled,
             created_at: Some(timestamp(user.created_at)),
             updated_at: Some(timestamp(user.updated_at)),
@@ -117,7 +98,7 @@ impl From<Introspection> for pb::IntrospectResponse {
                 expires_at,
             } => pb::IntrospectResponse {
                 active: true,
-                roles: user.roles.iter().copied().map(role_to_pb).collect(),
+                roles: user.roles.iter().copied().map(Role::to_pb).collect(),
                 disabled: user.disabled,
                 user_id: Some(user.id),
                 email: Some(user.email),
@@ -179,31 +160,6 @@ impl TryFrom<pb::UpdateUserRequest> for UserChanges {
                 .username
                 .map(|name| if name.is_empty() { None } else { Some(name) }),
         })
-    }
-}
-
-pub(crate) fn audit_filter(body: &pb::ListAuditRequest) -> AuditFilter {
-    AuditFilter::from_request(
-        body.action.clone(),
-        body.actor_id.clone(),
-        body.entity_id.clone(),
-        from_timestamp(body.from),
-        from_timestamp(body.to),
-    )
-}
-
-pub(crate) fn audit_to_pb(entry: AuditEntry) -> pb::AuditEntry {
-    pb::AuditEntry {
-        id: entry.id,
-        at: Some(timestamp(entry.at)),
-        service: "auth".to_owned(),
-        actor_id: entry.actor_id,
-        action: entry.action,
-        entity_type: entry.entity_type,
-        entity_id: entry.entity_id,
-        before_json: entry.before.map(|v| v.to_string()),
-        after_json: entry.after.map(|v| v.to_string()),
-        trace_id: entry.trace_id,
     }
 }
 

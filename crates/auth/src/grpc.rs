@@ -5,15 +5,20 @@
 
 use std::sync::Arc;
 
+use erp_platform::audit::{self, AuditFilter};
 use erp_platform::identity::{Caller, VerifiedCall};
 use erp_proto::auth::v1 as pb;
 use erp_proto::auth::v1::auth_service_server::AuthService as AuthRpc;
+use erp_proto::common::v1 as common;
 use tonic::{Request, Response, Status};
 
 use crate::access::{self, ManageUsers, ReadAudit};
-use crate::convert::{self, audit_filter, audit_to_pb};
+use crate::convert;
 use crate::model::UserFilter;
 use crate::service::{AuthService, NewAccount, UserChanges};
+
+/// The `service` of this service's audit entries in `GET /audit`.
+const AUDIT_SERVICE: &str = "auth";
 
 pub(crate) struct AuthGrpc {
     service: Arc<AuthService>,
@@ -179,17 +184,14 @@ impl AuthRpc for AuthGrpc {
 
     async fn list_audit(
         &self,
-        request: Request<pb::ListAuditRequest>,
-    ) -> RpcResult<pb::ListAuditResponse> {
+        request: Request<common::ListAuditRequest>,
+    ) -> RpcResult<common::ListAuditResponse> {
         let auditor = access::authorize::<ReadAudit>(caller(&request))?;
         let body = request.into_inner();
         let page = self
             .service
-            .list_audit(&auditor, audit_filter(&body), body.limit, &body.cursor)
+            .list_audit(&auditor, AuditFilter::from(&body), body.limit, &body.cursor)
             .await?;
-        Ok(Response::new(pb::ListAuditResponse {
-            items: page.items.into_iter().map(audit_to_pb).collect(),
-            next_cursor: page.next_cursor,
-        }))
+        Ok(Response::new(audit::page_to_pb(page, AUDIT_SERVICE)))
     }
 }

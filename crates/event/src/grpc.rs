@@ -5,20 +5,24 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use erp_platform::audit::{self, AuditFilter};
 use erp_platform::error::ApiError;
 use erp_platform::identity::{Caller, Service, VerifiedCall};
+use erp_proto::common::v1 as common;
 use erp_proto::event::v1 as pb;
 use erp_proto::event::v1::event_service_server::EventService as EventRpc;
 use erp_proto::time::from_timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{
-    audit_filter, audit_to_pb, details_to_pb, event_status_from_pb, event_to_pb, progress_items,
-    reward_input_from_pb,
+    details_to_pb, event_status_from_pb, event_to_pb, progress_items, reward_input_from_pb,
 };
 use crate::error::{EventError, Fault};
 use crate::model::{ClaimFilter, EventPatch, NewEvent, RewardPatch};
 use crate::service::EventService;
+
+/// The `service` of this service's audit entries in `GET /audit`.
+const AUDIT_SERVICE: &str = "event";
 
 pub(crate) struct EventGrpc {
     service: Arc<EventService>,
@@ -296,19 +300,16 @@ impl EventRpc for EventGrpc {
 
     async fn list_audit(
         &self,
-        request: Request<pb::ListAuditRequest>,
-    ) -> RpcResult<pb::ListAuditResponse> {
+        request: Request<common::ListAuditRequest>,
+    ) -> RpcResult<common::ListAuditResponse> {
         let caller = caller(&request)?;
         let body = request.into_inner();
-        let filter = audit_filter(&body);
+        let filter = AuditFilter::from(&body);
         let page = self
             .service
             .list_audit(caller.as_ref(), filter, body.limit, &body.cursor)
             .await?;
-        Ok(Response::new(pb::ListAuditResponse {
-            items: page.items.into_iter().map(audit_to_pb).collect(),
-            next_cursor: page.next_cursor,
-        }))
+        Ok(Response::new(audit::page_to_pb(page, AUDIT_SERVICE)))
     }
 
     async fn claim(&self, request: Request<pb::ClaimRequest>) -> RpcResult<pb::ClaimResponse> {

@@ -56,16 +56,6 @@ pub struct Introspector {
     misses: IntCounter,
 }
 
-fn role_from_pb(value: i32) -> Option<Role> {
-    match pb::Role::try_from(value) {
-        Ok(pb::Role::User) => Some(Role::User),
-        Ok(pb::Role::Operator) => Some(Role::Operator),
-        Ok(pb::Role::Auditor) => Some(Role::Auditor),
-        Ok(pb::Role::Admin) => Some(Role::Admin),
-        _ => None,
-    }
-}
-
 /// A token not in the cache (its cache key).
 #[derive(Debug)]
 pub struct Uncached([u8; 32]);
@@ -187,7 +177,7 @@ impl Introspector {
         let session = Arc::new(Session {
             caller: Caller {
                 user_id: answer.user_id.ok_or_else(unauthenticated)?,
-                roles: answer.roles.into_iter().filter_map(role_from_pb).collect(),
+                roles: answer.roles.into_iter().filter_map(Role::from_pb).collect(),
             },
             jti: answer.jti.unwrap_or_default(),
             session_id: answer.session_id.unwrap_or_default(),

@@ -3,6 +3,8 @@
 //! change they describe.
 
 use chrono::{DateTime, Utc};
+use erp_proto::common::v1 as pb;
+use erp_proto::time::{from_timestamp, timestamp};
 use mongodb::bson::{self, Bson, DateTime as BsonDateTime, doc};
 use mongodb::{ClientSession, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
@@ -58,24 +60,47 @@ pub struct AuditFilter {
     pub to: Option<DateTime<Utc>>,
 }
 
-impl AuditFilter {
-    /// The filter of a listing request, where an empty text field means no filter on it (proto3
-    /// strings cannot tell unset from empty).
-    pub fn from_request(
-        action: Option<String>,
-        actor_id: Option<String>,
-        entity_id: Option<String>,
-        from: Option<DateTime<Utc>>,
-        to: Option<DateTime<Utc>>,
-    ) -> Self {
-        let given = |text: Option<String>| text.filter(|t| !t.is_empty());
+impl From<&pb::ListAuditRequest> for AuditFilter {
+    /// An empty text field means no filter on it (proto3 strings cannot tell unset from empty).
+    fn from(request: &pb::ListAuditRequest) -> Self {
+        let given = |text: &Option<String>| text.clone().filter(|t| !t.is_empty());
         Self {
-            action: given(action),
-            actor_id: given(actor_id),
-            entity_id: given(entity_id),
-            from,
-            to,
+            action: given(&request.action),
+            actor_id: given(&request.actor_id),
+            entity_id: given(&request.entity_id),
+            from: from_timestamp(request.from),
+            to: from_timestamp(request.to),
         }
+    }
+}
+
+impl AuditEntry {
+    /// The record as `service` ("auth" or "event") answers it in `ListAudit`.
+    pub fn into_pb(self, service: &str) -> pb::AuditEntry {
+        pb::AuditEntry {
+            id: self.id,
+            at: Some(timestamp(self.at)),
+            service: service.to_owned(),
+            actor_id: self.actor_id,
+            action: self.action,
+            entity_type: self.entity_type,
+            entity_id: self.entity_id,
+            before_json: self.before.map(|v| v.to_string()),
+            after_json: self.after.map(|v| v.to_string()),
+            trace_id: self.trace_id,
+        }
+    }
+}
+
+/// A page of `service`'s audit trail as its `ListAudit` answers it.
+pub fn page_to_pb(page: Page<AuditEntry>, service: &str) -> pb::ListAuditResponse {
+    pb::ListAuditResponse {
+        items: page
+            .items
+            .into_iter()
+            .map(|entry| entry.into_pb(service))
+            .collect(),
+        next_cursor: page.next_cursor,
     }
 }
 

@@ -59,6 +59,37 @@ impl Role {
     }
 }
 
+impl From<Role> for erp_proto::common::v1::Role {
+    fn from(role: Role) -> Self {
+        use erp_proto::common::v1::Role as Pb;
+        match role {
+            Role::User => Pb::User,
+            Role::Operator => Pb::Operator,
+            Role::Auditor => Pb::Auditor,
+            Role::Admin => Pb::Admin,
+        }
+    }
+}
+
+impl Role {
+    /// The role of a protobuf enum value; `None` for unspecified or unknown values.
+    pub fn from_pb(value: i32) -> Option<Role> {
+        use erp_proto::common::v1::Role as Pb;
+        match Pb::try_from(value).ok()? {
+            Pb::User => Some(Role::User),
+            Pb::Operator => Some(Role::Operator),
+            Pb::Auditor => Some(Role::Auditor),
+            Pb::Admin => Some(Role::Admin),
+            Pb::Unspecified => None,
+        }
+    }
+
+    /// The protobuf enum value of the role, as repeated enum fields carry it.
+    pub fn to_pb(self) -> i32 {
+        erp_proto::common::v1::Role::from(self) as i32
+    }
+}
+
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

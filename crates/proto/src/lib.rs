@@ -7,6 +7,13 @@
 
 pub mod codec;
 
+/// Shapes both services expose the same way (roles, the audit trail): one type each.
+pub mod common {
+    pub mod v1 {
+        tonic::include_proto!("erp.common.v1");
+    }
+}
+
 pub mod auth {
     pub mod v1 {
         tonic::include_proto!("erp.auth.v1");

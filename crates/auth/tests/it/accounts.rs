@@ -7,6 +7,7 @@ use crate::common::{ADMIN_EMAIL, ADMIN_PASSWORD, TestAuth, as_caller, code};
 use erp_platform::error::ApiError;
 use erp_platform::identity::{Caller, OnBehalfOf, Role};
 use erp_proto::auth::v1 as pb;
+use erp_proto::common::v1 as common_pb;
 
 #[tokio::test]
 async fn register_gives_user_role_and_emails_are_unique_ignoring_case() {
@@ -14,7 +15,7 @@ async fn register_gives_user_role_and_emails_are_unique_ignoring_case() {
     let user = auth
         .register("Player.One@Example.com", "password-123")
         .await;
-    assert_eq!(user.roles, vec![pb::Role::User as i32]);
+    assert_eq!(user.roles, vec![common_pb::Role::User as i32]);
     assert_eq!(user.email, "Player.One@Example.com");
     assert!(!user.disabled);
 
@@ -144,7 +145,7 @@ async fn bootstrap_admin_is_created_once_across_restarts() {
         .list_users(as_caller(
             &admin,
             pb::ListUsersRequest {
-                role: Some(pb::Role::Admin as i32),
+                role: Some(common_pb::Role::Admin as i32),
                 q: None,
                 limit: 100,
                 cursor: String::new(),
@@ -160,7 +161,7 @@ async fn bootstrap_admin_is_created_once_across_restarts() {
         .client()
         .list_audit(as_caller(
             &admin,
-            pb::ListAuditRequest {
+            common_pb::ListAuditRequest {
                 action: Some("USER_CREATED".into()),
                 entity_id: Some(admin.user_id.clone()),
                 ..Default::default()
@@ -205,7 +206,10 @@ async fn user_management_needs_admin_and_is_audited() {
     assert_eq!(code(&forbidden), "FORBIDDEN");
     let audit_forbidden = auth
         .client()
-        .list_audit(as_caller(&player_caller, pb::ListAuditRequest::default()))
+        .list_audit(as_caller(
+            &player_caller,
+            common_pb::ListAuditRequest::default(),
+        ))
         .await
         .unwrap_err();
     assert_eq!(code(&audit_forbidden), "FORBIDDEN");
@@ -218,7 +222,10 @@ async fn user_management_needs_admin_and_is_audited() {
             pb::CreateUserRequest {
                 email: "op@example.com".into(),
                 password: "password-123".into(),
-                roles: vec![pb::Role::Operator as i32, pb::Role::Operator as i32],
+                roles: vec![
+                    common_pb::Role::Operator as i32,
+                    common_pb::Role::Operator as i32,
+                ],
                 username: Some("op".into()),
             },
         ))
@@ -227,7 +234,7 @@ async fn user_management_needs_admin_and_is_audited() {
         .into_inner()
         .user
         .unwrap();
-    assert_eq!(operator.roles, vec![pb::Role::Operator as i32]);
+    assert_eq!(operator.roles, vec![common_pb::Role::Operator as i32]);
     let empty_roles = auth
         .client()
         .create_user(as_caller(
@@ -251,7 +258,7 @@ async fn user_management_needs_admin_and_is_audited() {
             pb::UpdateUserRequest {
                 id: operator.id.clone(),
                 roles: Some(pb::RoleSet {
-                    roles: vec![pb::Role::Auditor as i32],
+                    roles: vec![common_pb::Role::Auditor as i32],
                 }),
                 disabled: Some(true),
                 password: None,
@@ -263,7 +270,7 @@ async fn user_management_needs_admin_and_is_audited() {
         .into_inner()
         .user
         .unwrap();
-    assert_eq!(updated.roles, vec![pb::Role::Auditor as i32]);
+    assert_eq!(updated.roles, vec![common_pb::Role::Auditor as i32]);
     assert!(updated.disabled);
     assert_eq!(updated.username.as_deref(), Some("op"));
 
@@ -271,7 +278,7 @@ async fn user_management_needs_admin_and_is_audited() {
         .client()
         .list_audit(as_caller(
             &admin,
-            pb::ListAuditRequest {
+            common_pb::ListAuditRequest {
                 action: Some("USER_UPDATED".into()),
                 entity_id: Some(operator.id.clone()),
                 ..Default::default()
@@ -331,7 +338,7 @@ async fn user_management_needs_admin_and_is_audited() {
         .client()
         .list_audit(as_caller(
             &admin,
-            pb::ListAuditRequest {
+            common_pb::ListAuditRequest {
                 action: Some("USER_DELETED".into()),
                 ..Default::default()
             },
@@ -365,7 +372,7 @@ async fn users_and_audit_page_newest_first_with_filters() {
             .list_users(as_caller(
                 &admin,
                 pb::ListUsersRequest {
-                    role: Some(pb::Role::User as i32),
+                    role: Some(common_pb::Role::User as i32),
                     q: Some("PAGER".into()),
                     limit: 2,
                     cursor: cursor.clone(),
@@ -401,7 +408,7 @@ async fn users_and_audit_page_newest_first_with_filters() {
         .client()
         .list_audit(as_caller(
             &admin,
-            pb::ListAuditRequest {
+            common_pb::ListAuditRequest {
                 action: Some("USER_CREATED".into()),
                 limit: 3,
                 ..Default::default()
@@ -453,7 +460,7 @@ async fn grpc_calls_are_counted_by_method_and_code() {
 async fn admins_cannot_lock_themselves_out() {
     let auth = TestAuth::start(&[]).await;
     let admin = auth.admin().await;
-    let own = |roles: Option<Vec<pb::Role>>, disabled: Option<bool>| {
+    let own = |roles: Option<Vec<common_pb::Role>>, disabled: Option<bool>| {
         let mut client = auth.client();
         let request = as_caller(
             &admin,
@@ -470,12 +477,19 @@ async fn admins_cannot_lock_themselves_out() {
     };
     assert_eq!(code(&own(None, Some(true)).await.unwrap_err()), "FORBIDDEN");
     assert_eq!(
-        code(&own(Some(vec![pb::Role::User]), None).await.unwrap_err()),
+        code(
+            &own(Some(vec![common_pb::Role::User]), None)
+                .await
+                .unwrap_err()
+        ),
         "FORBIDDEN"
     );
-    own(Some(vec![pb::Role::Admin, pb::Role::Operator]), Some(false))
-        .await
-        .unwrap();
+    own(
+        Some(vec![common_pb::Role::Admin, common_pb::Role::Operator]),
+        Some(false),
+    )
+    .await
+    .unwrap();
     let delete = auth
         .client()
         .delete_user(as_caller(
@@ -648,7 +662,7 @@ async fn a_deleted_bootstrap_admin_is_not_recreated_at_restart() {
             pb::CreateUserRequest {
                 email: "second-admin@example.com".into(),
                 password: "password-123".into(),
-                roles: vec![pb::Role::Admin as i32],
+                roles: vec![common_pb::Role::Admin as i32],
                 username: None,
             },
         ))
@@ -684,7 +698,7 @@ async fn a_deleted_bootstrap_admin_is_not_recreated_at_restart() {
         let request = as_caller(
             &second_caller,
             pb::ListUsersRequest {
-                role: Some(pb::Role::Admin as i32),
+                role: Some(common_pb::Role::Admin as i32),
                 q: None,
                 limit: 100,
                 cursor: String::new(),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::common::{TestAuth, as_caller, code};
 use erp_platform::identity::{Caller, Role};
 use erp_proto::auth::v1 as pb;
+use erp_proto::common::v1 as common_pb;
 use futures::StreamExt;
 
 async fn refresh(auth: &TestAuth, token: &str) -> Result<pb::RefreshResponse, tonic::Status> {
@@ -124,10 +125,10 @@ async fn introspection_follows_role_changes_disabling_and_deletion_at_once() {
     let before = auth.introspect(&login.access_token).await;
     assert!(before.active);
     assert_eq!(before.user_id.as_deref(), Some(user.id.as_str()));
-    assert_eq!(before.roles, vec![pb::Role::User as i32]);
+    assert_eq!(before.roles, vec![common_pb::Role::User as i32]);
     assert!(before.session_id.is_some());
 
-    let update = |roles: Option<Vec<pb::Role>>, disabled: Option<bool>| {
+    let update = |roles: Option<Vec<common_pb::Role>>, disabled: Option<bool>| {
         let mut client = auth.client();
         let request = as_caller(
             &admin,
@@ -144,10 +145,10 @@ async fn introspection_follows_role_changes_disabling_and_deletion_at_once() {
         async move { client.update_user(request).await.unwrap() }
     };
 
-    update(Some(vec![pb::Role::Operator]), None).await;
+    update(Some(vec![common_pb::Role::Operator]), None).await;
     let promoted = auth.introspect(&login.access_token).await;
     assert!(promoted.active);
-    assert_eq!(promoted.roles, vec![pb::Role::Operator as i32]);
+    assert_eq!(promoted.roles, vec![common_pb::Role::Operator as i32]);
 
     update(None, Some(true)).await;
     let disabled = auth.introspect(&login.access_token).await;
@@ -215,7 +216,7 @@ async fn changes_are_published_on_the_revocation_channel() {
             pb::UpdateUserRequest {
                 id: user.id.clone(),
                 roles: Some(pb::RoleSet {
-                    roles: vec![pb::Role::Auditor as i32],
+                    roles: vec![common_pb::Role::Auditor as i32],
                 }),
                 ..Default::default()
             },

@@ -9,5 +9,5 @@ mod requests;
 mod responses;
 
 pub(crate) use enums::event_status_from_pb;
-pub(crate) use requests::{audit_filter, progress_items, reward_input_from_pb};
-pub(crate) use responses::{audit_to_pb, details_to_pb, event_to_pb};
+pub(crate) use requests::{progress_items, reward_input_from_pb};
+pub(crate) use responses::{details_to_pb, event_to_pb};

@@ -1,7 +1,6 @@
 //! Requests into domain values.
 
 use chrono::{DateTime, Utc};
-use erp_platform::audit::AuditFilter;
 use erp_proto::event::v1 as pb;
 use erp_proto::time::from_timestamp;
 
@@ -153,16 +152,6 @@ pub(crate) fn progress_items(
 /// An optional string filter: absent and empty both mean "any".
 fn filter_value(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.is_empty())
-}
-
-pub(crate) fn audit_filter(body: &pb::ListAuditRequest) -> AuditFilter {
-    AuditFilter {
-        action: filter_value(body.action.clone()),
-        actor_id: filter_value(body.actor_id.clone()),
-        entity_id: filter_value(body.entity_id.clone()),
-        from: from_timestamp(body.from),
-        to: from_timestamp(body.to),
-    }
 }
 
 impl TryFrom<&pb::ListMyClaimsRequest> for ClaimFilter {

@@ -1,7 +1,6 @@
 //! Domain values into messages.
 
 use chrono::{DateTime, Utc};
-use erp_platform::audit::AuditEntry;
 use erp_proto::event::v1 as pb;
 use erp_proto::time::timestamp;
 
@@ -61,22 +60,6 @@ pub(crate) fn details_to_pb(evaluation: &Evaluation) -> Vec<pb::ConditionDetail>
         .iter()
         .map(pb::ConditionDetail::from)
         .collect()
-}
-
-/// An audit record of this service (both types are another crate's: a function, not `From`).
-pub(crate) fn audit_to_pb(entry: AuditEntry) -> pb::AuditEntry {
-    pb::AuditEntry {
-        id: entry.id,
-        at: Some(timestamp(entry.at)),
-        service: "event".to_owned(),
-        actor_id: entry.actor_id,
-        action: entry.action,
-        entity_type: entry.entity_type,
-        entity_id: entry.entity_id,
-        before_json: entry.before.map(|v| v.to_string()),
-        after_json: entry.after.map(|v| v.to_string()),
-        trace_id: entry.trace_id,
-    }
 }
 
 impl From<&Claim> for pb::Claim {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use chrono::Utc;
+use erp_proto::common::v1 as common_pb;
 use erp_proto::event::v1 as pb;
 
 #[tokio::test]
@@ -467,7 +468,10 @@ async fn roles_are_enforced_from_metadata() {
         .unwrap();
     let audit_by_player = service
         .client()
-        .list_audit(as_caller(&player("p1"), pb::ListAuditRequest::default()))
+        .list_audit(as_caller(
+            &player("p1"),
+            common_pb::ListAuditRequest::default(),
+        ))
         .await
         .unwrap_err();
     assert_eq!(code(&audit_by_player), "FORBIDDEN");
@@ -633,7 +637,7 @@ async fn every_change_is_audited() {
         .client()
         .list_audit(as_caller(
             &auditor(),
-            pb::ListAuditRequest {
+            common_pb::ListAuditRequest {
                 limit: 100,
                 ..Default::default()
             },
@@ -673,7 +677,7 @@ async fn every_change_is_audited() {
         .client()
         .list_audit(as_caller(
             &auditor(),
-            pb::ListAuditRequest {
+            common_pb::ListAuditRequest {
                 action: Some("REWARD_CREATED".into()),
                 ..Default::default()
             },

@@ -12,6 +12,7 @@ use erp_platform::identity::{
     Asserting, AssertionSigner, Caller, IdentityKeys, Role, on_behalf_of,
 };
 use erp_platform::{Env, Shutdown};
+use erp_proto::common::v1 as common_pb;
 use erp_proto::event::v1 as pb;
 use erp_proto::event::v1::event_service_client::EventServiceClient;
 use erp_testkit::{grpc_service_env, unique_name, wait_for_200};
@@ -250,7 +251,7 @@ impl TestEvent {
     }
 
     /// Every audit record with `action`, newest first.
-    pub async fn audit(&self, action: &str) -> Vec<pb::AuditEntry> {
+    pub async fn audit(&self, action: &str) -> Vec<common_pb::AuditEntry> {
         let mut items = Vec::new();
         let mut cursor = String::new();
         loop {
@@ -258,7 +259,7 @@ impl TestEvent {
                 .client()
                 .list_audit(as_caller(
                     &auditor(),
-                    pb::ListAuditRequest {
+                    common_pb::ListAuditRequest {
                         action: Some(action.to_owned()),
                         limit: 100,
                         cursor: cursor.clone(),

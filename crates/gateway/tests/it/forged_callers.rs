@@ -10,6 +10,7 @@ use erp_platform::identity::{
 };
 use erp_proto::auth::v1 as auth_pb;
 use erp_proto::auth::v1::auth_service_client::AuthServiceClient;
+use erp_proto::common::v1 as common_pb;
 use erp_proto::event::v1 as event_pb;
 use erp_proto::event::v1::event_service_client::EventServiceClient;
 use erp_testkit::{ServiceProcess, TestStores, grpc_service_env, workspace_binary};
@@ -112,7 +113,7 @@ async fn auth_refuses_forged_callers_and_serves_the_gateways() {
     let create = auth_pb::CreateUserRequest {
         email: "mallory@example.com".into(),
         password: "mallory-password".into(),
-        roles: vec![auth_pb::Role::Admin as i32],
+        roles: vec![common_pb::Role::Admin as i32],
         username: None,
     };
     for (case, request) in forged(&create, Service::Auth) {

@@ -1,8 +1,7 @@
-//! The JSON shapes of `/audit`, and the two services' audit messages (alike, each in its own
-//! package) read into them.
+//! The JSON shapes of `/audit`, and the services' audit messages (`erp.common.v1`) read into them.
 
 use chrono::{DateTime, Utc};
-use erp_proto::{auth::v1 as auth_pb, event::v1 as event_pb};
+use erp_proto::common::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -68,42 +67,35 @@ fn millis(at: Option<&prost_types::Timestamp>) -> i64 {
     at.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
 }
 
-/// The conversions of both services' messages, which have the same fields.
-macro_rules! from_service {
-    ($($pb:ident),+) => {$(
-        impl From<$pb::AuditEntry> for AuditEntry {
-            fn from(e: $pb::AuditEntry) -> Self {
-                Self {
-                    at_millis: millis(e.at.as_ref()),
-                    at: time(e.at),
-                    id: e.id,
-                    service: e.service,
-                    actor_id: e.actor_id,
-                    action: e.action,
-                    entity_type: e.entity_type,
-                    entity_id: e.entity_id,
-                    before: parse_json_text(e.before_json),
-                    after: parse_json_text(e.after_json),
-                    trace_id: e.trace_id,
-                }
-            }
+impl From<pb::AuditEntry> for AuditEntry {
+    fn from(e: pb::AuditEntry) -> Self {
+        Self {
+            at_millis: millis(e.at.as_ref()),
+            at: time(e.at),
+            id: e.id,
+            service: e.service,
+            actor_id: e.actor_id,
+            action: e.action,
+            entity_type: e.entity_type,
+            entity_id: e.entity_id,
+            before: parse_json_text(e.before_json),
+            after: parse_json_text(e.after_json),
+            trace_id: e.trace_id,
         }
-
-        impl From<AuditPageRequest<'_>> for $pb::ListAuditRequest {
-            fn from(page: AuditPageRequest<'_>) -> Self {
-                let query = page.query;
-                Self {
-                    action: query.action.clone(),
-                    actor_id: query.actor_id.clone(),
-                    entity_id: query.entity_id.clone(),
-                    from: query.from.map(timestamp),
-                    to: query.to.map(timestamp),
-                    limit: page.limit,
-                    cursor: page.cursor.to_owned(),
-                }
-            }
-        }
-    )+};
+    }
 }
 
-from_service!(auth_pb, event_pb);
+impl From<AuditPageRequest<'_>> for pb::ListAuditRequest {
+    fn from(page: AuditPageRequest<'_>) -> Self {
+        let query = page.query;
+        Self {
+            action: query.action.clone(),
+            actor_id: query.actor_id.clone(),
+            entity_id: query.entity_id.clone(),
+            from: query.from.map(timestamp),
+            to: query.to.map(timestamp),
+            limit: page.limit,
+            cursor: page.cursor.to_owned(),
+        }
+    }
+}

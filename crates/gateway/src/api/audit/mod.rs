@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use erp_platform::error::ApiError;
 use erp_platform::pagination::Cursor;
-use erp_proto::{auth::v1 as auth_pb, event::v1 as event_pb};
+use erp_proto::common::v1::ListAuditRequest;
 use utoipa_axum::routes;
 
 pub(crate) use self::dto::AuditService;
@@ -45,7 +45,7 @@ async fn audit(
     if wants(AuditService::Auth) {
         let answer = state
             .auth()
-            .list_audit(session.request(auth_pb::ListAuditRequest::from(page())))
+            .list_audit(session.request(ListAuditRequest::from(page())))
             .await?
             .into_inner();
         more |= answer.next_cursor.is_some();
@@ -54,7 +54,7 @@ async fn audit(
     if wants(AuditService::Event) {
         let answer = state
             .event()
-            .list_audit(session.request(event_pb::ListAuditRequest::from(page())))
+            .list_audit(session.request(ListAuditRequest::from(page())))
             .await?
             .into_inner();
         more |= answer.next_cursor.is_some();

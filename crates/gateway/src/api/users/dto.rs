@@ -1,6 +1,7 @@
 //! The JSON shapes of `/users` (and of the account in `/auth/*` answers).
 
 use chrono::{DateTime, Utc};
+use erp_platform::identity::Role;
 use erp_proto::auth::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -17,24 +18,35 @@ pub(crate) enum RoleName {
     Admin,
 }
 
+impl From<RoleName> for Role {
+    fn from(role: RoleName) -> Self {
+        match role {
+            RoleName::User => Role::User,
+            RoleName::Operator => Role::Operator,
+            RoleName::Auditor => Role::Auditor,
+            RoleName::Admin => Role::Admin,
+        }
+    }
+}
+
+impl From<Role> for RoleName {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::User => RoleName::User,
+            Role::Operator => RoleName::Operator,
+            Role::Auditor => RoleName::Auditor,
+            Role::Admin => RoleName::Admin,
+        }
+    }
+}
+
 impl RoleName {
     pub(crate) fn to_pb(self) -> i32 {
-        (match self {
-            RoleName::User => pb::Role::User,
-            RoleName::Operator => pb::Role::Operator,
-            RoleName::Auditor => pb::Role::Auditor,
-            RoleName::Admin => pb::Role::Admin,
-        }) as i32
+        Role::from(self).to_pb()
     }
 
     pub(crate) fn from_pb(value: i32) -> Option<Self> {
-        match pb::Role::try_from(value) {
-            Ok(pb::Role::User) => Some(RoleName::User),
-            Ok(pb::Role::Operator) => Some(RoleName::Operator),
-            Ok(pb::Role::Auditor) => Some(RoleName::Auditor),
-            Ok(pb::Role::Admin) => Some(RoleName::Admin),
-            _ => None,
-        }
+        Role::from_pb(value).map(RoleName::from)
     }
 }
 
