@@ -25,8 +25,8 @@
 #
 # ERP_KUBE_VERSION (default 1.31.0) is the Kubernetes version rendered for and validated against.
 set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ERP_DIR="$ROOT/.erp"
 VENV="$ERP_DIR/venv-deploy"
 NPM_PREFIX="$ERP_DIR/npm"
@@ -35,9 +35,6 @@ DC="$ROOT/scripts/deploy-checks"
 KUBE_VERSION="${ERP_KUBE_VERSION:-1.31.0}"
 RELEASE=erp
 NAMESPACE=erp
-
-say() { printf '[check-deploy] %s\n' "$*"; }
-die() { printf '[check-deploy] ERROR: %s\n' "$*" >&2; exit 1; }
 
 started=$SECONDS
 WORK="$(mktemp -d)"

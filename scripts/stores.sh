@@ -9,8 +9,8 @@
 #   scripts/stores.sh stop     stop what this script started
 #   scripts/stores.sh status   say what is running
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="$ROOT/.erp"
 VENV="$STATE/venv"
 DATA="$STATE/data"
@@ -18,8 +18,6 @@ LOGS="$STATE/logs"
 MONGO_PORT="${ERP_STORE_MONGO_PORT:-27017}"
 REDIS_PORT="${ERP_STORE_REDIS_PORT:-6379}"
 SECANTUS_VERSION="${ERP_SECANTUS_VERSION:-0.7.0b3}"
-
-say() { printf '[stores] %s\n' "$*"; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

@@ -108,6 +108,15 @@ def probe_port(probe):
     return ("exec" if "exec" in probe else None), None
 
 
+def rendered_deployments(deployments, fullname):
+    """(service, Deployment name, Deployment) for each service whose Deployment is rendered."""
+    for service in SERVICES:
+        name = "%s-%s" % (fullname, service)
+        d = deployments.get(name)
+        if d is not None:
+            yield service, name, d
+
+
 def check_containers(report, obj):
     where = "%s/%s" % (obj["kind"], obj["metadata"]["name"])
     spec = pod_spec(obj)
@@ -186,11 +195,7 @@ def check_service_accounts(report, by_kind, deployments, configmaps, values, ful
     report.check(not by_kind.get("ClusterRole") and not by_kind.get("ClusterRoleBinding"),
                  "the chart renders ClusterRoles or ClusterRoleBindings; the services need namespaced rights only")
     used = {}
-    for service in SERVICES:
-        name = "%s-%s" % (fullname, service)
-        d = deployments.get(name)
-        if d is None:
-            continue
+    for service, name, d in rendered_deployments(deployments, fullname):
         spec = pod_spec(d)
         sa = spec.get("serviceAccountName")
         used[service] = sa
@@ -266,11 +271,7 @@ def check_service_identity(report, by_kind, deployments, values, fullname):
     """ERP_SERVICE_IDENTITY_KEY_FILE: a read-only Secret file in all three services, >= 32 bytes."""
     secrets = {s["metadata"]["name"]: s for s in by_kind.get("Secret", [])}
     existing = (values.get("serviceIdentity") or {}).get("existingSecret")
-    for service in SERVICES:
-        name = "%s-%s" % (fullname, service)
-        d = deployments.get(name)
-        if d is None:
-            continue
+    for _, name, d in rendered_deployments(deployments, fullname):
         spec = pod_spec(d)
         c = spec["containers"][0]
         var = env_of(c).get("ERP_SERVICE_IDENTITY_KEY_FILE")
@@ -303,11 +304,7 @@ def check_grpc_tls(report, by_kind, deployments, configmaps, values, fullname):
     files = {"ERP_GRPC_TLS_CERT_FILE": "/etc/erp/grpc-tls/tls.crt",
              "ERP_GRPC_TLS_KEY_FILE": "/etc/erp/grpc-tls/tls.key",
              "ERP_GRPC_TLS_CA_FILE": "/etc/erp/grpc-tls/ca.crt"}
-    for service in SERVICES:
-        name = "%s-%s" % (fullname, service)
-        d = deployments.get(name)
-        if d is None:
-            continue
+    for _, name, d in rendered_deployments(deployments, fullname):
         spec = pod_spec(d)
         c = spec["containers"][0]
         env = env_of(c)
@@ -377,11 +374,7 @@ def check_network_policies(report, by_kind, deployments, values, fullname):
     callers = {"auth": {"gateway"}, "event": {"gateway", "auth"}}
     callees = {"gateway": {"auth", "event"}, "auth": {"event"}, "event": set()}
     prometheus_peer = {"namespaceSelector": np["prometheus"]["namespaceSelector"], "podSelector": np["prometheus"]["podSelector"]}
-    for service in SERVICES:
-        name = "%s-%s" % (fullname, service)
-        d = deployments.get(name)
-        if d is None:
-            continue
+    for service, name, d in rendered_deployments(deployments, fullname):
         labels = d["spec"]["template"]["metadata"].get("labels") or {}
         c = pod_spec(d)["containers"][0]
         ports = {p["name"]: p["containerPort"] for p in c.get("ports") or []}
@@ -433,13 +426,10 @@ def check_network_policies(report, by_kind, deployments, values, fullname):
 def check_linkerd(report, by_kind, deployments, values, fullname):
     enabled = ((values.get("mesh") or {}).get("linkerd") or {}).get("enabled")
     linkerd_objs = [o for k in ("Server", "AuthorizationPolicy", "MeshTLSAuthentication") for o in by_kind.get(k, [])]
-    for service in SERVICES:
-        d = deployments.get("%s-%s" % (fullname, service))
-        if d is None:
-            continue
+    for _, name, d in rendered_deployments(deployments, fullname):
         inject = (d["spec"]["template"]["metadata"].get("annotations") or {}).get("linkerd.io/inject")
-        report.check((inject == "enabled") == bool(enabled), "%s-%s: linkerd.io/inject is %r with mesh.linkerd.enabled %r"
-                     % (fullname, service, inject, enabled))
+        report.check((inject == "enabled") == bool(enabled), "%s: linkerd.io/inject is %r with mesh.linkerd.enabled %r"
+                     % (name, inject, enabled))
     if not enabled:
         report.check(not linkerd_objs, "Linkerd policy objects rendered although mesh.linkerd.enabled is false")
         return
