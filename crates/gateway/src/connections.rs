@@ -108,24 +108,15 @@ impl Incoming for Dispatcher {
                 };
             };
             // A shard that stopped (shutdown) no longer takes connections: serve it here.
-            let stream = match stream.into_std() {
+            let (stream, permit) = match stream.into_std() {
                 Ok(stream) => match shard.send((stream, peer, permit)) {
                     Ok(()) => continue,
-                    Err(mpsc::error::SendError((stream, _, permit))) => {
-                        TcpStream::from_std(stream).map(|stream| (stream, permit))
-                    }
+                    Err(mpsc::error::SendError((stream, _, permit))) => (Ok(stream), permit),
                 },
-                Err(error) => Err(error),
+                Err(error) => (Err(error), permit),
             };
-            match stream {
-                Ok((stream, permit)) => {
-                    return Accepted {
-                        stream,
-                        peer,
-                        permit,
-                    };
-                }
-                Err(error) => tracing::warn!(%error, "dropped a connection handed between shards"),
+            if let Some(accepted) = resume(stream, peer, permit) {
+                return accepted;
             }
         }
     }
@@ -145,16 +136,29 @@ impl Incoming for Handoff {
                 // The dispatcher is gone (shutting down): nothing more will come.
                 return std::future::pending().await;
             };
-            match TcpStream::from_std(stream) {
-                Ok(stream) => {
-                    return Accepted {
-                        stream,
-                        peer,
-                        permit,
-                    };
-                }
-                Err(error) => tracing::warn!(%error, "dropped a connection handed between shards"),
+            if let Some(accepted) = resume(Ok(stream), peer, permit) {
+                return accepted;
             }
+        }
+    }
+}
+
+/// A connection handed between shards, back on this shard's runtime; `None` (logged) if it
+/// could not be moved.
+fn resume(
+    stream: std::io::Result<std::net::TcpStream>,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) -> Option<Accepted> {
+    match stream.and_then(TcpStream::from_std) {
+        Ok(stream) => Some(Accepted {
+            stream,
+            peer,
+            permit,
+        }),
+        Err(error) => {
+            tracing::warn!(%error, "dropped a connection handed between shards");
+            None
         }
     }
 }

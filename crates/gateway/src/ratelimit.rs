@@ -7,6 +7,14 @@ use erp_platform::error::{ApiError, ErrorCode};
 use erp_platform::redis::RedisStore;
 use prometheus::IntCounterVec;
 
+/// Whether [`RateLimiter::enforce`] counts the request it judges.
+enum Tally {
+    /// Count it, then refuse once the count exceeds the limit ([`RateLimiter::check`]).
+    CountThis,
+    /// Only read the count: refuse once it has reached the limit ([`RateLimiter::within_budget`]).
+    ReadOnly,
+}
+
 #[derive(Clone)]
 pub struct RateLimiter {
     redis: RedisStore,
@@ -27,20 +35,8 @@ impl RateLimiter {
         subject: &str,
         per_minute: u32,
     ) -> Result<(), ApiError> {
-        if per_minute == 0 {
-            return Ok(());
-        }
-        let window = Window::now();
-        let key = self.key(policy, subject, &window);
-        let mut connection = self.redis.connection();
-        let counted: redis::RedisResult<(u64,)> = redis::pipe()
-            .incr(&key, 1u64)
-            .expire(&key, 120)
-            .ignore()
-            .query_async(&mut connection)
-            .await;
-        let over = counted.map(|(count,)| count > u64::from(per_minute));
-        self.verdict(policy, &window, over)
+        self.enforce(policy, subject, per_minute, Tally::CountThis)
+            .await
     }
 
     /// Refuses with `RATE_LIMITED` (and `Retry-After`) if `subject` has already had `budget`
@@ -52,18 +48,41 @@ impl RateLimiter {
         subject: &str,
         budget: u32,
     ) -> Result<(), ApiError> {
-        if budget == 0 {
+        self.enforce(policy, subject, budget, Tally::ReadOnly).await
+    }
+
+    async fn enforce(
+        &self,
+        policy: &str,
+        subject: &str,
+        limit: u32,
+        tally: Tally,
+    ) -> Result<(), ApiError> {
+        if limit == 0 {
             return Ok(());
         }
         let window = Window::now();
         let key = self.key(policy, subject, &window);
         let mut connection = self.redis.connection();
-        let counted: redis::RedisResult<Option<u64>> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut connection)
-            .await;
-        let spent = counted.map(|count| count.is_some_and(|count| count >= u64::from(budget)));
-        self.verdict(policy, &window, spent)
+        let over = match tally {
+            Tally::CountThis => {
+                let counted: redis::RedisResult<(u64,)> = redis::pipe()
+                    .incr(&key, 1u64)
+                    .expire(&key, 120)
+                    .ignore()
+                    .query_async(&mut connection)
+                    .await;
+                counted.map(|(count,)| count > u64::from(limit))
+            }
+            Tally::ReadOnly => {
+                let counted: redis::RedisResult<Option<u64>> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut connection)
+                    .await;
+                counted.map(|count| count.is_some_and(|count| count >= u64::from(limit)))
+            }
+        };
+        self.verdict(policy, &window, over)
     }
 
     /// Refuses when the count says so; without Redis, lets the request through (rate limiting

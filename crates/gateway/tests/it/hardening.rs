@@ -520,14 +520,7 @@ async fn failed_authentications_stop_introspection_per_ip() {
     let (status, _) = platform.call(Method::GET, "/auth/me", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // Public routes are not affected.
-    let (status, _) = platform
-        .call(
-            Method::POST,
-            "/auth/refresh",
-            None,
-            Some(json!({"refreshToken": fresh.refresh_token})),
-        )
-        .await;
+    let (status, _) = platform.refresh(&json!(fresh.refresh_token)).await;
     assert_eq!(status, StatusCode::OK);
 }
 

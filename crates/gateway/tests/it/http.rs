@@ -215,26 +215,12 @@ async fn sessions_through_http_cookie_and_body() {
     assert_ne!(refreshed["refreshToken"], login["refreshToken"]);
 
     // The first token again (in the body): reuse, and the whole family dies.
-    let (status, body) = platform
-        .call(
-            Method::POST,
-            "/auth/refresh",
-            None,
-            Some(json!({"refreshToken": login["refreshToken"]})),
-        )
-        .await;
+    let (status, body) = platform.refresh(&json!(login["refreshToken"])).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("REFRESH_TOKEN_REUSED"))
     );
-    let (status, body) = platform
-        .call(
-            Method::POST,
-            "/auth/refresh",
-            None,
-            Some(json!({"refreshToken": refreshed["refreshToken"]})),
-        )
-        .await;
+    let (status, body) = platform.refresh(&json!(refreshed["refreshToken"])).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("INVALID_REFRESH_TOKEN"))
@@ -263,45 +249,17 @@ async fn sessions_through_http_cookie_and_body() {
         .await;
     eprintln!("the logged-out token was refused after {took:?}");
     reply.expect_problem(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
-    let (status, _) = platform
-        .call(
-            Method::POST,
-            "/auth/refresh",
-            None,
-            Some(json!({"refreshToken": session.refresh_token})),
-        )
-        .await;
+    let (status, _) = platform.refresh(&json!(session.refresh_token)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Wrong password and unknown email look the same; then the lockout.
-    let wrong = platform
-        .call(
-            Method::POST,
-            "/auth/login",
-            None,
-            Some(json!({"email": "s@example.com", "password": "nope-nope"})),
-        )
-        .await;
-    let unknown = platform
-        .call(
-            Method::POST,
-            "/auth/login",
-            None,
-            Some(json!({"email": "x@example.com", "password": "nope-nope"})),
-        )
-        .await;
+    let wrong = platform.try_login("s@example.com", "nope-nope").await;
+    let unknown = platform.try_login("x@example.com", "nope-nope").await;
     assert_eq!(wrong.0, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong.1["code"], "INVALID_CREDENTIALS");
     assert_eq!(wrong.1["detail"], unknown.1["detail"]);
     for _ in 0..4 {
-        platform
-            .call(
-                Method::POST,
-                "/auth/login",
-                None,
-                Some(json!({"email": "s@example.com", "password": "nope-nope"})),
-            )
-            .await;
+        platform.try_login("s@example.com", "nope-nope").await;
     }
     let response = platform
         .http
@@ -406,13 +364,6 @@ async fn uncached_tokens_get_503_while_auth_is_down() {
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["code"], "UNAVAILABLE");
-    let (status, _) = platform
-        .call(
-            Method::POST,
-            "/auth/login",
-            None,
-            Some(json!({"email": "a@example.com", "password": "password-1"})),
-        )
-        .await;
+    let (status, _) = platform.try_login("a@example.com", "password-1").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }

@@ -372,14 +372,7 @@ async fn every_metric_of_the_dashboards_and_alerts_is_exported() {
     platform
         .call(Method::POST, &path, Some(&player.access_token), None)
         .await;
-    let (status, _) = platform
-        .call(
-            Method::POST,
-            "/auth/refresh",
-            None,
-            Some(json!({"refreshToken": player.refresh_token})),
-        )
-        .await;
+    let (status, _) = platform.refresh(&json!(player.refresh_token)).await;
     assert_eq!(status, StatusCode::OK);
     platform
         .call(Method::POST, "/progress", Some(&admin.access_token), Some(json!({"items": [{"userId": player.id, "metric": "kills", "value": 1, "mode": "INCREMENT"}]})))

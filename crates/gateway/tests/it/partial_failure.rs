@@ -286,8 +286,9 @@ async fn killing_event_during_concurrent_claims_is_never_a_500_and_retries_conve
     drop(second);
 }
 
-/// Proxies in front of the test stores (to cut them), and the store URLs through them.
-async fn store_proxies() -> (TcpProxy, TcpProxy, String, String) {
+/// A platform whose stores are reached through proxies the test can cut: only the event
+/// service's (`all_services` false) or those of all three services.
+async fn behind_store_proxies(all_services: bool) -> (TcpProxy, TcpProxy, Platform) {
     let mongo_proxy = TcpProxy::start(host_port(&mongodb_uri(), 27017), true).await;
     let redis_proxy = TcpProxy::start(host_port(&redis_url(), 6379), true).await;
     let mongo_uri = format!(
@@ -295,27 +296,34 @@ async fn store_proxies() -> (TcpProxy, TcpProxy, String, String) {
         mongo_proxy.addr()
     );
     let redis = format!("redis://{}", redis_proxy.addr());
-    (mongo_proxy, redis_proxy, mongo_uri, redis)
+    let builder = Platform::builder();
+    let builder = if all_services {
+        builder
+            .env("ERP_MONGODB_URI", &mongo_uri)
+            .env("ERP_REDIS_URL", &redis)
+    } else {
+        builder
+            .event_env("ERP_MONGODB_URI", &mongo_uri)
+            .event_env("ERP_REDIS_URL", &redis)
+    };
+    (mongo_proxy, redis_proxy, builder.start().await)
+}
+
+/// `GET /claims/me` as `token`: status, `Retry-After` and body.
+async fn my_claims(
+    http: &reqwest::Client,
+    platform: &Platform,
+    token: &str,
+) -> (u16, Option<String>, Value) {
+    raw_call(http, platform.url("/claims/me"), Method::GET, token, None).await
 }
 
 #[tokio::test]
 async fn event_stores_lost_after_start_stay_ready_and_answer_503() {
-    let (mongo_proxy, redis_proxy, mongo_uri, redis) = store_proxies().await;
-    let platform = Platform::builder()
-        .event_env("ERP_MONGODB_URI", &mongo_uri)
-        .event_env("ERP_REDIS_URL", &redis)
-        .start()
-        .await;
+    let (mongo_proxy, redis_proxy, platform) = behind_store_proxies(false).await;
     let http = reqwest::Client::new();
     let admin = platform.admin().await;
-    let (status, _, body) = raw_call(
-        &http,
-        platform.url("/claims/me"),
-        Method::GET,
-        &admin.access_token,
-        None,
-    )
-    .await;
+    let (status, _, body) = my_claims(&http, &platform, &admin.access_token).await;
     assert_eq!(status, 200, "{body}");
 
     mongo_proxy.disable();
@@ -336,14 +344,7 @@ async fn event_stores_lost_after_start_stay_ready_and_answer_503() {
     assert_eq!(redis_up, 0);
 
     // A request that needs the event store: 503 UNAVAILABLE with Retry-After, not 500.
-    let (status, retry_after, body) = raw_call(
-        &http,
-        platform.url("/claims/me"),
-        Method::GET,
-        &admin.access_token,
-        None,
-    )
-    .await;
+    let (status, retry_after, body) = my_claims(&http, &platform, &admin.access_token).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["code"], "UNAVAILABLE", "{body}");
     assert!(retry_after.is_some(), "{body}");
@@ -353,14 +354,7 @@ async fn event_stores_lost_after_start_stay_ready_and_answer_503() {
     mongo_proxy.enable();
     redis_proxy.enable();
     erp_testkit::eventually(Duration::from_secs(30), || async {
-        let (status, _, body) = raw_call(
-            &http,
-            platform.url("/claims/me"),
-            Method::GET,
-            &admin.access_token,
-            None,
-        )
-        .await;
+        let (status, _, body) = my_claims(&http, &platform, &admin.access_token).await;
         assert_ne!(status, 500, "{body}");
         if status == 200 {
             Ok(())
@@ -376,12 +370,7 @@ async fn event_stores_lost_after_start_stay_ready_and_answer_503() {
 /// every pod stays ready, and what each request got is printed (the README's table).
 #[tokio::test]
 async fn stores_lost_after_start_are_never_a_500() {
-    let (mongo_proxy, redis_proxy, mongo_uri, redis) = store_proxies().await;
-    let platform = Platform::builder()
-        .env("ERP_MONGODB_URI", &mongo_uri)
-        .env("ERP_REDIS_URL", &redis)
-        .start()
-        .await;
+    let (mongo_proxy, redis_proxy, platform) = behind_store_proxies(true).await;
     let http = reqwest::Client::new();
     let admin = platform.admin().await;
     let player = platform.player("stores@example.com").await;

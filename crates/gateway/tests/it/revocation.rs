@@ -58,14 +58,7 @@ where
     let tokens = futures::future::join_all(sessions.iter_mut().map(|refresh_token| async {
         let mut tokens = Vec::new();
         for _ in 0..FRESH_TOKENS {
-            let (status, body) = platform
-                .call(
-                    Method::POST,
-                    "/auth/refresh",
-                    None,
-                    Some(json!({ "refreshToken": refresh_token.as_str() })),
-                )
-                .await;
+            let (status, body) = platform.refresh(&json!(refresh_token.as_str())).await;
             if status != StatusCode::OK {
                 let output = platform.auth().output();
                 let errors: Vec<&str> = output

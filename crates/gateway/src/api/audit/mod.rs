@@ -40,23 +40,17 @@ async fn audit(
         cursor,
     };
     let wants = |service| query.service.is_none() || query.service == Some(service);
-    let mut items: Vec<AuditEntry> = Vec::new();
-    let mut more = false;
+    let request = || session.request(ListAuditRequest::from(page()));
+    let mut answers = Vec::new();
     if wants(AuditService::Auth) {
-        let answer = state
-            .auth()
-            .list_audit(session.request(ListAuditRequest::from(page())))
-            .await?
-            .into_inner();
-        more |= answer.next_cursor.is_some();
-        items.extend(answer.items.into_iter().map(AuditEntry::from));
+        answers.push(state.auth().list_audit(request()).await?.into_inner());
     }
     if wants(AuditService::Event) {
-        let answer = state
-            .event()
-            .list_audit(session.request(ListAuditRequest::from(page())))
-            .await?
-            .into_inner();
+        answers.push(state.event().list_audit(request()).await?.into_inner());
+    }
+    let mut items: Vec<AuditEntry> = Vec::new();
+    let mut more = false;
+    for answer in answers {
         more |= answer.next_cursor.is_some();
         items.extend(answer.items.into_iter().map(AuditEntry::from));
     }

@@ -60,27 +60,31 @@ impl From<pb::Dashboard> for Dashboard {
             },
             claims: DashboardClaims {
                 by_status: claims.by_status.into_iter().collect(),
-                per_day: claims
-                    .per_day
-                    .into_iter()
-                    .map(|d| DayCount {
-                        day: d.day,
-                        count: d.count,
-                    })
-                    .collect(),
+                per_day: claims.per_day.into_iter().map(DayCount::from).collect(),
             },
             rewards: DashboardRewards {
                 granted_by_type: rewards.granted_by_type.into_iter().collect(),
             },
-            top_events: d
-                .top_events
-                .into_iter()
-                .map(|t| TopEvent {
-                    event_id: t.event_id,
-                    title: t.title,
-                    claims: t.claims,
-                })
-                .collect(),
+            top_events: d.top_events.into_iter().map(TopEvent::from).collect(),
+        }
+    }
+}
+
+impl From<pb::DayCount> for DayCount {
+    fn from(d: pb::DayCount) -> Self {
+        Self {
+            day: d.day,
+            count: d.count,
+        }
+    }
+}
+
+impl From<pb::TopEvent> for TopEvent {
+    fn from(t: pb::TopEvent) -> Self {
+        Self {
+            event_id: t.event_id,
+            title: t.title,
+            claims: t.claims,
         }
     }
 }

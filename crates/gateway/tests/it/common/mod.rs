@@ -66,6 +66,20 @@ impl Platform {
         (reply.status, reply.body)
     }
 
+    /// `POST /auth/refresh` with `refresh_token` in the body: status and body.
+    pub async fn refresh(&self, refresh_token: &Value) -> (StatusCode, Value) {
+        let body = json!({"refreshToken": refresh_token});
+        self.call(Method::POST, "/auth/refresh", None, Some(body))
+            .await
+    }
+
+    /// `POST /auth/login` that may fail: status and body (see [`Self::login`] for a session).
+    pub async fn try_login(&self, email: &str, password: &str) -> (StatusCode, Value) {
+        let body = json!({"email": email, "password": password});
+        self.call(Method::POST, "/auth/login", None, Some(body))
+            .await
+    }
+
     /// `method path` as `token` with an optional JSON body: the whole [`Reply`].
     pub async fn send(
         &self,
