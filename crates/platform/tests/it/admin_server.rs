@@ -2,6 +2,7 @@
 //! follow the stores (they are reported by `/healthz/dependencies` and `erp_dependency_up`), the
 //! start-up gate, and readiness dropping at shutdown.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use erp_platform::Shutdown;
@@ -11,7 +12,7 @@ use erp_platform::redis::{RedisCheck, RedisStore};
 use erp_platform::{metrics, mongo, runtime};
 use erp_testkit::{TcpProxy, mongodb_uri, redis_url, unique_name};
 
-fn host_port(url: &str) -> std::net::SocketAddr {
+fn host_port(url: &str) -> SocketAddr {
     let rest = url.split_once("://").unwrap().1;
     let authority = rest.split(['/', '?']).next().unwrap();
     let authority = authority.rsplit('@').next().unwrap();
@@ -29,8 +30,19 @@ fn host_port(url: &str) -> std::net::SocketAddr {
         .unwrap()
 }
 
+async fn get(addr: SocketAddr, path: &str) -> reqwest::Response {
+    reqwest::get(format!("http://{addr}{path}")).await.unwrap()
+}
+
+/// The status and JSON body of `GET path`.
+async fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let response = get(addr, path).await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
 /// Serves the admin routes until the test ends (readiness may hold a shutdown handle of its own).
-async fn serve_admin(readiness: Readiness) -> std::net::SocketAddr {
+async fn serve_admin(readiness: Readiness) -> SocketAddr {
     let registry = metrics::new_registry();
     let counter = prometheus::IntCounter::new("erp_test_events_total", "test counter").unwrap();
     registry.register(Box::new(counter.clone())).unwrap();
@@ -50,13 +62,8 @@ async fn serve_admin(readiness: Readiness) -> std::net::SocketAddr {
 #[tokio::test]
 async fn metrics_are_prometheus_text_and_healthz_is_ok() {
     let addr = serve_admin(Readiness::new(Shutdown::new())).await;
-    let client = reqwest::Client::new();
 
-    let response = client
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let response = get(addr, "/metrics").await;
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"]
         .to_str()
@@ -78,11 +85,7 @@ async fn metrics_are_prometheus_text_and_healthz_is_ok() {
     assert!(body.contains("\nerp_test_events_total 3\n"), "{body}");
     assert!(body.contains("process_resident_memory_bytes"), "{body}");
 
-    let response = client
-        .get(format!("http://{addr}/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let response = get(addr, "/healthz").await;
     assert_eq!(response.status(), 200);
 }
 
@@ -113,20 +116,7 @@ async fn readyz_ignores_dependencies_which_are_reported_and_exported() {
         .with_check(started.clone())
         .with_timeout(Duration::from_secs(1));
     let addr = serve_admin(readiness).await;
-    let client = reqwest::Client::new();
-    let get = |path: &'static str| {
-        let client = client.clone();
-        async move {
-            let response = client
-                .get(format!("http://{addr}{path}"))
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            let body: serde_json::Value = response.json().await.unwrap();
-            (status, body)
-        }
-    };
+    let get = |path: &'static str| get_json(addr, path);
     let gauge = |name: &'static str| async move {
         let text = erp_testkit::scrape(addr).await;
         let series = format!("erp_dependency_up{{dependency=\"{name}\"}}");
@@ -160,19 +150,20 @@ async fn readyz_ignores_dependencies_which_are_reported_and_exported() {
 
     mongo_proxy.enable();
     redis_proxy.enable();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, body) = get("/healthz/dependencies").await;
-        if body["status"] == "ok" {
-            assert_eq!(body["dependencies"]["redis"]["status"], "up", "{body}");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "stores never came back: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (body, _) = erp_testkit::eventually_every(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let (_, body) = get("/healthz/dependencies").await;
+            if body["status"] == "ok" {
+                Ok(body)
+            } else {
+                Err(format!("stores never came back: {body}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(body["dependencies"]["redis"]["status"], "up", "{body}");
     assert_eq!(gauge("mongodb").await, 1.0);
     assert_eq!(gauge("redis").await, 1.0);
 

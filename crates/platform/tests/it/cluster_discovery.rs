@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tonic::transport::Endpoint;
 use tonic::transport::channel::Change;
-use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -296,22 +295,7 @@ async fn a_failing_first_list_fails_discovery() {
 async fn health_server(addr: SocketAddr, name: &'static str, shutdown: Shutdown) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (reporter, service) = erp_platform::grpc::health();
-    reporter
-        .set_service_status(name, ServingStatus::Serving)
-        .await;
-    tokio::spawn(async move {
-        let _reporter = reporter;
-        erp_platform::grpc::server(&GrpcConfig::default())
-            .unwrap()
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                shutdown.triggered(),
-            )
-            .await
-            .unwrap();
-    });
+    crate::grpc_health::serve(listener, GrpcConfig::default(), name, shutdown).await;
     addr
 }
 

@@ -4,31 +4,43 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::kube_mock::{self, ApiServer, eventually};
+use crate::kube_mock::{self, ApiServer, Call, eventually};
 use erp_platform::Shutdown;
 use erp_platform::cluster::{AlwaysLeader, LeaderElection, LeaseConfig, LeaseLeaderElector};
 use erp_platform::config::Env;
 use http::{Method, StatusCode};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/erp/leases";
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/erp/leases/erp-event-jobs";
 
-fn elector(
+/// An elector for "pod-a" running against a scripted API server until `shutdown` is triggered.
+fn start_elector(
     lease_duration: Duration,
     renew_interval: Duration,
-) -> (Arc<LeaseLeaderElector>, ApiServer) {
+) -> (Arc<LeaseLeaderElector>, ApiServer, Shutdown, JoinHandle<()>) {
     let (client, server) = kube_mock::client();
-    let elector = LeaseLeaderElector::new(
+    let elector = Arc::new(LeaseLeaderElector::new(
         client,
         "erp",
         "erp-event-jobs",
         "pod-a",
         lease_duration,
         renew_interval,
-    );
-    (Arc::new(elector), server)
+    ));
+    let shutdown = Shutdown::new();
+    let run = tokio::spawn(Arc::clone(&elector).run(shutdown.clone()));
+    (elector, server, shutdown, run)
+}
+
+/// Waits up to `within` for the elector's run to end (after shutdown).
+async fn run_ends(run: JoinHandle<()>, within: Duration) {
+    tokio::time::timeout(within, run)
+        .await
+        .expect("run ends")
+        .unwrap();
 }
 
 fn lease(
@@ -65,6 +77,13 @@ fn stored(body: &Value, version: &str) -> Value {
     stored
 }
 
+/// Answers a write as the API server stores it (see [`stored`]), and returns that.
+fn respond_stored(call: Call, status: StatusCode, version: &str) -> Value {
+    let stored = stored(&call.body, version);
+    call.respond(status, &stored);
+    stored
+}
+
 fn timestamp(value: &Value) -> Timestamp {
     value.as_str().expect("a timestamp").parse().unwrap()
 }
@@ -77,11 +96,19 @@ fn assert_fresh(value: &Value) {
     );
 }
 
+/// The spec of a Lease pod-a acquires now (its lease lasts 3 s), after `transitions` transitions.
+fn assert_acquired_by_pod_a(spec: &Value, transitions: i32) {
+    assert_eq!(spec["holderIdentity"], "pod-a");
+    assert_eq!(spec["leaseDurationSeconds"], 3);
+    assert_eq!(spec["leaseTransitions"], transitions);
+    assert_fresh(&spec["acquireTime"]);
+    assert_fresh(&spec["renewTime"]);
+}
+
 #[tokio::test]
 async fn acquires_renews_loses_reacquires_and_releases() {
-    let (elector, mut api) = elector(Duration::from_secs(3), Duration::from_millis(200));
-    let shutdown = Shutdown::new();
-    let run = tokio::spawn(Arc::clone(&elector).run(shutdown.clone()));
+    let (elector, mut api, shutdown, run) =
+        start_elector(Duration::from_secs(3), Duration::from_millis(200));
     assert!(
         !elector.is_leader(),
         "nobody is leader before the first round"
@@ -96,13 +123,8 @@ async fn acquires_renews_loses_reacquires_and_releases() {
     let create = api.expect(Method::POST, LEASES).await;
     let spec = &create.body["spec"];
     assert_eq!(create.body["metadata"]["name"], "erp-event-jobs");
-    assert_eq!(spec["holderIdentity"], "pod-a");
-    assert_eq!(spec["leaseDurationSeconds"], 3);
-    assert_eq!(spec["leaseTransitions"], 0);
-    assert_fresh(&spec["acquireTime"]);
-    assert_fresh(&spec["renewTime"]);
-    let created = stored(&create.body, "1");
-    create.respond(StatusCode::CREATED, &created);
+    assert_acquired_by_pod_a(spec, 0);
+    let created = respond_stored(create, StatusCode::CREATED, "1");
     eventually("the creator is leader", || elector.is_leader()).await;
 
     // Holding: renew by replacing with the resourceVersion we hold, no read in between.
@@ -116,8 +138,7 @@ async fn acquires_renews_loses_reacquires_and_releases() {
         renew.body["spec"]["acquireTime"], created["spec"]["acquireTime"],
         "a renew keeps acquireTime"
     );
-    let renewed = stored(&renew.body, "2");
-    renew.respond(StatusCode::OK, &renewed);
+    respond_stored(renew, StatusCode::OK, "2");
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(elector.is_leader(), "a renewed holder stays leader");
 
@@ -150,13 +171,8 @@ async fn acquires_renews_loses_reacquires_and_releases() {
     let take_over = api.expect(Method::PUT, LEASE).await;
     let spec = &take_over.body["spec"];
     assert_eq!(take_over.body["metadata"]["resourceVersion"], "9");
-    assert_eq!(spec["holderIdentity"], "pod-a");
-    assert_eq!(spec["leaseTransitions"], 2);
-    assert_eq!(spec["leaseDurationSeconds"], 3);
-    assert_fresh(&spec["acquireTime"]);
-    assert_fresh(&spec["renewTime"]);
-    let taken = stored(&take_over.body, "10");
-    take_over.respond(StatusCode::OK, &taken);
+    assert_acquired_by_pod_a(spec, 2);
+    respond_stored(take_over, StatusCode::OK, "10");
     eventually("the new holder is leader", || elector.is_leader()).await;
 
     // Shutdown: step down at once, then release by clearing holderIdentity.
@@ -172,21 +188,16 @@ async fn acquires_renews_loses_reacquires_and_releases() {
         release.body
     );
     assert_eq!(release.body["spec"]["leaseTransitions"], 2);
-    let released = stored(&release.body, "11");
-    release.respond(StatusCode::OK, &released);
-    tokio::time::timeout(Duration::from_secs(2), run)
-        .await
-        .expect("run ends after release")
-        .unwrap();
+    respond_stored(release, StatusCode::OK, "11");
+    run_ends(run, Duration::from_secs(2)).await;
     assert!(!elector.is_leader());
     api.expect_silence(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
 async fn losing_the_create_race_follows_the_winner() {
-    let (elector, mut api) = elector(Duration::from_secs(3), Duration::from_millis(100));
-    let shutdown = Shutdown::new();
-    let run = tokio::spawn(Arc::clone(&elector).run(shutdown.clone()));
+    let (elector, mut api, shutdown, run) =
+        start_elector(Duration::from_secs(3), Duration::from_millis(100));
 
     api.expect(Method::GET, LEASE)
         .await
@@ -206,10 +217,7 @@ async fn losing_the_create_race_follows_the_winner() {
 
     // A follower's shutdown leaves the Lease alone.
     shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(2), run)
-        .await
-        .expect("run ends")
-        .unwrap();
+    run_ends(run, Duration::from_secs(2)).await;
     drop(read);
     api.expect_silence(Duration::from_millis(300)).await;
     assert!(!elector.is_leader());
@@ -217,9 +225,8 @@ async fn losing_the_create_race_follows_the_winner() {
 
 #[tokio::test]
 async fn a_released_lease_is_taken_at_once() {
-    let (elector, mut api) = elector(Duration::from_secs(3), Duration::from_millis(100));
-    let shutdown = Shutdown::new();
-    let run = tokio::spawn(Arc::clone(&elector).run(shutdown.clone()));
+    let (elector, mut api, shutdown, run) =
+        start_elector(Duration::from_secs(3), Duration::from_millis(100));
 
     // The previous holder released it (no holderIdentity) a moment ago.
     api.expect(Method::GET, LEASE)
@@ -229,34 +236,27 @@ async fn a_released_lease_is_taken_at_once() {
     assert_eq!(take.body["metadata"]["resourceVersion"], "20");
     assert_eq!(take.body["spec"]["holderIdentity"], "pod-a");
     assert_eq!(take.body["spec"]["leaseTransitions"], 5);
-    let taken = stored(&take.body, "21");
-    take.respond(StatusCode::OK, &taken);
+    respond_stored(take, StatusCode::OK, "21");
     eventually("leader", || elector.is_leader()).await;
 
     shutdown.trigger();
     let release = api.expect(Method::PUT, LEASE).await;
     assert_eq!(release.body["metadata"]["resourceVersion"], "21");
-    let released = stored(&release.body, "22");
-    release.respond(StatusCode::OK, &released);
-    tokio::time::timeout(Duration::from_secs(2), run)
-        .await
-        .expect("run ends")
-        .unwrap();
+    respond_stored(release, StatusCode::OK, "22");
+    run_ends(run, Duration::from_secs(2)).await;
 }
 
 #[tokio::test]
 async fn a_leader_cut_off_from_the_api_server_stops_being_leader_within_the_lease_duration() {
     let lease_duration = Duration::from_millis(600);
-    let (elector, mut api) = elector(lease_duration, Duration::from_millis(100));
-    let shutdown = Shutdown::new();
-    let run = tokio::spawn(Arc::clone(&elector).run(shutdown.clone()));
+    let (elector, mut api, shutdown, run) =
+        start_elector(lease_duration, Duration::from_millis(100));
 
     api.expect(Method::GET, LEASE)
         .await
         .fail(StatusCode::NOT_FOUND, "NotFound", "not found");
     let create = api.expect(Method::POST, LEASES).await;
-    let created = stored(&create.body, "1");
-    create.respond(StatusCode::CREATED, &created);
+    respond_stored(create, StatusCode::CREATED, "1");
     eventually("leader", || elector.is_leader()).await;
     let acquired = tokio::time::Instant::now();
 
@@ -278,10 +278,7 @@ async fn a_leader_cut_off_from_the_api_server_stops_being_leader_within_the_leas
     let read = api.expect(Method::GET, LEASE).await;
     drop(unanswered);
     shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(3), run)
-        .await
-        .expect("run ends")
-        .unwrap();
+    run_ends(run, Duration::from_secs(3)).await;
     drop(read);
     assert!(!elector.is_leader());
 }

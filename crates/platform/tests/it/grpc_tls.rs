@@ -73,26 +73,8 @@ async fn servers_with_tls_take_only_clients_of_the_platforms_ca() {
     let server_config = config(Some(pki.tls(&["localhost"])));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (reporter, service) = erp_platform::grpc::health();
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
     let shutdown = Shutdown::new();
-    let server = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            let _reporter = reporter;
-            erp_platform::grpc::server(&server_config)
-                .unwrap()
-                .add_service(service)
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener),
-                    shutdown.triggered(),
-                )
-                .await
-                .unwrap();
-        }
-    });
+    let server = crate::grpc_health::serve(listener, server_config, "", shutdown.clone()).await;
     // The URL's scheme stays http, as in the plaintext configuration: TLS comes from the config.
     let url = format!("http://localhost:{port}");
 

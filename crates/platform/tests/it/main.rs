@@ -7,6 +7,7 @@
 mod admin_server;
 mod cluster_discovery;
 mod cluster_lease;
+mod grpc_health;
 mod grpc_tls;
 mod kube_mock;
 mod shutdown;

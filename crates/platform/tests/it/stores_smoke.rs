@@ -4,9 +4,9 @@ use erp_platform::config::{MongoConfig, RedisConfig};
 use erp_platform::mongo;
 use erp_platform::redis::RedisStore;
 use erp_testkit::{mongodb_uri, redis_url, unique_name};
-use mongodb::IndexModel;
 use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
+use mongodb::{ClientSession, Collection, IndexModel};
 use redis::AsyncCommands;
 
 async fn database() -> mongodb::Database {
@@ -19,6 +19,40 @@ async fn database() -> mongodb::Database {
     )
     .await
     .unwrap()
+}
+
+async fn find(players: &Collection<Document>, id: &str) -> Option<Document> {
+    players.find_one(doc! { "_id": id }).await.unwrap()
+}
+
+enum Outcome {
+    Commit,
+    Abort,
+}
+
+/// In one transaction: inserts player `id` and raises p1's level by `raise`; then ends it.
+async fn insert_and_raise_level(
+    players: &Collection<Document>,
+    session: &mut ClientSession,
+    id: &str,
+    raise: i32,
+    outcome: Outcome,
+) {
+    session.start_transaction().await.unwrap();
+    players
+        .insert_one(doc! { "_id": id, "email": format!("{id}@example.com") })
+        .session(&mut *session)
+        .await
+        .unwrap();
+    players
+        .update_one(doc! { "_id": "p1" }, doc! { "$inc": { "level": raise } })
+        .session(&mut *session)
+        .await
+        .unwrap();
+    match outcome {
+        Outcome::Commit => session.commit_transaction().await.unwrap(),
+        Outcome::Abort => session.abort_transaction().await.unwrap(),
+    }
 }
 
 #[tokio::test]
@@ -39,11 +73,7 @@ async fn mongodb_round_trip_unique_index_and_transactions() {
         .insert_one(doc! { "_id": "p1", "email": "a@example.com", "level": 3 })
         .await
         .unwrap();
-    let found = players
-        .find_one(doc! { "_id": "p1" })
-        .await
-        .unwrap()
-        .unwrap();
+    let found = find(&players, "p1").await.unwrap();
     assert_eq!(found.get_i32("level").unwrap(), 3);
 
     let duplicate = players
@@ -57,11 +87,7 @@ async fn mongodb_round_trip_unique_index_and_transactions() {
         .await
         .unwrap_err();
     assert!(!mongo::is_duplicate_key(&other_error), "{other_error:?}");
-    let p1 = players
-        .find_one(doc! { "_id": "p1" })
-        .await
-        .unwrap()
-        .unwrap();
+    let p1 = find(&players, "p1").await.unwrap();
     assert_eq!(
         p1.get_str("email").unwrap(),
         "a@example.com",
@@ -71,57 +97,15 @@ async fn mongodb_round_trip_unique_index_and_transactions() {
 
     // A committed transaction writes both documents.
     let mut session = database.client().start_session().await.unwrap();
-    session.start_transaction().await.unwrap();
-    players
-        .insert_one(doc! { "_id": "t1", "email": "t1@example.com" })
-        .session(&mut session)
-        .await
-        .unwrap();
-    players
-        .update_one(doc! { "_id": "p1" }, doc! { "$inc": { "level": 1 } })
-        .session(&mut session)
-        .await
-        .unwrap();
-    session.commit_transaction().await.unwrap();
-    assert!(
-        players
-            .find_one(doc! { "_id": "t1" })
-            .await
-            .unwrap()
-            .is_some()
-    );
-    let p1 = players
-        .find_one(doc! { "_id": "p1" })
-        .await
-        .unwrap()
-        .unwrap();
+    insert_and_raise_level(&players, &mut session, "t1", 1, Outcome::Commit).await;
+    assert!(find(&players, "t1").await.is_some());
+    let p1 = find(&players, "p1").await.unwrap();
     assert_eq!(p1.get_i32("level").unwrap(), 4);
 
     // An aborted one writes nothing.
-    session.start_transaction().await.unwrap();
-    players
-        .insert_one(doc! { "_id": "t2", "email": "t2@example.com" })
-        .session(&mut session)
-        .await
-        .unwrap();
-    players
-        .update_one(doc! { "_id": "p1" }, doc! { "$inc": { "level": 10 } })
-        .session(&mut session)
-        .await
-        .unwrap();
-    session.abort_transaction().await.unwrap();
-    assert!(
-        players
-            .find_one(doc! { "_id": "t2" })
-            .await
-            .unwrap()
-            .is_none()
-    );
-    let p1 = players
-        .find_one(doc! { "_id": "p1" })
-        .await
-        .unwrap()
-        .unwrap();
+    insert_and_raise_level(&players, &mut session, "t2", 10, Outcome::Abort).await;
+    assert!(find(&players, "t2").await.is_none());
+    let p1 = find(&players, "p1").await.unwrap();
     assert_eq!(p1.get_i32("level").unwrap(), 4);
 
     database.drop().await.unwrap();
