@@ -111,20 +111,14 @@ impl App {
     }
 
     pub async fn run(self, shutdown: Shutdown) -> Result<(), BoxError> {
-        let (health_reporter, health_service) = platform_grpc::health();
-        health_reporter
-            .set_serving::<AuthServiceServer<grpc::AuthGrpc>>()
-            .await;
-        let router = platform_grpc::server(&self.config.grpc)?
-            .add_service(health_service)
-            .add_service(
-                self.host
-                    .grpc_metrics
-                    .wrap(AuthServiceServer::with_interceptor(
-                        grpc::AuthGrpc::new(Arc::clone(&self.service)),
-                        AssertionVerifier::new(Service::Auth, self.config.identity.clone()),
-                    )),
-            );
+        let router = self
+            .host
+            .grpc_router(
+                &self.config.grpc,
+                AuthServiceServer::new(grpc::AuthGrpc::new(Arc::clone(&self.service))),
+                AssertionVerifier::new(Service::Auth, self.config.identity.clone()),
+            )
+            .await?;
 
         let discovery = Shutdown::new();
         let signer = AssertionSigner::new(Service::Auth, self.config.identity.clone());

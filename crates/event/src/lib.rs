@@ -27,7 +27,6 @@ use std::sync::Arc;
 
 use erp_platform::Shutdown;
 use erp_platform::cluster::{AlwaysLeader, LeaderElection};
-use erp_platform::grpc as platform_grpc;
 use erp_platform::identity::{AssertionVerifier, Service};
 use erp_platform::runtime::{BoxError, GrpcServiceHost, retry_until_shutdown};
 use erp_proto::event::v1::event_service_server::EventServiceServer;
@@ -126,20 +125,14 @@ impl App {
     }
 
     pub async fn run(self, shutdown: Shutdown) -> Result<(), BoxError> {
-        let (health_reporter, health_service) = platform_grpc::health();
-        health_reporter
-            .set_serving::<EventServiceServer<grpc::EventGrpc>>()
-            .await;
-        let router = platform_grpc::server(&self.config.grpc)?
-            .add_service(health_service)
-            .add_service(
-                self.host
-                    .grpc_metrics
-                    .wrap(EventServiceServer::with_interceptor(
-                        grpc::EventGrpc::new(Arc::clone(&self.service)),
-                        AssertionVerifier::new(Service::Event, self.config.identity.clone()),
-                    )),
-            );
+        let router = self
+            .host
+            .grpc_router(
+                &self.config.grpc,
+                EventServiceServer::new(grpc::EventGrpc::new(Arc::clone(&self.service))),
+                AssertionVerifier::new(Service::Event, self.config.identity.clone()),
+            )
+            .await?;
 
         let cache = self.service.cache().clone();
         let reconnect_cache = cache.clone();

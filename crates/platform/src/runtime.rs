@@ -203,6 +203,12 @@ where
     main_result.and(admin_result)
 }
 
+/// A service's gRPC service as served: measured, its callers' assertions checked first.
+#[cfg(all(feature = "mongo", feature = "redis"))]
+type Checked<S> = crate::grpc_metrics::Measured<
+    tonic::service::interceptor::InterceptedService<S, crate::identity::AssertionVerifier>,
+>;
+
 /// What a gRPC service backed by MongoDB and Redis needs to run: its two listeners (bound at
 /// build time so tests can ask for port 0 and read the real port), its stores and its registry.
 #[cfg(all(feature = "mongo", feature = "redis"))]
@@ -249,6 +255,37 @@ impl GrpcServiceHost {
     /// `erp_dependency_up`; it never makes the service not ready.
     pub fn add_dependency(&mut self, check: impl crate::admin::ReadinessCheck) {
         self.dependencies.push(std::sync::Arc::new(check));
+    }
+
+    /// The router a service serves: the standard health service (reporting `S` as serving) and
+    /// `service`, measured by [`Self::grpc_metrics`], each call's caller assertion checked by
+    /// `verifier` first.
+    pub async fn grpc_router<S>(
+        &self,
+        grpc: &crate::grpc::GrpcConfig,
+        service: S,
+        verifier: crate::identity::AssertionVerifier,
+    ) -> Result<tonic::transport::server::Router, BoxError>
+    where
+        S: tonic::server::NamedService,
+        Checked<S>: tower::Service<
+                http::Request<tonic::body::Body>,
+                Error = std::convert::Infallible,
+                Response: axum::response::IntoResponse,
+                Future: Send + 'static,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (health_reporter, health_service) = crate::grpc::health();
+        health_reporter.set_serving::<S>().await;
+        Ok(crate::grpc::server(grpc)?
+            .add_service(health_service)
+            .add_service(self.grpc_metrics.wrap(
+                tonic::service::interceptor::InterceptedService::new(service, verifier),
+            )))
     }
 
     pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {

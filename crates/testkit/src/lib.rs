@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod process;
 pub mod proxy;
 pub mod redis;
+pub mod service;
 pub mod stores;
 pub mod wait;
 
@@ -15,9 +16,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use metrics::{sample, scrape};
-pub use process::{ServiceProcess, assert_refuses_bad_config, grpc_service_env, workspace_binary};
+pub use process::{
+    ServiceProcess, assert_refuses_bad_config, assert_serves_and_stops_on_sigterm,
+    grpc_service_env, workspace_binary,
+};
 pub use proxy::TcpProxy;
 pub use redis::PrivateRedis;
+pub use service::InProcessService;
 pub use stores::TestStores;
 pub use wait::{eventually, eventually_every, fresh_minute_window, minute_left};
 

@@ -168,6 +168,15 @@ impl Drop for ServiceProcess {
     }
 }
 
+/// Starts `binary` with `env`, waits (30 s at most) until it is ready, sends SIGTERM and asserts
+/// that it exits with status zero within 30 s.
+pub async fn assert_serves_and_stops_on_sigterm(binary: &Path, env: &[(&str, String)]) {
+    let process = ServiceProcess::start(binary, env).await;
+    process.wait_ready(Duration::from_secs(30)).await;
+    let status = process.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "exit status {status:?}");
+}
+
 /// The `*_addr` fields of a JSON `listening` log line.
 fn listening_addrs(line: &str) -> Option<HashMap<String, SocketAddr>> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;

@@ -1,9 +1,8 @@
 //! The erp-auth binary starts against the real stores, reports ready, and stops cleanly on SIGTERM.
 
 use std::path::Path;
-use std::time::Duration;
 
-use erp_testkit::{ServiceProcess, TestStores, assert_refuses_bad_config};
+use erp_testkit::{TestStores, assert_refuses_bad_config, assert_serves_and_stops_on_sigterm};
 
 use crate::common::service_env;
 
@@ -13,10 +12,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_erp-auth");
 async fn starts_reports_ready_and_exits_zero_on_sigterm() {
     let stores = TestStores::new("auth_bin");
     let env = service_env(&stores, "ERP_AUTH_ADDR", "auth");
-    let process = ServiceProcess::start(Path::new(BINARY), &env).await;
-    process.wait_ready(Duration::from_secs(30)).await;
-    let status = process.terminate(Duration::from_secs(30)).await;
-    assert!(status.success(), "exit status {status:?}");
+    assert_serves_and_stops_on_sigterm(Path::new(BINARY), &env).await;
 }
 
 #[test]

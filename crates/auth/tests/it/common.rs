@@ -3,7 +3,6 @@
 //! gives a gRPC client to it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use erp_auth::{App, Config};
 use erp_platform::identity::{
@@ -12,7 +11,7 @@ use erp_platform::identity::{
 use erp_platform::{Env, Shutdown};
 use erp_proto::auth::v1 as pb;
 use erp_proto::auth::v1::auth_service_client::AuthServiceClient;
-use erp_testkit::{TestStores, grpc_service_env, wait_for_200};
+use erp_testkit::{InProcessService, TestStores, grpc_service_env};
 use tonic::transport::Channel;
 
 pub const ADMIN_EMAIL: &str = "root@example.com";
@@ -22,8 +21,9 @@ pub struct TestAuth {
     pub client: AuthServiceClient<Asserting<Channel>>,
     pub admin_addr: std::net::SocketAddr,
     pub database: String,
-    shutdown: Shutdown,
-    task: Option<tokio::task::JoinHandle<()>>,
+    /// Declared before `stores`: it stops serving (on drop) before the stores are cleaned up,
+    /// as an instance still writing could re-create what the cleanup drops.
+    service: InProcessService,
     /// The test's database and Redis prefix; shared by the instances started in them, cleaned
     /// up when the last of them is gone.
     stores: Arc<TestStores>,
@@ -79,19 +79,18 @@ impl TestAuth {
         }
         let config = Config::from_env(&Env::from_pairs(env)).unwrap();
         let app = App::build(config).await.unwrap();
-        let grpc_addr = app.grpc_addr().unwrap();
-        let admin_addr = app.admin_addr().unwrap();
         let shutdown = Shutdown::new();
-        let task = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move { app.run(shutdown).await.unwrap() }
-        });
-        wait_for_200(
-            &format!("http://{admin_addr}/readyz"),
-            Duration::from_secs(30),
+        let service = InProcessService::spawn(
+            app.grpc_addr().unwrap(),
+            app.admin_addr().unwrap(),
+            {
+                let shutdown = shutdown.clone();
+                async move { app.run(shutdown).await.unwrap() }
+            },
+            move || shutdown.trigger(),
         )
         .await;
-        let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+        let channel = Channel::from_shared(service.grpc_url())
             .unwrap()
             .connect()
             .await
@@ -99,10 +98,9 @@ impl TestAuth {
         let client = AuthServiceClient::new(gateway_signer().wrap(Service::Auth, channel));
         Self {
             client,
-            admin_addr,
+            admin_addr: service.admin_addr,
             database,
-            shutdown,
-            task: Some(task),
+            service,
             stores: Arc::clone(stores),
         }
     }
@@ -117,11 +115,8 @@ impl TestAuth {
         Arc::clone(&self.stores)
     }
 
-    pub async fn stop(mut self) {
-        self.shutdown.trigger();
-        if let Some(task) = self.task.take() {
-            task.await.unwrap();
-        }
+    pub async fn stop(self) {
+        self.service.stop().await;
     }
 
     pub fn client(&self) -> AuthServiceClient<Asserting<Channel>> {
@@ -174,17 +169,6 @@ impl TestAuth {
         Caller {
             user_id: login.user.unwrap().id,
             roles: vec![Role::Admin],
-        }
-    }
-}
-
-impl Drop for TestAuth {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-        // Stop serving before the stores are cleaned up (the field drops after this): an
-        // instance still writing could re-create what the cleanup drops.
-        if let Some(task) = self.task.take() {
-            task.abort();
         }
     }
 }

@@ -15,7 +15,7 @@ use erp_platform::{Env, Shutdown};
 use erp_proto::common::v1 as common_pb;
 use erp_proto::event::v1 as pb;
 use erp_proto::event::v1::event_service_client::EventServiceClient;
-use erp_testkit::{grpc_service_env, unique_name, wait_for_200};
+use erp_testkit::{InProcessService, grpc_service_env, unique_name};
 use tonic::transport::Channel;
 
 /// A test's own MongoDB database and Redis key prefix (`{name}:`), removed when the last holder
@@ -101,13 +101,13 @@ pub struct TestEvent {
     pub client: EventServiceClient<Asserting<Channel>>,
     pub grpc_addr: std::net::SocketAddr,
     pub database: String,
+    /// Declared before `scratch`: it stops serving (on drop) before the scratch is cleaned up.
+    service: InProcessService,
     /// The test's database and Redis prefix; another instance on them shares this.
     pub scratch: Arc<Scratch>,
     /// The instance's background jobs, to run by hand.
     pub jobs: Jobs,
     pub admin_addr: std::net::SocketAddr,
-    shutdown: Shutdown,
-    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestEvent {
@@ -134,20 +134,19 @@ impl TestEvent {
         let app = App::build(Config::from_env(&Env::from_pairs(env)).unwrap())
             .await
             .unwrap();
-        let grpc_addr = app.grpc_addr().unwrap();
-        let admin_addr = app.admin_addr().unwrap();
         let jobs = app.jobs();
         let shutdown = Shutdown::new();
-        let task = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move { app.run(shutdown).await.unwrap() }
-        });
-        wait_for_200(
-            &format!("http://{admin_addr}/readyz"),
-            Duration::from_secs(30),
+        let service = InProcessService::spawn(
+            app.grpc_addr().unwrap(),
+            app.admin_addr().unwrap(),
+            {
+                let shutdown = shutdown.clone();
+                async move { app.run(shutdown).await.unwrap() }
+            },
+            move || shutdown.trigger(),
         )
         .await;
-        let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+        let channel = Channel::from_shared(service.grpc_url())
             .unwrap()
             .connect()
             .await
@@ -156,13 +155,12 @@ impl TestEvent {
             EventServiceClient::new(signer(Service::Gateway).wrap(Service::Event, channel));
         Self {
             client,
-            grpc_addr,
+            grpc_addr: service.grpc_addr,
             database: database.to_owned(),
             scratch: Arc::clone(scratch),
             jobs,
-            admin_addr,
-            shutdown,
-            task: Some(task),
+            admin_addr: service.admin_addr,
+            service,
         }
     }
 
@@ -295,15 +293,6 @@ impl TestEvent {
             ))
             .await
             .unwrap();
-    }
-}
-
-impl Drop for TestEvent {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 
