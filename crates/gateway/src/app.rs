@@ -17,7 +17,7 @@ use erp_proto::event::v1::event_service_client::EventServiceClient;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
-use crate::config::{Config, SERVICE_NAME};
+use crate::config::{AUTH_PEER, Config, EVENT_PEER, SERVICE_NAME};
 use crate::connections::{self, Dispatcher, Handoff};
 use crate::introspection::{Introspector, Revocation, SessionCache};
 use crate::ratelimit::RateLimiter;
@@ -63,19 +63,6 @@ struct Upstreams {
     redis: RedisStore,
     state: AppState,
 }
-
-/// Where the gateway finds auth and event: the URL variables used outside a cluster (checked by
-/// [`Config::from_env`]) and the Service variables of in-cluster discovery.
-pub(crate) const AUTH_PEER: GrpcPeer<'static> = GrpcPeer {
-    url_var: "ERP_AUTH_URL",
-    default_url: "http://127.0.0.1:50051",
-    service_var: "ERP_AUTH_SERVICE_NAME",
-};
-pub(crate) const EVENT_PEER: GrpcPeer<'static> = GrpcPeer {
-    url_var: "ERP_EVENT_URL",
-    default_url: "http://127.0.0.1:50052",
-    service_var: "ERP_EVENT_SERVICE_NAME",
-};
 
 impl Common {
     fn new(config: Arc<Config>, registry: &prometheus::Registry) -> Result<Self, BoxError> {

@@ -3,14 +3,26 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use erp_platform::cluster::GrpcPeer;
 use erp_platform::config::{CommonConfig, ConfigError, Env, RedisConfig};
 use erp_platform::grpc::GrpcConfig;
 use erp_platform::identity::IdentityKeys;
 use erp_platform::runtime::ServiceConfig;
 
-use crate::app::{AUTH_PEER, EVENT_PEER};
-
 pub const SERVICE_NAME: &str = "erp-gateway";
+
+/// Where the gateway finds auth and event: the URL variables used outside a cluster (checked by
+/// [`Config::from_env`]) and the Service variables of in-cluster discovery.
+pub(crate) const AUTH_PEER: GrpcPeer<'static> = GrpcPeer {
+    url_var: "ERP_AUTH_URL",
+    default_url: "http://127.0.0.1:50051",
+    service_var: "ERP_AUTH_SERVICE_NAME",
+};
+pub(crate) const EVENT_PEER: GrpcPeer<'static> = GrpcPeer {
+    url_var: "ERP_EVENT_URL",
+    default_url: "http://127.0.0.1:50052",
+    service_var: "ERP_EVENT_SERVICE_NAME",
+};
 
 #[derive(Debug, Clone)]
 pub struct Config {

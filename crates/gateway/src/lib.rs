@@ -17,6 +17,7 @@ mod middleware;
 mod openapi;
 mod problem;
 mod ratelimit;
+mod route_table;
 mod router;
 mod server;
 mod state;
@@ -30,5 +31,6 @@ pub use state::AppState;
 
 /// The access rule of every route, for tests that walk the routes.
 pub mod routes {
-    pub use crate::access::{Access, ROUTE_TABLE, RouteTable, Rule};
+    pub use crate::access::{Access, Rule};
+    pub use crate::route_table::{ROUTE_TABLE, RouteTable};
 }

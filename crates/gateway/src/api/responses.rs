@@ -79,3 +79,23 @@ pub(super) enum Conflicts {
     )]
     Unprocessable(ProblemBody),
 }
+
+/// One problem answer worded for the public auth routes, which list theirs one by one.
+macro_rules! problem_response {
+    ($(#[$doc:meta])* $name:ident: $status:tt, $description:tt) => {
+        $(#[$doc])*
+        #[allow(dead_code)] // The variant names a response for the document; none is built.
+        #[derive(utoipa::IntoResponses)]
+        pub(super) enum $name {
+            #[response(status = $status, description = $description, content_type = "application/problem+json")]
+            Problem(ProblemBody),
+        }
+    };
+}
+
+problem_response!(InvalidInput: 400, "Invalid input");
+problem_response!(Unauthenticated: 401, "UNAUTHENTICATED");
+problem_response!(BodyTooLarge: 413, "Body too large");
+problem_response!(NotJson: 415, "Not JSON");
+problem_response!(RateLimited: 429, "RATE_LIMITED");
+problem_response!(Unavailable: 503, "UNAVAILABLE");

@@ -1,4 +1,4 @@
-//! Authentication and authorisation from [`access::ROUTE_TABLE`], then rate limits. A verified
+//! Authentication and authorisation from [`crate::route_table::ROUTE_TABLE`], then rate limits. A verified
 //! session goes into the request's extensions for the handlers.
 //!
 //! Per client IP ([`ClientIp`]): public routes, unknown routes (404) and wrong methods (405)
@@ -17,10 +17,11 @@ use axum::response::{IntoResponse, Response};
 use erp_platform::error::{ApiError, ErrorCode};
 use tower::Service;
 
-use super::bearer_token;
-use crate::access::{self, Access};
+use crate::access::Access;
 use crate::client_ip::ClientIp;
+use crate::extract::bearer_token;
 use crate::problem::{self, Problem};
+use crate::route_table;
 use crate::state::AppState;
 
 #[derive(Clone)]
@@ -75,7 +76,7 @@ async fn admit(state: &AppState, request: &mut Request) -> Result<(), ApiError> 
         .extensions()
         .get::<MatchedPath>()
         .map_or("", MatchedPath::as_str);
-    let Some(access) = access::access(method, route) else {
+    let Some(access) = route_table::access(method, route) else {
         tracing::error!(route, %method, "route missing from the route table");
         return Err(ApiError::new(
             ErrorCode::Forbidden,

@@ -7,19 +7,9 @@
 mod authorize;
 mod observe;
 
-use axum::http::{HeaderMap, HeaderName, header};
+use axum::http::HeaderName;
 
 pub(crate) use authorize::{Authorize, unknown_route, wrong_method};
 pub(crate) use observe::Observe;
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The bearer token of the `Authorization` header.
-pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
