@@ -36,7 +36,7 @@
 //! - Cleanup failures (a store that is down, as in outage tests) are printed, never panicked on:
 //!   a failed cleanup must not hide the test's own result.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::unique_name;
@@ -48,6 +48,8 @@ pub struct TestStores {
     mongodb_uri: String,
     redis_url: String,
     databases: Mutex<Vec<String>>,
+    /// Why the databases must outlive the test ([`TestStores::leave_databases`]), if they must.
+    databases_left: Mutex<Option<&'static str>>,
     cleaned: bool,
 }
 
@@ -65,6 +67,7 @@ impl TestStores {
             mongodb_uri,
             redis_url,
             databases: Mutex::new(Vec::new()),
+            databases_left: Mutex::new(None),
             cleaned: false,
         }
     }
@@ -120,9 +123,35 @@ impl TestStores {
         }
     }
 
+    /// Keeps the databases when the test ends (its Redis keys are still deleted), saying `why`.
+    /// For tests that kill a service or cut its store connection mid-transaction: the test store
+    /// (SecantusDB) keeps such an orphaned transaction open, and a `dropDatabase` queued behind it
+    /// was seen to stall every later database operation of the store, failing unrelated tests.
+    pub fn leave_databases(&self, why: &'static str) {
+        *self
+            .databases_left
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(why);
+    }
+
     fn cleanup_plan(&self) -> Plan {
+        let left = *self
+            .databases_left
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(why) = left {
+            eprintln!(
+                "TestStores {}: databases {:?} left behind: {why}",
+                self.name,
+                self.databases()
+            );
+        }
         Plan {
-            databases: self.databases(),
+            databases: if left.is_some() {
+                Vec::new()
+            } else {
+                self.databases()
+            },
             redis_prefix: self.redis_prefix(),
         }
     }

@@ -396,20 +396,16 @@ async fn a_player_cannot_read_another_players_progress_or_claim() {
         .await;
     let event_id = event["id"].as_str().unwrap();
     let (status, body) = platform
-        .call(
-            Method::GET,
+        .get(
             &format!("/events/{event_id}/progress?userId={}", alice.id),
-            Some(&bob.access_token),
-            None,
+            &bob.access_token,
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let (status, body) = platform
-        .call(
-            Method::GET,
+        .get(
             &format!("/events/{event_id}/progress?userId={}", alice.id),
-            Some(&operator.access_token),
-            None,
+            &operator.access_token,
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -461,9 +461,7 @@ async fn failed_authentications_stop_introspection_per_ip() {
         .start()
         .await;
     let admin = platform.admin().await;
-    let (status, _) = platform
-        .call(Method::GET, "/auth/me", Some(&admin.access_token), None)
-        .await;
+    let (status, _) = platform.get("/auth/me", &admin.access_token).await;
     assert_eq!(status, StatusCode::OK);
     // A valid token not used yet, so not in the cache.
     let fresh = platform.admin().await;
@@ -472,14 +470,7 @@ async fn failed_authentications_stop_introspection_per_ip() {
     let (status, _) = platform.call(Method::GET, "/auth/me", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     for i in 0..4 {
-        let (status, body) = platform
-            .call(
-                Method::GET,
-                "/auth/me",
-                Some(&format!("bad-token-{i}")),
-                None,
-            )
-            .await;
+        let (status, body) = platform.get("/auth/me", &format!("bad-token-{i}")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
         assert_eq!(body["code"], "UNAUTHENTICATED");
     }
@@ -507,15 +498,11 @@ async fn failed_authentications_stop_introspection_per_ip() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "RATE_LIMITED");
     // Not even a valid token is introspected from this address now...
-    let (status, body) = platform
-        .call(Method::GET, "/auth/me", Some(&fresh.access_token), None)
-        .await;
+    let (status, body) = platform.get("/auth/me", &fresh.access_token).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(misses(&gateway_metrics(&platform).await), before);
     // ...but sessions already verified keep working, and a missing token is still a 401.
-    let (status, _) = platform
-        .call(Method::GET, "/auth/me", Some(&admin.access_token), None)
-        .await;
+    let (status, _) = platform.get("/auth/me", &admin.access_token).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = platform.call(Method::GET, "/auth/me", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);

@@ -228,9 +228,7 @@ async fn sessions_through_http_cookie_and_body() {
 
     // Logout kills the access token.
     let session = platform.login("s@example.com", "password-123").await;
-    let (status, me) = platform
-        .call(Method::GET, "/auth/me", Some(&session.access_token), None)
-        .await;
+    let (status, me) = platform.get("/auth/me", &session.access_token).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me["email"], "s@example.com");
     assert_eq!(me["username"], "s");
@@ -341,9 +339,7 @@ async fn uncached_tokens_get_503_while_auth_is_down() {
         .await;
     let admin = platform.admin().await;
     // Verified (and cached by the gateway) while auth is up.
-    let (status, _) = platform
-        .call(Method::GET, "/events", Some(&admin.access_token), None)
-        .await;
+    let (status, _) = platform.get("/events", &admin.access_token).await;
     assert_eq!(status, StatusCode::OK);
     platform.stop_auth().await;
     // The gateway stays in rotation: auth being down is answered per request, and a session it
@@ -355,13 +351,9 @@ async fn uncached_tokens_get_503_while_auth_is_down() {
     .await
     .unwrap();
     assert_eq!(readyz.status(), StatusCode::OK);
-    let (status, body) = platform
-        .call(Method::GET, "/events", Some(&admin.access_token), None)
-        .await;
+    let (status, body) = platform.get("/events", &admin.access_token).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = platform
-        .call(Method::GET, "/events", Some("some-uncached-token"), None)
-        .await;
+    let (status, body) = platform.get("/events", "some-uncached-token").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["code"], "UNAVAILABLE");
     let (status, _) = platform.try_login("a@example.com", "password-1").await;

@@ -87,14 +87,7 @@ async fn operator_player_and_auditor_journey() {
     assert_eq!(accepted, json!({"accepted": 2, "duplicates": 1}));
     let progress_path = format!("/events/{event_id}/progress");
     let (progress, _) = erp_testkit::eventually(Duration::from_secs(15), || async {
-        let (status, progress) = platform
-            .call(
-                Method::GET,
-                &progress_path,
-                Some(&player.access_token),
-                None,
-            )
-            .await;
+        let (status, progress) = platform.get(&progress_path, &player.access_token).await;
         assert_eq!(status, StatusCode::OK, "{progress}");
         if progress["passed"] == true {
             Ok(progress)
@@ -137,12 +130,7 @@ async fn operator_player_and_auditor_journey() {
     assert_eq!(again["code"], "ALREADY_CLAIMED");
     assert_eq!(again["claimId"], claim["id"]);
     let (_, rewards) = platform
-        .call(
-            Method::GET,
-            &format!("/events/{event_id}/rewards"),
-            Some(&player.access_token),
-            None,
-        )
+        .get(&format!("/events/{event_id}/rewards"), &player.access_token)
         .await;
     assert_eq!(rewards["items"][0]["remaining"], 4);
     assert_eq!(rewards["items"][1]["remaining"], Value::Null);
@@ -151,26 +139,14 @@ async fn operator_player_and_auditor_journey() {
     let claim_id = claim["id"].as_str().unwrap();
     let stranger = platform.player("stranger@example.com").await;
     let (status, _) = platform
-        .call(
-            Method::GET,
-            &format!("/claims/{claim_id}"),
-            Some(&stranger.access_token),
-            None,
-        )
+        .get(&format!("/claims/{claim_id}"), &stranger.access_token)
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = platform
-        .call(
-            Method::GET,
-            &format!("/claims/{claim_id}"),
-            Some(&player.access_token),
-            None,
-        )
+        .get(&format!("/claims/{claim_id}"), &player.access_token)
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, mine) = platform
-        .call(Method::GET, "/claims/me", Some(&player.access_token), None)
-        .await;
+    let (_, mine) = platform.get("/claims/me", &player.access_token).await;
     assert_eq!(mine["items"][0]["id"], claim["id"]);
 
     // A manual event: pending, then approved once.
@@ -212,22 +188,15 @@ async fn operator_player_and_auditor_journey() {
 
     // The auditor reads claims and both services' audit trails.
     let (status, claims) = platform
-        .call(
-            Method::GET,
+        .get(
             &format!("/claims?eventId={event_id}"),
-            Some(&auditor.access_token),
-            None,
+            &auditor.access_token,
         )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(claims["items"].as_array().unwrap().len(), 1);
     let (_, event_audit) = platform
-        .call(
-            Method::GET,
-            "/audit?service=event&limit=100",
-            Some(&auditor.access_token),
-            None,
-        )
+        .get("/audit?service=event&limit=100", &auditor.access_token)
         .await;
     let actions: Vec<&str> = event_audit["items"]
         .as_array()
@@ -253,11 +222,9 @@ async fn operator_player_and_auditor_journey() {
             .all(|e| e["service"] == "event")
     );
     let (_, auth_audit) = platform
-        .call(
-            Method::GET,
+        .get(
             "/audit?service=auth&action=USER_CREATED",
-            Some(&auditor.access_token),
-            None,
+            &auditor.access_token,
         )
         .await;
     assert!(
@@ -268,12 +235,7 @@ async fn operator_player_and_auditor_journey() {
             .any(|e| e["entityId"] == player.id.as_str())
     );
     let (_, merged) = platform
-        .call(
-            Method::GET,
-            "/audit?limit=100",
-            Some(&auditor.access_token),
-            None,
-        )
+        .get("/audit?limit=100", &auditor.access_token)
         .await;
     let services: std::collections::BTreeSet<&str> = merged["items"]
         .as_array()
@@ -292,9 +254,7 @@ async fn operator_player_and_auditor_journey() {
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(times, sorted, "newest first");
 
-    let (status, dashboard) = platform
-        .call(Method::GET, "/dashboard", Some(&auditor.access_token), None)
-        .await;
+    let (status, dashboard) = platform.get("/dashboard", &auditor.access_token).await;
     assert_eq!(status, StatusCode::OK, "{dashboard}");
     assert_eq!(dashboard["claims"]["byStatus"]["GRANTED"], 2);
     assert_eq!(dashboard["events"]["byStatus"]["ACTIVE"], 2);
@@ -335,11 +295,9 @@ async fn a_hundred_parallel_claims_by_one_player_make_one_claim() {
     }
     // What the service stored, counted apart from the answers.
     let (status, mine) = platform
-        .call(
-            Method::GET,
+        .get(
             &format!("/claims/me?eventId={}", event["id"].as_str().unwrap()),
-            Some(&player.access_token),
-            None,
+            &player.access_token,
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{mine}");

@@ -11,6 +11,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 /// A second gateway whose path to event goes through `event_proxy` (auth and Redis direct).
+/// Why some tests here leave their databases behind.
+const ORPHANED_TRANSACTIONS: &str =
+    "a service is killed or cut off from MongoDB mid-transaction (see TestStores::leave_databases)";
+
 async fn gateway_via(platform: &Platform, event_proxy: &TcpProxy) -> ServiceProcess {
     platform
         .another_gateway(&[
@@ -198,6 +202,7 @@ async fn claim_until(
 #[tokio::test]
 async fn killing_event_during_concurrent_claims_is_never_a_500_and_retries_converge() {
     let platform = Platform::start().await;
+    platform.stores().leave_databases(ORPHANED_TRANSACTIONS);
     // An event service of this test's own, so that it can be killed and started again (on
     // another port: the proxy in front of it is what the gateway dials).
     let mut event_env = erp_testkit::grpc_service_env(
@@ -306,7 +311,9 @@ async fn behind_store_proxies(all_services: bool) -> (TcpProxy, TcpProxy, Platfo
             .event_env("ERP_MONGODB_URI", &mongo_uri)
             .event_env("ERP_REDIS_URL", &redis)
     };
-    (mongo_proxy, redis_proxy, builder.start().await)
+    let platform = builder.start().await;
+    platform.stores().leave_databases(ORPHANED_TRANSACTIONS);
+    (mongo_proxy, redis_proxy, platform)
 }
 
 /// `GET /claims/me` as `token`: status, `Retry-After` and body.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::common::{NO_RATE_LIMITS, Platform, STAFF_PASSWORD, Session};
 use erp_testkit::PrivateRedis;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -26,9 +26,7 @@ async fn set_roles(platform: &Platform, admin: &Session, id: &str, roles: &[&str
 
 async fn wait_for(platform: &Platform, token: &str, expected: StatusCode) {
     erp_testkit::eventually(Duration::from_secs(10), || async {
-        let (status, _) = platform
-            .call(Method::GET, ADMIN_ONLY, Some(token), None)
-            .await;
+        let (status, _) = platform.get(ADMIN_ONLY, token).await;
         if status == expected {
             Ok(())
         } else {
@@ -87,9 +85,7 @@ where
                     let token = &tokens[round % tokens.len()];
                     round += 1;
                     let sent = Instant::now();
-                    let (status, body) = platform
-                        .call(Method::GET, ADMIN_ONLY, Some(token), None)
-                        .await;
+                    let (status, body) = platform.get(ADMIN_ONLY, token).await;
                     assert!(
                         status == StatusCode::OK || status == StatusCode::FORBIDDEN,
                         "{status}: {body}"

@@ -80,6 +80,11 @@ impl Platform {
             .await
     }
 
+    /// `GET path` as `token`: the status and JSON body.
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
     /// `method path` as `token` with an optional JSON body: the whole [`Reply`].
     pub async fn send(
         &self,
@@ -152,30 +157,32 @@ impl Platform {
 
     /// Registers a player and logs them in.
     pub async fn player(&self, email: &str) -> Session {
-        let reply = self
-            .send(
-                Method::POST,
-                "/auth/register",
-                None,
-                Some(json!({"email": email, "password": PLAYER_PASSWORD})),
-            )
-            .await;
-        reply.expect(StatusCode::CREATED);
-        self.login(email, PLAYER_PASSWORD).await
+        let account = json!({"email": email, "password": PLAYER_PASSWORD});
+        self.created_and_logged_in("/auth/register", None, account)
+            .await
     }
 
     /// An account with `roles`, created by the admin, logged in.
     pub async fn staff(&self, admin: &Session, email: &str, roles: &[&str]) -> Session {
+        let account = json!({"email": email, "password": STAFF_PASSWORD, "roles": roles});
+        self.created_and_logged_in("/users", Some(&admin.access_token), account)
+            .await
+    }
+
+    /// Creates `account` (email and password) with `POST path` (asserting 201) and logs it in.
+    async fn created_and_logged_in(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        account: Value,
+    ) -> Session {
         let reply = self
-            .send(
-                Method::POST,
-                "/users",
-                Some(&admin.access_token),
-                Some(json!({"email": email, "password": STAFF_PASSWORD, "roles": roles})),
-            )
+            .send(Method::POST, path, token, Some(account.clone()))
             .await;
         reply.expect(StatusCode::CREATED);
-        self.login(email, STAFF_PASSWORD).await
+        let email = account["email"].as_str().unwrap();
+        self.login(email, account["password"].as_str().unwrap())
+            .await
     }
 
     /// `PATCH /users/{id}` with `change` as the admin, asserting 200.
