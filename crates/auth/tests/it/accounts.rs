@@ -20,12 +20,7 @@ async fn register_gives_user_role_and_emails_are_unique_ignoring_case() {
     assert!(!user.disabled);
 
     let duplicate = auth
-        .client()
-        .register(pb::RegisterRequest {
-            email: "player.one@example.COM".into(),
-            password: "password-456".into(),
-            username: None,
-        })
+        .try_register("player.one@example.COM", "password-456", None)
         .await
         .unwrap_err();
     assert_eq!(code(&duplicate), "EMAIL_TAKEN");
@@ -36,12 +31,7 @@ async fn register_gives_user_role_and_emails_are_unique_ignoring_case() {
 async fn register_validates_every_field() {
     let auth = TestAuth::start(&[]).await;
     let error = auth
-        .client()
-        .register(pb::RegisterRequest {
-            email: "not-an-email".into(),
-            password: "short".into(),
-            username: Some(String::new()),
-        })
+        .try_register("not-an-email", "short", Some(String::new()))
         .await
         .unwrap_err();
     assert_eq!(code(&error), "VALIDATION_FAILED");
@@ -53,12 +43,7 @@ async fn register_validates_every_field() {
     assert_eq!(fields, ["email", "password", "username"]);
 
     let too_long = auth
-        .client()
-        .register(pb::RegisterRequest {
-            email: "long@example.com".into(),
-            password: "x".repeat(129),
-            username: None,
-        })
+        .try_register("long@example.com", &"x".repeat(129), None)
         .await
         .unwrap_err();
     assert_eq!(code(&too_long), "VALIDATION_FAILED");
@@ -141,8 +126,7 @@ async fn bootstrap_admin_is_created_once_across_restarts() {
     let admin = second.admin().await;
 
     let users = second
-        .client()
-        .list_users(as_caller(
+        .list_users(
             &admin,
             pb::ListUsersRequest {
                 role: Some(common_pb::Role::Admin as i32),
@@ -150,26 +134,23 @@ async fn bootstrap_admin_is_created_once_across_restarts() {
                 limit: 100,
                 cursor: String::new(),
             },
-        ))
+        )
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(users.items.len(), 1);
     assert_eq!(users.items[0].email, ADMIN_EMAIL);
 
     let audit = third
-        .client()
-        .list_audit(as_caller(
+        .list_audit(
             &admin,
             common_pb::ListAuditRequest {
                 action: Some("USER_CREATED".into()),
                 entity_id: Some(admin.user_id.clone()),
                 ..Default::default()
             },
-        ))
+        )
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(audit.items.len(), 1);
     assert_eq!(audit.items[0].actor_id, "system");
 }
@@ -193,16 +174,7 @@ async fn user_management_needs_admin_and_is_audited() {
         .await
         .unwrap_err();
     assert_eq!(code(&anonymous), "UNAUTHENTICATED");
-    let forbidden = auth
-        .client()
-        .get_user(as_caller(
-            &player_caller,
-            pb::GetUserRequest {
-                id: player.id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let forbidden = auth.get_user(&player_caller, &player.id).await.unwrap_err();
     assert_eq!(code(&forbidden), "FORBIDDEN");
     let audit_forbidden = auth
         .client()
@@ -216,8 +188,7 @@ async fn user_management_needs_admin_and_is_audited() {
 
     // Admin creates an operator.
     let operator = auth
-        .client()
-        .create_user(as_caller(
+        .create_user(
             &admin,
             pb::CreateUserRequest {
                 email: "op@example.com".into(),
@@ -228,16 +199,14 @@ async fn user_management_needs_admin_and_is_audited() {
                 ],
                 username: Some("op".into()),
             },
-        ))
+        )
         .await
         .unwrap()
-        .into_inner()
         .user
         .unwrap();
     assert_eq!(operator.roles, vec![common_pb::Role::Operator as i32]);
     let empty_roles = auth
-        .client()
-        .create_user(as_caller(
+        .create_user(
             &admin,
             pb::CreateUserRequest {
                 email: "none@example.com".into(),
@@ -245,7 +214,7 @@ async fn user_management_needs_admin_and_is_audited() {
                 roles: vec![],
                 username: None,
             },
-        ))
+        )
         .await
         .unwrap_err();
     assert_eq!(code(&empty_roles), "VALIDATION_FAILED");
@@ -275,18 +244,16 @@ async fn user_management_needs_admin_and_is_audited() {
     assert_eq!(updated.username.as_deref(), Some("op"));
 
     let entries = auth
-        .client()
-        .list_audit(as_caller(
+        .list_audit(
             &admin,
             common_pb::ListAuditRequest {
                 action: Some("USER_UPDATED".into()),
                 entity_id: Some(operator.id.clone()),
                 ..Default::default()
             },
-        ))
+        )
         .await
         .unwrap()
-        .into_inner()
         .items;
     assert_eq!(entries.len(), 1);
     let entry = &entries[0];
@@ -303,49 +270,21 @@ async fn user_management_needs_admin_and_is_audited() {
     assert!(!entry.after_json.as_deref().unwrap().contains("argon2"));
 
     // Delete, then it is gone and audited.
-    auth.client()
-        .delete_user(as_caller(
-            &admin,
-            pb::DeleteUserRequest {
-                id: operator.id.clone(),
-            },
-        ))
-        .await
-        .unwrap();
-    let gone = auth
-        .client()
-        .get_user(as_caller(
-            &admin,
-            pb::GetUserRequest {
-                id: operator.id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
+    auth.delete_user(&admin, &operator.id).await.unwrap();
+    let gone = auth.get_user(&admin, &operator.id).await.unwrap_err();
     assert_eq!(code(&gone), "NOT_FOUND");
-    let again = auth
-        .client()
-        .delete_user(as_caller(
-            &admin,
-            pb::DeleteUserRequest {
-                id: operator.id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let again = auth.delete_user(&admin, &operator.id).await.unwrap_err();
     assert_eq!(code(&again), "NOT_FOUND");
     let deleted = auth
-        .client()
-        .list_audit(as_caller(
+        .list_audit(
             &admin,
             common_pb::ListAuditRequest {
                 action: Some("USER_DELETED".into()),
                 ..Default::default()
             },
-        ))
+        )
         .await
         .unwrap()
-        .into_inner()
         .items;
     assert_eq!(deleted.len(), 1);
     assert_eq!(deleted[0].entity_id, operator.id);
@@ -368,8 +307,7 @@ async fn users_and_audit_page_newest_first_with_filters() {
     let mut cursor = String::new();
     loop {
         let page = auth
-            .client()
-            .list_users(as_caller(
+            .list_users(
                 &admin,
                 pb::ListUsersRequest {
                     role: Some(common_pb::Role::User as i32),
@@ -377,10 +315,9 @@ async fn users_and_audit_page_newest_first_with_filters() {
                     limit: 2,
                     cursor: cursor.clone(),
                 },
-            ))
+            )
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert!(page.items.len() <= 2);
         seen.extend(page.items.into_iter().map(|u| u.id));
         match page.next_cursor {
@@ -392,31 +329,28 @@ async fn users_and_audit_page_newest_first_with_filters() {
     assert_eq!(seen, ids, "newest first, each once");
 
     let bad_cursor = auth
-        .client()
-        .list_users(as_caller(
+        .list_users(
             &admin,
             pb::ListUsersRequest {
                 cursor: "garbage!".into(),
                 ..Default::default()
             },
-        ))
+        )
         .await
         .unwrap_err();
     assert_eq!(code(&bad_cursor), "VALIDATION_FAILED");
 
     let created = auth
-        .client()
-        .list_audit(as_caller(
+        .list_audit(
             &admin,
             common_pb::ListAuditRequest {
                 action: Some("USER_CREATED".into()),
                 limit: 3,
                 ..Default::default()
             },
-        ))
+        )
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(created.items.len(), 3);
     assert!(created.next_cursor.is_some());
     assert_eq!(created.items[0].entity_id, ids[0]);
@@ -490,16 +424,7 @@ async fn admins_cannot_lock_themselves_out() {
     )
     .await
     .unwrap();
-    let delete = auth
-        .client()
-        .delete_user(as_caller(
-            &admin,
-            pb::DeleteUserRequest {
-                id: admin.user_id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let delete = auth.delete_user(&admin, &admin.user_id).await.unwrap_err();
     assert_eq!(code(&delete), "FORBIDDEN");
 }
 
@@ -656,8 +581,7 @@ async fn a_deleted_bootstrap_admin_is_not_recreated_at_restart() {
     let database = first.database.clone();
     let root = first.admin().await;
     let second_admin = first
-        .client()
-        .create_user(as_caller(
+        .create_user(
             &root,
             pb::CreateUserRequest {
                 email: "second-admin@example.com".into(),
@@ -665,10 +589,9 @@ async fn a_deleted_bootstrap_admin_is_not_recreated_at_restart() {
                 roles: vec![common_pb::Role::Admin as i32],
                 username: None,
             },
-        ))
+        )
         .await
         .unwrap()
-        .into_inner()
         .user
         .unwrap();
     let second_caller = Caller {
@@ -676,13 +599,7 @@ async fn a_deleted_bootstrap_admin_is_not_recreated_at_restart() {
         roles: vec![Role::Admin],
     };
     first
-        .client()
-        .delete_user(as_caller(
-            &second_caller,
-            pb::DeleteUserRequest {
-                id: root.user_id.clone(),
-            },
-        ))
+        .delete_user(&second_caller, &root.user_id)
         .await
         .unwrap();
     first.stop().await;

@@ -11,6 +11,7 @@ use erp_platform::identity::{
 use erp_platform::{Env, Shutdown};
 use erp_proto::auth::v1 as pb;
 use erp_proto::auth::v1::auth_service_client::AuthServiceClient;
+use erp_proto::common::v1 as common_pb;
 use erp_testkit::{InProcessService, TestStores, grpc_service_env};
 use tonic::transport::Channel;
 
@@ -124,17 +125,101 @@ impl TestAuth {
     }
 
     pub async fn register(&self, email: &str, password: &str) -> pb::User {
+        self.try_register(email, password, None)
+            .await
+            .unwrap()
+            .user
+            .unwrap()
+    }
+
+    /// Registers `email`, or the error refusing it.
+    pub async fn try_register(
+        &self,
+        email: &str,
+        password: &str,
+        username: Option<String>,
+    ) -> Result<pb::RegisterResponse, tonic::Status> {
         self.client()
             .register(pb::RegisterRequest {
                 email: email.into(),
                 password: password.into(),
-                username: None,
+                username,
             })
             .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap()
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Signs `access_token` out as `who`.
+    pub async fn logout(
+        &self,
+        who: &Caller,
+        access_token: &str,
+    ) -> Result<pb::LogoutResponse, tonic::Status> {
+        self.client()
+            .logout(as_caller(
+                who,
+                pb::LogoutRequest {
+                    access_token: access_token.to_owned(),
+                    refresh_token: None,
+                },
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn create_user(
+        &self,
+        who: &Caller,
+        request: pb::CreateUserRequest,
+    ) -> Result<pb::CreateUserResponse, tonic::Status> {
+        self.client()
+            .create_user(as_caller(who, request))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn get_user(
+        &self,
+        who: &Caller,
+        id: &str,
+    ) -> Result<pb::GetUserResponse, tonic::Status> {
+        self.client()
+            .get_user(as_caller(who, pb::GetUserRequest { id: id.to_owned() }))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn list_users(
+        &self,
+        who: &Caller,
+        request: pb::ListUsersRequest,
+    ) -> Result<pb::ListUsersResponse, tonic::Status> {
+        self.client()
+            .list_users(as_caller(who, request))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn delete_user(
+        &self,
+        who: &Caller,
+        id: &str,
+    ) -> Result<pb::DeleteUserResponse, tonic::Status> {
+        self.client()
+            .delete_user(as_caller(who, pb::DeleteUserRequest { id: id.to_owned() }))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn list_audit(
+        &self,
+        who: &Caller,
+        request: common_pb::ListAuditRequest,
+    ) -> Result<common_pb::ListAuditResponse, tonic::Status> {
+        self.client()
+            .list_audit(as_caller(who, request))
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     pub async fn login(
@@ -171,6 +256,18 @@ impl TestAuth {
             roles: vec![Role::Admin],
         }
     }
+}
+
+/// Refreshes with `token` (no client address or user agent).
+pub async fn refresh(auth: &TestAuth, token: &str) -> Result<pb::RefreshResponse, tonic::Status> {
+    auth.client()
+        .refresh(pb::RefreshRequest {
+            refresh_token: token.into(),
+            client_ip: None,
+            user_agent: None,
+        })
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// Signs caller assertions as the gateway does, with the test instances' key.

@@ -2,21 +2,10 @@
 //! refresh tokens keep working, and logged-out, revoked or reused ones stay refused. Each test
 //! runs against a Redis server of its own (the shared test Redis is never flushed).
 
-use crate::common::{TestAuth, as_caller, code};
+use crate::common::{TestAuth, as_caller, code, refresh};
 use erp_platform::identity::{Caller, Role};
 use erp_proto::auth::v1 as pb;
 use erp_testkit::PrivateRedis;
-
-async fn refresh(auth: &TestAuth, token: &str) -> Result<pb::RefreshResponse, tonic::Status> {
-    auth.client()
-        .refresh(pb::RefreshRequest {
-            refresh_token: token.into(),
-            client_ip: None,
-            user_agent: None,
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
 
 async fn logout(auth: &TestAuth, user_id: &str, login: &pb::LoginResponse) {
     let caller = Caller {

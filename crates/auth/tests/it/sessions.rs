@@ -4,22 +4,11 @@
 
 use std::time::Duration;
 
-use crate::common::{TestAuth, as_caller, code};
+use crate::common::{TestAuth, as_caller, code, refresh};
 use erp_platform::identity::{Caller, Role};
 use erp_proto::auth::v1 as pb;
 use erp_proto::common::v1 as common_pb;
 use futures::StreamExt;
-
-async fn refresh(auth: &TestAuth, token: &str) -> Result<pb::RefreshResponse, tonic::Status> {
-    auth.client()
-        .refresh(pb::RefreshRequest {
-            refresh_token: token.into(),
-            client_ip: None,
-            user_agent: None,
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
 
 #[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_whole_family() {
@@ -80,28 +69,12 @@ async fn logout_ends_the_access_token_and_its_refresh_family() {
         roles: vec![Role::User],
     };
     let refused = auth
-        .client()
-        .logout(as_caller(
-            &stranger,
-            pb::LogoutRequest {
-                access_token: login.access_token.clone(),
-                refresh_token: None,
-            },
-        ))
+        .logout(&stranger, &login.access_token)
         .await
         .unwrap_err();
     assert_eq!(code(&refused), "FORBIDDEN");
 
-    auth.client()
-        .logout(as_caller(
-            &caller,
-            pb::LogoutRequest {
-                access_token: login.access_token.clone(),
-                refresh_token: None,
-            },
-        ))
-        .await
-        .unwrap();
+    auth.logout(&caller, &login.access_token).await.unwrap();
     let introspection = auth.introspect(&login.access_token).await;
     assert!(!introspection.active);
     assert_eq!(
@@ -172,15 +145,7 @@ async fn introspection_follows_role_changes_disabling_and_deletion_at_once() {
     update(None, Some(false)).await;
     let again = auth.login("i@example.com", "password-123").await.unwrap();
     assert!(auth.introspect(&again.access_token).await.active);
-    auth.client()
-        .delete_user(as_caller(
-            &admin,
-            pb::DeleteUserRequest {
-                id: user.id.clone(),
-            },
-        ))
-        .await
-        .unwrap();
+    auth.delete_user(&admin, &user.id).await.unwrap();
     let deleted = auth.introspect(&again.access_token).await;
     assert!(!deleted.active);
 }
@@ -233,16 +198,7 @@ async fn changes_are_published_on_the_revocation_channel() {
         user_id: user.id.clone(),
         roles: vec![Role::Auditor],
     };
-    auth.client()
-        .logout(as_caller(
-            &caller,
-            pb::LogoutRequest {
-                access_token: login.access_token.clone(),
-                refresh_token: None,
-            },
-        ))
-        .await
-        .unwrap();
+    auth.logout(&caller, &login.access_token).await.unwrap();
     let jti = auth.introspect(&login.access_token).await;
     assert!(!jti.active);
     let token_message = next_json(&mut messages).await;
