@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use metrics::{sample, scrape};
 pub use process::{
     ServiceProcess, assert_refuses_bad_config, assert_serves_and_stops_on_sigterm,
-    grpc_service_env, workspace_binary,
+    grpc_service_env, set_env, workspace_binary,
 };
 pub use proxy::TcpProxy;
 pub use redis::PrivateRedis;

@@ -196,6 +196,13 @@ fn listening_addrs(line: &str) -> Option<HashMap<String, SocketAddr>> {
 /// Environment for a gRPC service binary on free loopback ports, using the test stores with a
 /// database and Redis key prefix of its own. `addr_var` is the service's listen variable, e.g.
 /// `ERP_AUTH_ADDR`.
+/// Sets `key` in an environment list, replacing an earlier value (a test's override of a
+/// default setting).
+pub fn set_env(env: &mut Vec<(String, String)>, key: &str, value: &str) {
+    env.retain(|(k, _)| k != key);
+    env.push((key.to_owned(), value.to_owned()));
+}
+
 pub fn grpc_service_env(addr_var: &'static str, database: &str) -> Vec<(&'static str, String)> {
     vec![
         (addr_var, "127.0.0.1:0".to_owned()),

@@ -75,8 +75,7 @@ impl TestAuth {
         let mut env = base_env(stores);
         let database = stores.database("auth");
         for (key, value) in overrides {
-            env.retain(|(k, _)| k != key);
-            env.push(((*key).to_owned(), (*value).to_owned()));
+            erp_testkit::set_env(&mut env, key, value);
         }
         let config = Config::from_env(&Env::from_pairs(env)).unwrap();
         let app = App::build(config).await.unwrap();

@@ -128,8 +128,7 @@ impl TestEvent {
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
         for (key, value) in overrides {
-            env.retain(|(k, _)| k != key);
-            env.push(((*key).to_owned(), (*value).to_owned()));
+            erp_testkit::set_env(&mut env, key, value);
         }
         let app = App::build(Config::from_env(&Env::from_pairs(env)).unwrap())
             .await

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use erp_testkit::{ServiceProcess, TestStores, grpc_service_env, redis_url, workspace_binary};
+use erp_testkit::{
+    ServiceProcess, TestStores, grpc_service_env, redis_url, set_env, workspace_binary,
+};
 use reqwest::Method;
 
 use super::client::Request;
@@ -37,30 +39,25 @@ pub struct PlatformBuilder {
     bootstrap_admin: bool,
 }
 
-fn set(env: &mut Env, key: &str, value: &str) {
-    env.retain(|(k, _)| k != key);
-    env.push((key.to_owned(), value.to_owned()));
-}
-
 impl PlatformBuilder {
     /// A setting of every service (e.g. the store URLs).
     pub fn env(mut self, key: &str, value: &str) -> Self {
-        set(&mut self.all, key, value);
+        set_env(&mut self.all, key, value);
         self
     }
 
     pub fn auth_env(mut self, key: &str, value: &str) -> Self {
-        set(&mut self.auth, key, value);
+        set_env(&mut self.auth, key, value);
         self
     }
 
     pub fn event_env(mut self, key: &str, value: &str) -> Self {
-        set(&mut self.event, key, value);
+        set_env(&mut self.event, key, value);
         self
     }
 
     pub fn gateway_env(mut self, key: &str, value: &str) -> Self {
-        set(&mut self.gateway, key, value);
+        set_env(&mut self.gateway, key, value);
         self
     }
 
@@ -83,7 +80,7 @@ impl PlatformBuilder {
         let stores = TestStores::new("e2e");
         let with = |mut env: Env, own: &Env| {
             for (key, value) in self.all.iter().chain(own) {
-                set(&mut env, key, value);
+                set_env(&mut env, key, value);
             }
             env
         };
@@ -96,7 +93,7 @@ impl PlatformBuilder {
             "ERP_EVENT_ADDR",
             &stores.database("event"),
         ));
-        set(&mut event_env, "ERP_REDIS_KEY_PREFIX", &prefix);
+        set_env(&mut event_env, "ERP_REDIS_KEY_PREFIX", &prefix);
         let event = start(
             &workspace_binary("erp-event"),
             &with(event_env, &self.event),
@@ -104,17 +101,17 @@ impl PlatformBuilder {
         .await;
 
         let mut auth_env = owned(grpc_service_env("ERP_AUTH_ADDR", &stores.database("auth")));
-        set(&mut auth_env, "ERP_REDIS_KEY_PREFIX", &prefix);
-        set(&mut auth_env, "ERP_ARGON2_MEMORY_KIB", "1024");
-        set(&mut auth_env, "ERP_ARGON2_ITERATIONS", "1");
-        set(
+        set_env(&mut auth_env, "ERP_REDIS_KEY_PREFIX", &prefix);
+        set_env(&mut auth_env, "ERP_ARGON2_MEMORY_KIB", "1024");
+        set_env(&mut auth_env, "ERP_ARGON2_ITERATIONS", "1");
+        set_env(
             &mut auth_env,
             "ERP_EVENT_URL",
             &format!("http://{}", event.addr("grpc")),
         );
         if self.bootstrap_admin {
-            set(&mut auth_env, "ERP_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL);
-            set(
+            set_env(&mut auth_env, "ERP_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL);
+            set_env(
                 &mut auth_env,
                 "ERP_BOOTSTRAP_ADMIN_PASSWORD",
                 ADMIN_PASSWORD,
@@ -225,7 +222,7 @@ impl Platform {
     pub async fn another_gateway(&self, overrides: &[(&str, &str)]) -> ServiceProcess {
         let mut env = self.gateway_env.clone();
         for (key, value) in overrides {
-            set(&mut env, key, value);
+            set_env(&mut env, key, value);
         }
         let gateway = start(gateway_binary(), &env).await;
         gateway.wait_ready(Duration::from_secs(30)).await;
