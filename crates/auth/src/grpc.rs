@@ -194,4 +194,47 @@ impl AuthRpc for AuthGrpc {
             .await?;
         Ok(Response::new(audit::page_to_pb(page, AUDIT_SERVICE)))
     }
+
+    // TODO(#13): service accounts are being built; until then these answer UNIMPLEMENTED.
+    async fn find_active_users(
+        &self,
+        _request: Request<pb::FindActiveUsersRequest>,
+    ) -> RpcResult<pb::FindActiveUsersResponse> {
+        Err(Status::unimplemented("not built yet"))
+    }
+
+    async fn create_service_account(
+        &self,
+        _request: Request<pb::CreateServiceAccountRequest>,
+    ) -> RpcResult<pb::ServiceAccountCredentials> {
+        Err(Status::unimplemented("not built yet"))
+    }
+
+    async fn list_service_accounts(
+        &self,
+        _request: Request<pb::ListServiceAccountsRequest>,
+    ) -> RpcResult<pb::ListServiceAccountsResponse> {
+        Err(Status::unimplemented("not built yet"))
+    }
+
+    async fn delete_service_account(
+        &self,
+        _request: Request<pb::DeleteServiceAccountRequest>,
+    ) -> RpcResult<pb::DeleteServiceAccountResponse> {
+        Err(Status::unimplemented("not built yet"))
+    }
+
+    async fn rotate_service_account_secret(
+        &self,
+        _request: Request<pb::RotateServiceAccountSecretRequest>,
+    ) -> RpcResult<pb::ServiceAccountCredentials> {
+        Err(Status::unimplemented("not built yet"))
+    }
+
+    async fn issue_client_token(
+        &self,
+        _request: Request<pb::IssueClientTokenRequest>,
+    ) -> RpcResult<pb::IssueClientTokenResponse> {
+        Err(Status::unimplemented("not built yet"))
+    }
 }

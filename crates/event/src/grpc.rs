@@ -418,6 +418,39 @@ impl EventRpc for EventGrpc {
             dashboard: Some(pb::Dashboard::from(&dashboard)),
         }))
     }
+
+    // TODO(#13): grants and deliveries are being built; until then these answer UNIMPLEMENTED.
+    async fn grant(&self, _request: Request<pb::GrantRequest>) -> RpcResult<pb::GrantResponse> {
+        Err(Status::unimplemented("grants are not built yet"))
+    }
+
+    async fn list_deliveries(
+        &self,
+        _request: Request<pb::ListDeliveriesRequest>,
+    ) -> RpcResult<pb::ListDeliveriesResponse> {
+        Err(Status::unimplemented("deliveries are not built yet"))
+    }
+
+    async fn get_delivery(
+        &self,
+        _request: Request<pb::GetDeliveryRequest>,
+    ) -> RpcResult<pb::GetDeliveryResponse> {
+        Err(Status::unimplemented("deliveries are not built yet"))
+    }
+
+    async fn ack_delivery(
+        &self,
+        _request: Request<pb::AckDeliveryRequest>,
+    ) -> RpcResult<pb::AckDeliveryResponse> {
+        Err(Status::unimplemented("deliveries are not built yet"))
+    }
+
+    async fn retry_delivery(
+        &self,
+        _request: Request<pb::RetryDeliveryRequest>,
+    ) -> RpcResult<pb::RetryDeliveryResponse> {
+        Err(Status::unimplemented("deliveries are not built yet"))
+    }
 }
 
 #[cfg(test)]

@@ -44,10 +44,26 @@ pub enum Role {
     Operator,
     Auditor,
     Admin,
+    /// A service account's only role (game backends); never a person's.
+    GameServer,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::User, Role::Operator, Role::Auditor, Role::Admin];
+    pub const ALL: [Role; 5] = [
+        Role::User,
+        Role::Operator,
+        Role::Auditor,
+        Role::Admin,
+        Role::GameServer,
+    ];
+
+    /// The roles a person can hold (everything but [`Role::GameServer`]).
+    pub const PEOPLE: [Role; 4] = [Role::User, Role::Operator, Role::Auditor, Role::Admin];
+
+    /// Whether a person may hold this role (`GAME_SERVER` belongs to service accounts only).
+    pub fn is_for_people(self) -> bool {
+        self != Role::GameServer
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -55,6 +71,7 @@ impl Role {
             Role::Operator => "OPERATOR",
             Role::Auditor => "AUDITOR",
             Role::Admin => "ADMIN",
+            Role::GameServer => "GAME_SERVER",
         }
     }
 }
@@ -67,6 +84,7 @@ impl From<Role> for erp_proto::common::v1::Role {
             Role::Operator => Pb::Operator,
             Role::Auditor => Pb::Auditor,
             Role::Admin => Pb::Admin,
+            Role::GameServer => Pb::GameServer,
         }
     }
 }
@@ -80,6 +98,7 @@ impl Role {
             Pb::Operator => Some(Role::Operator),
             Pb::Auditor => Some(Role::Auditor),
             Pb::Admin => Some(Role::Admin),
+            Pb::GameServer => Some(Role::GameServer),
             Pb::Unspecified => None,
         }
     }

@@ -95,6 +95,10 @@ impl From<&Claim> for pb::Claim {
             decided_at: claim.decided_at.map(timestamp),
             decided_by: claim.decided_by.clone(),
             reason: claim.reason.clone(),
+            // TODO(#13): filled from the claim once deliveries and grants exist.
+            delivery: None,
+            source: pb::ClaimSource::Claim as i32,
+            granted_by: None,
         }
     }
 }
@@ -140,6 +144,8 @@ impl From<&Dashboard> for pb::Dashboard {
                     claims: e.claims,
                 })
                 .collect(),
+            // TODO(#13): counted once deliveries exist.
+            deliveries: None,
         }
     }
 }

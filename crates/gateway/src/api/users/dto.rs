@@ -29,24 +29,25 @@ impl From<RoleName> for Role {
     }
 }
 
-impl From<Role> for RoleName {
-    fn from(role: Role) -> Self {
+impl RoleName {
+    /// The person's role of `role`; `None` for `GAME_SERVER`, which no person holds (so it is
+    /// also not a value `POST/PATCH /users` accept: serde refuses it as an unknown variant).
+    fn of(role: Role) -> Option<Self> {
         match role {
-            Role::User => RoleName::User,
-            Role::Operator => RoleName::Operator,
-            Role::Auditor => RoleName::Auditor,
-            Role::Admin => RoleName::Admin,
+            Role::User => Some(RoleName::User),
+            Role::Operator => Some(RoleName::Operator),
+            Role::Auditor => Some(RoleName::Auditor),
+            Role::Admin => Some(RoleName::Admin),
+            Role::GameServer => None,
         }
     }
-}
 
-impl RoleName {
     pub(crate) fn to_pb(self) -> i32 {
         Role::from(self).to_pb()
     }
 
     pub(crate) fn from_pb(value: i32) -> Option<Self> {
-        Role::from_pb(value).map(RoleName::from)
+        Role::from_pb(value).and_then(RoleName::of)
     }
 }
 
