@@ -33,6 +33,7 @@ pub(crate) const DOCUMENT_PATH: &str = "/openapi.json";
         crate::api::ProgressMode,
         crate::api::PublicationState,
         crate::api::Condition,
+        crate::api::DeliveryStatus,
         crate::problem::ProblemBody,
     )),
     tags(
@@ -42,6 +43,9 @@ pub(crate) const DOCUMENT_PATH: &str = "/openapi.json";
         (name = "rewards", description = "Rewards of an event"),
         (name = "claims", description = "Claims and approvals"),
         (name = "progress", description = "Activity reports"),
+        (name = "grants", description = "Compensation by operators"),
+        (name = "deliveries", description = "What was granted, for the game to apply once"),
+        (name = "service-accounts", description = "Game servers' credentials (ADMIN)"),
         (name = "audit", description = "Audit trail"),
         (name = "dashboard", description = "Aggregates"),
     )
@@ -61,6 +65,11 @@ impl Modify for BearerAuth {
                     .bearer_format("JWT")
                     .build(),
             ),
+        );
+        // POST /auth/token: a service account's client id and secret (RFC 6749 §2.3.1).
+        components.add_security_scheme(
+            "clientBasic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
         );
     }
 }

@@ -65,7 +65,10 @@ pub(crate) fn access(method: &Method, path: &str) -> Option<Access> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::{ADMIN, AUDITORS, CLAIMANTS, EDITORS, STAFF};
+    use crate::access::{
+        ADMIN, AUDITORS, CLAIMANTS, DELIVERY_ACKERS, DELIVERY_READERS, EDITORS, EVERYONE,
+        REPORTERS, STAFF,
+    };
 
     #[test]
     fn head_has_the_rule_of_get() {
@@ -89,6 +92,7 @@ mod tests {
             (Method::POST, "/auth/register", Credentials),
             (Method::POST, "/auth/login", Credentials),
             (Method::POST, "/auth/refresh", Public),
+            (Method::POST, "/auth/token", Credentials),
             (Method::POST, "/auth/logout", Authenticated),
             (Method::GET, "/auth/me", Authenticated),
             (Method::GET, "/users", Roles(ADMIN)),
@@ -96,17 +100,25 @@ mod tests {
             (Method::GET, "/users/{id}", Roles(ADMIN)),
             (Method::PATCH, "/users/{id}", Roles(ADMIN)),
             (Method::DELETE, "/users/{id}", Roles(ADMIN)),
+            (Method::GET, "/service-accounts", Roles(ADMIN)),
+            (Method::POST, "/service-accounts", Roles(ADMIN)),
+            (Method::DELETE, "/service-accounts/{id}", Roles(ADMIN)),
+            (
+                Method::POST,
+                "/service-accounts/{id}/rotate-secret",
+                Roles(ADMIN),
+            ),
             (Method::POST, "/events", Roles(EDITORS)),
-            (Method::GET, "/events", Authenticated),
-            (Method::GET, "/events/{id}", Authenticated),
+            (Method::GET, "/events", Roles(EVERYONE)),
+            (Method::GET, "/events/{id}", Roles(EVERYONE)),
             (Method::PATCH, "/events/{id}", Roles(EDITORS)),
             (Method::DELETE, "/events/{id}", Roles(ADMIN)),
             (Method::POST, "/events/{id}/rewards", Roles(EDITORS)),
-            (Method::GET, "/events/{id}/rewards", Authenticated),
+            (Method::GET, "/events/{id}/rewards", Roles(EVERYONE)),
             (
                 Method::GET,
                 "/events/{id}/rewards/{rewardId}",
-                Authenticated,
+                Roles(EVERYONE),
             ),
             (
                 Method::PATCH,
@@ -125,7 +137,12 @@ mod tests {
             (Method::GET, "/claims/{id}", Authenticated),
             (Method::POST, "/claims/{id}/approve", Roles(EDITORS)),
             (Method::POST, "/claims/{id}/reject", Roles(EDITORS)),
-            (Method::POST, "/progress", Roles(EDITORS)),
+            (Method::POST, "/progress", Roles(REPORTERS)),
+            (Method::POST, "/grants", Roles(EDITORS)),
+            (Method::GET, "/deliveries", Roles(DELIVERY_READERS)),
+            (Method::GET, "/deliveries/{id}", Roles(DELIVERY_READERS)),
+            (Method::POST, "/deliveries/{id}/ack", Roles(DELIVERY_ACKERS)),
+            (Method::POST, "/deliveries/{id}/retry", Roles(EDITORS)),
             (Method::GET, "/audit", Roles(AUDITORS)),
             (Method::GET, "/dashboard", Roles(STAFF)),
             (Method::GET, "/openapi.json", Public),

@@ -75,6 +75,8 @@ error_codes! {
     InvalidCredentials => "INVALID_CREDENTIALS", Unauthenticated, 401, "Invalid credentials";
     InvalidRefreshToken => "INVALID_REFRESH_TOKEN", Unauthenticated, 401, "Invalid refresh token";
     RefreshTokenReused => "REFRESH_TOKEN_REUSED", Unauthenticated, 401, "Refresh token reused";
+    // POST /auth/token only, answered there as OAuth `invalid_client` (RFC 6749 §5.2).
+    InvalidClient => "INVALID_CLIENT", Unauthenticated, 401, "Invalid client";
     Forbidden => "FORBIDDEN", PermissionDenied, 403, "Forbidden";
     AccountDisabled => "ACCOUNT_DISABLED", PermissionDenied, 403, "Account disabled";
     NotFound => "NOT_FOUND", NotFound, 404, "Not found";

@@ -7,13 +7,17 @@ mod audit;
 mod auth;
 mod claims;
 mod dashboard;
+mod deliveries;
 mod endpoint;
 mod events;
 mod fields;
+mod grants;
+mod idempotency;
 mod paging;
 mod progress;
 mod responses;
 mod rewards;
+mod service_accounts;
 mod time;
 mod users;
 
@@ -31,6 +35,7 @@ use crate::upstream::upstream;
 
 pub(crate) use audit::AuditService;
 pub(crate) use claims::ClaimStatus;
+pub(crate) use deliveries::DeliveryStatus;
 use endpoint::Endpoint;
 pub(crate) use events::{ClaimPolicy, Condition, EventStatus, PublicationState};
 pub(crate) use progress::ProgressMode;
@@ -41,10 +46,13 @@ pub(crate) use users::RoleName;
 const RESOURCES: &[&[Endpoint]] = &[
     auth::ENDPOINTS,
     users::ENDPOINTS,
+    service_accounts::ENDPOINTS,
     events::ENDPOINTS,
     rewards::ENDPOINTS,
     progress::ENDPOINTS,
     claims::ENDPOINTS,
+    grants::ENDPOINTS,
+    deliveries::ENDPOINTS,
     audit::ENDPOINTS,
     dashboard::ENDPOINTS,
 ];

@@ -1,4 +1,4 @@
-//! Every route of API.md × anonymous, USER, OPERATOR, AUDITOR, ADMIN. The expectations below are
+//! Every route of API.md × anonymous, USER, OPERATOR, AUDITOR, ADMIN, GAME_SERVER. The expectations below are
 //! written from API.md's role table, not from the gateway's route table, so a wrong table fails;
 //! and every answer is exact: the status (and code) a caller of that role gets, also on public
 //! routes (never "anything but 401/403").
@@ -13,11 +13,14 @@ use crate::common::{Platform, iso};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Who {
     Public,
+    /// Any person ("any" in API.md): not a game server.
     Any,
+    /// Any person and game servers ("any, GAME_SERVER").
+    AnyAndGameServers,
     Only(&'static [&'static str]),
 }
 
-const ROLES: [&str; 4] = ["USER", "OPERATOR", "AUDITOR", "ADMIN"];
+const ROLES: [&str; 5] = ["USER", "OPERATOR", "AUDITOR", "ADMIN", "GAME_SERVER"];
 
 /// One route called with real ids (or deliberately unknown ones) and a body: who may call it,
 /// and what every caller allowed gets (status, and the problem code for an error).
@@ -71,6 +74,7 @@ async fn every_route_allows_exactly_the_roles_api_md_names() {
         .active_event_with_reward(&operator.access_token, "Matrix")
         .await;
     let victim = platform.player("matrix-victim@example.com").await;
+    let (game_server, _) = platform.game_server(&admin, "matrix-game-server").await;
     let editors = Who::Only(&["OPERATOR", "ADMIN"]);
     let admins = Who::Only(&["ADMIN"]);
     let event = format!("/events/{event_id}");
@@ -99,6 +103,15 @@ async fn every_route_allows_exactly_the_roles_api_md_names() {
             Who::Public,
             Some(json!({"refreshToken": "nope"})),
             (401, Some("INVALID_REFRESH_TOKEN")),
+        ),
+        // OAuth's own error shape (no problem `code`): a JSON body is not the form it needs.
+        case(
+            Method::POST,
+            "/auth/token",
+            "/auth/token",
+            Who::Public,
+            Some(json!({"grant_type": "client_credentials"})),
+            (400, None),
         ),
         case(
             Method::GET,
@@ -143,6 +156,38 @@ async fn every_route_allows_exactly_the_roles_api_md_names() {
             UNKNOWN,
         ),
         case(
+            Method::GET,
+            "/service-accounts",
+            "/service-accounts",
+            admins,
+            None,
+            OK,
+        ),
+        case(
+            Method::POST,
+            "/service-accounts",
+            "/service-accounts",
+            admins,
+            Some(json!({"name": ""})),
+            INVALID,
+        ),
+        case(
+            Method::DELETE,
+            "/service-accounts/{id}",
+            "/service-accounts/no-such-account",
+            admins,
+            None,
+            UNKNOWN,
+        ),
+        case(
+            Method::POST,
+            "/service-accounts/{id}/rotate-secret",
+            "/service-accounts/no-such-account/rotate-secret",
+            admins,
+            None,
+            UNKNOWN,
+        ),
+        case(
             Method::POST,
             "/events",
             "/events",
@@ -150,12 +195,19 @@ async fn every_route_allows_exactly_the_roles_api_md_names() {
             Some(json!({"title": ""})),
             INVALID,
         ),
-        case(Method::GET, "/events", "/events", Who::Any, None, OK),
+        case(
+            Method::GET,
+            "/events",
+            "/events",
+            Who::AnyAndGameServers,
+            None,
+            OK,
+        ),
         case(
             Method::GET,
             "/events/{id}",
             event.clone(),
-            Who::Any,
+            Who::AnyAndGameServers,
             None,
             OK,
         ),
@@ -187,7 +239,7 @@ async fn every_route_allows_exactly_the_roles_api_md_names() {
             Method::GET,
             "/events/{id}/rewards",
             format!("{event}/rewards"),
-            Who::Any,
+            Who::AnyAndGameServers,
             None,
             OK,
         ),
@@ -195,7 +247,7 @@ async fn every_route_allows_exactly_the_roles_api_md_names() {
             Method::GET,
             "/events/{id}/rewards/{rewardId}",
             format!("{event}/rewards/{reward_id}"),
-            Who::Any,
+            Who::AnyAndGameServers,
             None,
             OK,
         ),
@@ -268,9 +320,50 @@ async fn every_route_allows_exactly_the_roles_api_md_names() {
             Method::POST,
             "/progress",
             "/progress",
-            editors,
+            Who::Only(&["OPERATOR", "ADMIN", "GAME_SERVER"]),
             Some(json!({"items": []})),
             INVALID,
+        ),
+        // No Idempotency-Key: refused before anything is granted.
+        case(
+            Method::POST,
+            "/grants",
+            "/grants",
+            editors,
+            Some(json!({"eventId": event_id, "userIds": [victim.id], "reason": "matrix"})),
+            INVALID,
+        ),
+        case(
+            Method::GET,
+            "/deliveries",
+            "/deliveries",
+            Who::Only(&["GAME_SERVER", "OPERATOR", "AUDITOR", "ADMIN"]),
+            None,
+            OK,
+        ),
+        case(
+            Method::GET,
+            "/deliveries/{id}",
+            "/deliveries/no-such-delivery",
+            Who::Only(&["GAME_SERVER", "OPERATOR", "AUDITOR", "ADMIN"]),
+            None,
+            UNKNOWN,
+        ),
+        case(
+            Method::POST,
+            "/deliveries/{id}/ack",
+            "/deliveries/no-such-delivery/ack",
+            Who::Only(&["GAME_SERVER", "ADMIN"]),
+            None,
+            UNKNOWN,
+        ),
+        case(
+            Method::POST,
+            "/deliveries/{id}/retry",
+            "/deliveries/no-such-delivery/retry",
+            editors,
+            None,
+            UNKNOWN,
         ),
         case(
             Method::GET,
@@ -315,6 +408,7 @@ async fn every_route_allows_exactly_the_roles_api_md_names() {
         ("OPERATOR", &operator),
         ("AUDITOR", &auditor),
         ("ADMIN", &admin),
+        ("GAME_SERVER", &game_server),
     ];
     let mut failures = Vec::new();
     let mut check = |who: &str,
@@ -353,7 +447,8 @@ async fn every_route_allows_exactly_the_roles_api_md_names() {
                 )
                 .await;
             let allowed = match case.who {
-                Who::Public | Who::Any => true,
+                Who::Public | Who::AnyAndGameServers => true,
+                Who::Any => role != "GAME_SERVER",
                 Who::Only(roles) => roles.contains(&role),
             };
             let expected = if allowed {

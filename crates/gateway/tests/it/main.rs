@@ -16,7 +16,9 @@ mod common;
 
 mod access;
 mod binary;
+mod deliveries;
 mod forged_callers;
+mod game_servers;
 mod hardening;
 mod http;
 mod journeys;

@@ -1,5 +1,6 @@
 //! `/auth/*`: registration, login, refresh, logout and the caller's own account.
 
+mod client_credentials;
 mod cookie;
 mod dto;
 
@@ -27,6 +28,8 @@ pub(super) const ENDPOINTS: &[Endpoint] = &[
     Endpoint::new(Access::Credentials, || routes!(register)),
     Endpoint::new(Access::Credentials, || routes!(login)),
     Endpoint::new(Access::Public, || routes!(refresh)),
+    // Failed client authentications count like failed logins: the stricter per-address limit.
+    Endpoint::new(Access::Credentials, || routes!(client_credentials::token)),
     Endpoint::new(Access::Authenticated, || routes!(logout)),
     Endpoint::new(Access::Authenticated, || routes!(me)),
 ];

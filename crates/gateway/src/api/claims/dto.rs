@@ -5,6 +5,7 @@ use erp_proto::event::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::api::deliveries::DeliveryStatus;
 use crate::api::progress::Progress;
 use crate::api::rewards::RewardType;
 use crate::api::time::{bounded_time_option, time};
@@ -46,13 +47,54 @@ impl ClaimStatus {
 /// A reward as it was when the claim was made.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct RewardSnapshot {
+pub(crate) struct RewardSnapshot {
     pub id: String,
     pub name: String,
     #[serde(rename = "type")]
     pub reward_type: RewardType,
     pub item_code: Option<String>,
     pub quantity: i64,
+}
+
+impl From<pb::RewardSnapshot> for RewardSnapshot {
+    fn from(r: pb::RewardSnapshot) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            reward_type: RewardType::from_pb(r.r#type),
+            item_code: r.item_code,
+            quantity: r.quantity,
+        }
+    }
+}
+
+/// Where a claim came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(super) enum ClaimSource {
+    /// The player claimed it.
+    Claim,
+    /// An operator granted it (`POST /grants`).
+    Grant,
+}
+
+impl ClaimSource {
+    fn from_pb(value: i32) -> Self {
+        match pb::ClaimSource::try_from(value) {
+            Ok(pb::ClaimSource::Grant) => ClaimSource::Grant,
+            // Claims made before grants existed carry no source: players made them.
+            _ => ClaimSource::Claim,
+        }
+    }
+}
+
+/// The delivery of a granted claim.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ClaimDelivery {
+    pub id: String,
+    pub status: DeliveryStatus,
+    pub delivered_at: Option<DateTime<Utc>>,
 }
 
 /// The event as it was when the claim was made.
@@ -78,6 +120,11 @@ pub(super) struct Claim {
     pub decided_at: Option<DateTime<Utc>>,
     pub decided_by: Option<String>,
     pub reason: Option<String>,
+    /// Present exactly when the claim is `GRANTED`.
+    pub delivery: Option<ClaimDelivery>,
+    pub source: ClaimSource,
+    /// The operator who granted it (`source` `GRANT` only).
+    pub granted_by: Option<String>,
 }
 
 impl From<pb::Claim> for Claim {
@@ -87,14 +134,15 @@ impl From<pb::Claim> for Claim {
             rewards: claim
                 .rewards
                 .into_iter()
-                .map(|r| RewardSnapshot {
-                    id: r.id,
-                    name: r.name,
-                    reward_type: RewardType::from_pb(r.r#type),
-                    item_code: r.item_code,
-                    quantity: r.quantity,
-                })
+                .map(RewardSnapshot::from)
                 .collect(),
+            delivery: claim.delivery.map(|d| ClaimDelivery {
+                id: d.id,
+                status: DeliveryStatus::from_pb(d.status),
+                delivered_at: time(d.delivered_at),
+            }),
+            source: ClaimSource::from_pb(claim.source),
+            granted_by: claim.granted_by,
             event: claim.event.map(|e| EventSnapshot {
                 title: e.title,
                 starts_at: time(e.starts_at),

@@ -5,12 +5,12 @@ mod dto;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use erp_platform::error::{ApiError, FieldError};
 use erp_proto::event::v1 as pb;
 use utoipa_axum::routes;
 
-pub(crate) use self::dto::ClaimStatus;
 use self::dto::{Claim, ClaimsQuery, MyClaimsQuery, RejectBody};
+pub(crate) use self::dto::{ClaimStatus, RewardSnapshot};
+use super::idempotency;
 use super::paging::{self, Page};
 use super::responses::{Conflicts, Problems};
 use super::time::timestamp;
@@ -30,24 +30,6 @@ pub(super) const ENDPOINTS: &[Endpoint] = &[
     Endpoint::new(Access::Roles(EDITORS), || routes!(reject)),
 ];
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-        .map(|v| Some(v.to_owned()))
-        .ok_or_else(|| {
-            Problem(ApiError::validation(vec![FieldError::new(
-                "Idempotency-Key",
-                "must be 1 to 200 visible characters",
-            )]))
-        })
-}
-
 /// Claim an event's rewards for the caller. `Idempotency-Key` replays the first answer.
 #[utoipa::path(post, path = "/api/v1/events/{id}/claims", tag = "claims",
     params(("id" = String, Path, description = "Event id"), ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key")),
@@ -62,7 +44,7 @@ async fn create(
         .event()
         .claim(session.request(pb::ClaimRequest {
             event_id: id,
-            idempotency_key: idempotency_key(&headers)?,
+            idempotency_key: idempotency::key(&headers)?,
         }))
         .await?;
     Ok((StatusCode::CREATED, required(created.into_inner().claim)?))

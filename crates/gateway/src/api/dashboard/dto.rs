@@ -42,11 +42,21 @@ pub(super) struct TopEvent {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+pub(super) struct DashboardDeliveries {
+    /// `PENDING`, `DELIVERED` and `FAILED`, each present.
+    pub by_status: BTreeMap<String, i64>,
+    /// Age of the oldest pending delivery; `null` when none is pending.
+    pub oldest_pending_seconds: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub(super) struct Dashboard {
     pub events: DashboardEvents,
     pub claims: DashboardClaims,
     pub rewards: DashboardRewards,
     pub top_events: Vec<TopEvent>,
+    pub deliveries: DashboardDeliveries,
 }
 
 impl From<pb::Dashboard> for Dashboard {
@@ -54,6 +64,7 @@ impl From<pb::Dashboard> for Dashboard {
         let events = d.events.unwrap_or_default();
         let claims = d.claims.unwrap_or_default();
         let rewards = d.rewards.unwrap_or_default();
+        let deliveries = d.deliveries.unwrap_or_default();
         Self {
             events: DashboardEvents {
                 by_status: events.by_status.into_iter().collect(),
@@ -66,6 +77,10 @@ impl From<pb::Dashboard> for Dashboard {
                 granted_by_type: rewards.granted_by_type.into_iter().collect(),
             },
             top_events: d.top_events.into_iter().map(TopEvent::from).collect(),
+            deliveries: DashboardDeliveries {
+                by_status: deliveries.by_status.into_iter().collect(),
+                oldest_pending_seconds: deliveries.oldest_pending_seconds,
+            },
         }
     }
 }

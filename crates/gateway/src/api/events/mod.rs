@@ -20,15 +20,15 @@ use super::responses::{Conflicts, Problems};
 use super::rewards::RewardInput;
 use super::time::timestamp;
 use super::{Auth, Endpoint};
-use crate::access::{ADMIN, Access, EDITORS};
+use crate::access::{ADMIN, Access, EDITORS, EVERYONE};
 use crate::extract::{JsonBody, Path, QueryParams};
 use crate::problem::Problem;
 use crate::state::AppState;
 
 pub(super) const ENDPOINTS: &[Endpoint] = &[
     Endpoint::new(Access::Roles(EDITORS), || routes!(create)),
-    Endpoint::new(Access::Authenticated, || routes!(list)),
-    Endpoint::new(Access::Authenticated, || routes!(get)),
+    Endpoint::new(Access::Roles(EVERYONE), || routes!(list)),
+    Endpoint::new(Access::Roles(EVERYONE), || routes!(get)),
     Endpoint::new(Access::Roles(EDITORS), || routes!(update)),
     Endpoint::new(Access::Roles(ADMIN), || routes!(delete)),
 ];

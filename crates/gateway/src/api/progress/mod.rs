@@ -12,13 +12,13 @@ pub(crate) use self::dto::{Progress, ProgressMode};
 use self::dto::{ProgressAccepted, ProgressBody, ProgressQuery};
 use super::responses::Problems;
 use super::{Auth, Endpoint};
-use crate::access::{Access, EDITORS};
+use crate::access::{Access, REPORTERS};
 use crate::extract::{JsonBody, Path, QueryParams};
 use crate::problem::Problem;
 use crate::state::AppState;
 
 pub(super) const ENDPOINTS: &[Endpoint] = &[
-    Endpoint::new(Access::Roles(EDITORS), || routes!(report)),
+    Endpoint::new(Access::Roles(REPORTERS), || routes!(report)),
     // Own progress for anyone; `?userId=` of someone else is checked by the event service.
     Endpoint::new(Access::Authenticated, || routes!(progress)),
 ];

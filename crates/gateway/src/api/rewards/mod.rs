@@ -13,15 +13,15 @@ pub(crate) use self::dto::{RewardInput, RewardType};
 use super::paging::Items;
 use super::responses::Problems;
 use super::{Auth, Endpoint, required};
-use crate::access::{ADMIN, Access, EDITORS};
+use crate::access::{ADMIN, Access, EDITORS, EVERYONE};
 use crate::extract::{JsonBody, Path};
 use crate::problem::Problem;
 use crate::state::AppState;
 
 pub(super) const ENDPOINTS: &[Endpoint] = &[
     Endpoint::new(Access::Roles(EDITORS), || routes!(create_reward)),
-    Endpoint::new(Access::Authenticated, || routes!(list_rewards)),
-    Endpoint::new(Access::Authenticated, || routes!(get_reward)),
+    Endpoint::new(Access::Roles(EVERYONE), || routes!(list_rewards)),
+    Endpoint::new(Access::Roles(EVERYONE), || routes!(get_reward)),
     Endpoint::new(Access::Roles(EDITORS), || routes!(update_reward)),
     Endpoint::new(Access::Roles(ADMIN), || routes!(delete_reward)),
 ];

@@ -5,6 +5,7 @@
 
 mod client;
 mod platform;
+pub mod receiver;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -22,6 +23,14 @@ pub struct Session {
     pub email: String,
     pub access_token: String,
     pub refresh_token: String,
+}
+
+/// A service account's credentials, as created.
+#[derive(Debug, Clone)]
+pub struct GameServerAccount {
+    pub id: String,
+    pub client_id: String,
+    pub client_secret: String,
 }
 
 /// An RFC 3339 time `offset` from now, to the second.
@@ -182,6 +191,49 @@ impl Platform {
         reply.expect(StatusCode::CREATED);
         let email = account["email"].as_str().unwrap();
         self.login(email, account["password"].as_str().unwrap())
+            .await
+    }
+
+    /// A game server: a service account the admin creates (asserting 201), with an access token
+    /// from `POST /auth/token` (client credentials in the form). `refresh_token` is empty: client
+    /// credentials have none.
+    pub async fn game_server(&self, admin: &Session, name: &str) -> (Session, GameServerAccount) {
+        let created = self
+            .send(
+                Method::POST,
+                "/service-accounts",
+                Some(&admin.access_token),
+                Some(json!({"name": name})),
+            )
+            .await;
+        let body = created.expect(StatusCode::CREATED);
+        let account = GameServerAccount {
+            id: body["id"].as_str().unwrap().to_owned(),
+            client_id: body["clientId"].as_str().unwrap().to_owned(),
+            client_secret: body["clientSecret"].as_str().unwrap().to_owned(),
+        };
+        let token = self
+            .client_token(&account.client_id, &account.client_secret)
+            .await;
+        let token = token.expect(StatusCode::OK);
+        let session = Session {
+            id: account.id.clone(),
+            email: String::new(),
+            access_token: token["access_token"].as_str().unwrap().to_owned(),
+            refresh_token: String::new(),
+        };
+        (session, account)
+    }
+
+    /// `POST /auth/token` with the client credentials in the form.
+    pub async fn client_token(&self, client_id: &str, client_secret: &str) -> Reply {
+        let form = format!(
+            "grant_type=client_credentials&client_id={client_id}&client_secret={client_secret}"
+        );
+        self.request(Method::POST, "/auth/token")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.into_bytes())
+            .send()
             .await
     }
 
