@@ -20,6 +20,20 @@ impl Action for ManageUsers {
     const ROLES: &'static [Role] = &[Role::Admin];
 }
 
+/// Managing service accounts: create, list, delete, rotate their secret.
+pub(crate) struct ManageServiceAccounts;
+
+impl Action for ManageServiceAccounts {
+    const ROLES: &'static [Role] = &[Role::Admin];
+}
+
+/// Checking in bulk which user ids are active people (the gateway, for an operator's grant).
+pub(crate) struct FindPeople;
+
+impl Action for FindPeople {
+    const ROLES: &'static [Role] = &[Role::Operator, Role::Admin];
+}
+
 /// Reading the audit trail.
 pub(crate) struct ReadAudit;
 
@@ -89,5 +103,30 @@ mod tests {
             authorize::<ReadAudit>(None),
             Err(AuthError::Unauthenticated)
         ));
+    }
+
+    #[test]
+    fn only_admins_manage_service_accounts_and_operators_or_admins_find_people() {
+        assert!(authorize::<ManageServiceAccounts>(with(&[Role::Admin])).is_ok());
+        for roles in [
+            &[Role::User][..],
+            &[Role::Operator],
+            &[Role::Auditor],
+            &[Role::GameServer],
+        ] {
+            assert!(matches!(
+                authorize::<ManageServiceAccounts>(with(roles)),
+                Err(AuthError::Forbidden)
+            ));
+        }
+        for roles in [&[Role::Operator][..], &[Role::Admin]] {
+            assert!(authorize::<FindPeople>(with(roles)).is_ok());
+        }
+        for roles in [&[Role::User][..], &[Role::Auditor], &[Role::GameServer]] {
+            assert!(matches!(
+                authorize::<FindPeople>(with(roles)),
+                Err(AuthError::Forbidden)
+            ));
+        }
     }
 }

@@ -5,8 +5,11 @@ use erp_proto::auth::v1 as pb;
 use erp_proto::time::timestamp;
 
 use crate::error::AuthError;
-use crate::model::{InactiveReason, Introspection, Role, Session, User, UserFilter};
-use crate::service::{NewAccount, UserChanges};
+use crate::model::{
+    ClientToken, InactiveReason, Introspection, Role, ServiceAccount, ServiceAccountCredentials,
+    Session, Subject, User, UserFilter,
+};
+use crate::service::{NewAccount, NewServiceAccount, UserChanges};
 
 fn role_from_pb(value: i32, field: &str) -> Result<Role, AuthError> {
     Role::from_pb(value)
@@ -92,21 +95,27 @@ impl From<Introspection> for pb::IntrospectResponse {
     fn from(introspection: Introspection) -> Self {
         match introspection {
             Introspection::Active {
-                user,
+                subject,
                 jti,
                 session_id,
                 expires_at,
-            } => pb::IntrospectResponse {
-                active: true,
-                roles: user.roles.iter().copied().map(Role::to_pb).collect(),
-                disabled: user.disabled,
-                user_id: Some(user.id),
-                email: Some(user.email),
-                jti: Some(jti),
-                expires_at: Some(timestamp(expires_at)),
-                inactive_reason: pb::InactiveReason::Unspecified as i32,
-                session_id: Some(session_id),
-            },
+            } => {
+                let (user_id, email, roles, disabled) = match subject {
+                    Subject::Person(user) => (user.id, Some(user.email), user.roles, user.disabled),
+                    Subject::ServiceAccount { id } => (id, None, vec![Role::GameServer], false),
+                };
+                pb::IntrospectResponse {
+                    active: true,
+                    roles: roles.into_iter().map(Role::to_pb).collect(),
+                    disabled,
+                    user_id: Some(user_id),
+                    email,
+                    jti: Some(jti),
+                    expires_at: Some(timestamp(expires_at)),
+                    inactive_reason: pb::InactiveReason::Unspecified as i32,
+                    session_id: Some(session_id),
+                }
+            }
             Introspection::Inactive { reason, user_id } => pb::IntrospectResponse {
                 active: false,
                 user_id,
@@ -160,6 +169,46 @@ impl TryFrom<pb::UpdateUserRequest> for UserChanges {
                 .username
                 .map(|name| if name.is_empty() { None } else { Some(name) }),
         })
+    }
+}
+
+impl From<&ServiceAccount> for pb::ServiceAccount {
+    fn from(account: &ServiceAccount) -> Self {
+        pb::ServiceAccount {
+            id: account.id.clone(),
+            name: account.name.clone(),
+            description: account.description.clone(),
+            client_id: account.client_id.clone(),
+            created_at: Some(timestamp(account.created_at)),
+        }
+    }
+}
+
+impl From<ServiceAccountCredentials> for pb::ServiceAccountCredentials {
+    fn from(credentials: ServiceAccountCredentials) -> Self {
+        pb::ServiceAccountCredentials {
+            service_account: Some((&credentials.account).into()),
+            client_secret: credentials.client_secret,
+        }
+    }
+}
+
+impl From<pb::CreateServiceAccountRequest> for NewServiceAccount {
+    fn from(body: pb::CreateServiceAccountRequest) -> Self {
+        NewServiceAccount {
+            name: body.name,
+            description: body.description,
+        }
+    }
+}
+
+impl From<ClientToken> for pb::IssueClientTokenResponse {
+    fn from(token: ClientToken) -> Self {
+        pb::IssueClientTokenResponse {
+            access_token: token.access_token,
+            token_type: BEARER.to_owned(),
+            expires_in: seconds(token.expires_in),
+        }
     }
 }
 

@@ -12,6 +12,9 @@ pub enum AuthError {
     EmailTaken,
     #[error("wrong email or password")]
     InvalidCredentials,
+    /// Client authentication failed: unknown client id, wrong secret or deleted account.
+    #[error("unknown client or wrong client secret")]
+    InvalidClient,
     #[error("account disabled")]
     AccountDisabled,
     #[error("too many failed logins")]
@@ -31,6 +34,8 @@ pub enum AuthError {
     SelfLockout,
     #[error("no such user")]
     NotFound,
+    #[error("no such service account")]
+    ServiceAccountNotFound,
     #[error("mongodb: {0}")]
     Mongo(#[from] mongodb::error::Error),
     #[error("redis: {0}")]
@@ -118,6 +123,10 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidCredentials => {
                 ApiError::new(ErrorCode::InvalidCredentials, "wrong email or password")
             }
+            AuthError::InvalidClient => ApiError::new(
+                ErrorCode::InvalidClient,
+                "client authentication failed (unknown client or wrong secret)",
+            ),
             AuthError::AccountDisabled => {
                 ApiError::new(ErrorCode::AccountDisabled, "this account is disabled")
             }
@@ -148,6 +157,9 @@ impl From<AuthError> for ApiError {
                 "you cannot disable, demote or delete your own account; ask another admin",
             ),
             AuthError::NotFound => ApiError::new(ErrorCode::NotFound, "no such user"),
+            AuthError::ServiceAccountNotFound => {
+                ApiError::new(ErrorCode::NotFound, "no such service account")
+            }
             other => match other.outage() {
                 Some(StoreOutage::Users) => ApiError::unavailable("the user store"),
                 Some(StoreOutage::Sessions) => ApiError::unavailable("the session store"),

@@ -12,7 +12,7 @@ use erp_proto::auth::v1::auth_service_server::AuthService as AuthRpc;
 use erp_proto::common::v1 as common;
 use tonic::{Request, Response, Status};
 
-use crate::access::{self, ManageUsers, ReadAudit};
+use crate::access::{self, FindPeople, ManageServiceAccounts, ManageUsers, ReadAudit};
 use crate::convert;
 use crate::model::UserFilter;
 use crate::service::{AuthService, NewAccount, UserChanges};
@@ -195,46 +195,82 @@ impl AuthRpc for AuthGrpc {
         Ok(Response::new(audit::page_to_pb(page, AUDIT_SERVICE)))
     }
 
-    // TODO(#13): service accounts are being built; until then these answer UNIMPLEMENTED.
     async fn find_active_users(
         &self,
-        _request: Request<pb::FindActiveUsersRequest>,
+        request: Request<pb::FindActiveUsersRequest>,
     ) -> RpcResult<pb::FindActiveUsersResponse> {
-        Err(Status::unimplemented("not built yet"))
+        let operator = access::authorize::<FindPeople>(caller(&request))?;
+        let active_ids = self
+            .service
+            .find_active_users(&operator, request.into_inner().ids)
+            .await?;
+        Ok(Response::new(pb::FindActiveUsersResponse { active_ids }))
     }
 
     async fn create_service_account(
         &self,
-        _request: Request<pb::CreateServiceAccountRequest>,
+        request: Request<pb::CreateServiceAccountRequest>,
     ) -> RpcResult<pb::ServiceAccountCredentials> {
-        Err(Status::unimplemented("not built yet"))
+        let admin = access::authorize::<ManageServiceAccounts>(caller(&request))?;
+        let credentials = self
+            .service
+            .create_service_account(&admin, request.into_inner().into())
+            .await?;
+        Ok(Response::new(credentials.into()))
     }
 
     async fn list_service_accounts(
         &self,
-        _request: Request<pb::ListServiceAccountsRequest>,
+        request: Request<pb::ListServiceAccountsRequest>,
     ) -> RpcResult<pb::ListServiceAccountsResponse> {
-        Err(Status::unimplemented("not built yet"))
+        let admin = access::authorize::<ManageServiceAccounts>(caller(&request))?;
+        let body = request.into_inner();
+        let page = self
+            .service
+            .list_service_accounts(&admin, body.limit, &body.cursor)
+            .await?;
+        Ok(Response::new(pb::ListServiceAccountsResponse {
+            items: page.items.iter().map(pb::ServiceAccount::from).collect(),
+            next_cursor: page.next_cursor,
+        }))
     }
 
     async fn delete_service_account(
         &self,
-        _request: Request<pb::DeleteServiceAccountRequest>,
+        request: Request<pb::DeleteServiceAccountRequest>,
     ) -> RpcResult<pb::DeleteServiceAccountResponse> {
-        Err(Status::unimplemented("not built yet"))
+        let admin = access::authorize::<ManageServiceAccounts>(caller(&request))?;
+        self.service
+            .delete_service_account(&admin, &request.into_inner().id)
+            .await?;
+        Ok(Response::new(pb::DeleteServiceAccountResponse {}))
     }
 
     async fn rotate_service_account_secret(
         &self,
-        _request: Request<pb::RotateServiceAccountSecretRequest>,
+        request: Request<pb::RotateServiceAccountSecretRequest>,
     ) -> RpcResult<pb::ServiceAccountCredentials> {
-        Err(Status::unimplemented("not built yet"))
+        let admin = access::authorize::<ManageServiceAccounts>(caller(&request))?;
+        let credentials = self
+            .service
+            .rotate_service_account_secret(&admin, &request.into_inner().id)
+            .await?;
+        Ok(Response::new(credentials.into()))
     }
 
     async fn issue_client_token(
         &self,
-        _request: Request<pb::IssueClientTokenRequest>,
+        request: Request<pb::IssueClientTokenRequest>,
     ) -> RpcResult<pb::IssueClientTokenResponse> {
-        Err(Status::unimplemented("not built yet"))
+        // The client address the calling service signed (lockouts count per address).
+        let client_ip = VerifiedCall::of(&request)
+            .ok()
+            .and_then(|call| call.client_ip);
+        let body = request.into_inner();
+        let token = self
+            .service
+            .issue_client_token(&body.client_id, &body.client_secret, client_ip)
+            .await?;
+        Ok(Response::new(token.into()))
     }
 }

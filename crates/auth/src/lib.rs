@@ -5,6 +5,7 @@
 //! the revocation listener until shutdown.
 
 mod access;
+mod client_secret;
 mod config;
 mod convert;
 mod error;

@@ -7,6 +7,8 @@ pub struct AuthMetrics {
     /// `result`: success, invalid_credentials, disabled, locked_out, invalid_request, overloaded.
     pub logins: IntCounterVec,
     pub tokens_issued: IntCounter,
+    /// Client-credentials token requests; `result`: success, invalid_client, locked_out.
+    pub client_tokens: IntCounterVec,
     /// `result`: success, invalid, reused, disabled.
     pub refreshes: IntCounterVec,
     /// `result`: active, or the inactive reason.
@@ -30,7 +32,14 @@ impl AuthMetrics {
             )?,
             tokens_issued: IntCounter::new(
                 "erp_auth_tokens_issued_total",
-                "Access tokens issued (login and refresh)",
+                "Access tokens issued (login, refresh and client credentials)",
+            )?,
+            client_tokens: IntCounterVec::new(
+                Opts::new(
+                    "erp_auth_client_tokens_total",
+                    "Service-account (client credentials) token requests by result",
+                ),
+                &["result"],
             )?,
             refreshes: IntCounterVec::new(
                 Opts::new(
@@ -77,6 +86,7 @@ impl AuthMetrics {
         };
         registry.register(Box::new(metrics.logins.clone()))?;
         registry.register(Box::new(metrics.tokens_issued.clone()))?;
+        registry.register(Box::new(metrics.client_tokens.clone()))?;
         registry.register(Box::new(metrics.refreshes.clone()))?;
         registry.register(Box::new(metrics.introspections.clone()))?;
         registry.register(Box::new(metrics.hash_seconds.clone()))?;

@@ -47,7 +47,7 @@ pub struct Session {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Introspection {
     Active {
-        user: User,
+        subject: Subject,
         jti: String,
         session_id: String,
         expires_at: DateTime<Utc>,
@@ -56,6 +56,24 @@ pub enum Introspection {
         reason: InactiveReason,
         user_id: Option<String>,
     },
+}
+
+/// Whom an active access token acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// A person, as the store knows them now.
+    Person(User),
+    /// A service account (client-credentials token): always and only the `GAME_SERVER` role.
+    ServiceAccount { id: String },
+}
+
+impl Subject {
+    pub fn id(&self) -> &str {
+        match self {
+            Subject::Person(user) => &user.id,
+            Subject::ServiceAccount { id } => id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,3 +96,47 @@ pub struct UserFilter {
 
 /// The system's own identity in audit records (bootstrap, background work).
 pub const SYSTEM_ACTOR: &str = "system";
+
+/// A game server's account (REST `ServiceAccount`): what admins see of it. Never its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccount {
+    /// The subject of its tokens.
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    /// The public OAuth `client_id` it authenticates with.
+    pub client_id: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What is kept of a service account's current secret: never the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSecret {
+    /// Names this secret (a new one at every rotation); tokens issued from it carry it as their
+    /// `sid`, so a rotation makes them inactive.
+    pub id: String,
+    /// SHA-256 of the secret, hex.
+    pub sha256: String,
+}
+
+/// A service account with the fields only the service itself reads.
+#[derive(Debug, Clone)]
+pub struct StoredServiceAccount {
+    pub account: ServiceAccount,
+    pub secret: StoredSecret,
+}
+
+/// A service account with its secret in plain text: the answer of create and rotate-secret, the
+/// only time the secret is ever shown.
+#[derive(Debug, Clone)]
+pub struct ServiceAccountCredentials {
+    pub account: ServiceAccount,
+    pub client_secret: String,
+}
+
+/// An access token issued to a service account (RFC 6749 §4.4 client credentials).
+#[derive(Debug, Clone)]
+pub struct ClientToken {
+    pub access_token: String,
+    pub expires_in: std::time::Duration,
+}

@@ -17,19 +17,28 @@ use tokio::sync::Notify;
 
 use secrecy::ExposeSecret;
 
-use crate::access::{Granted, ManageUsers, ReadAudit};
+use crate::access::{FindPeople, Granted, ManageUsers, ReadAudit};
 use crate::config::{BootstrapAdmin, LockoutConfig};
 use crate::error::AuthError;
 use crate::metrics::AuthMetrics;
 use crate::model::{
     AuditEntry, AuditFilter, InactiveReason, Introspection, Page, Role, SYSTEM_ACTOR, Session,
-    StoredUser, User, UserFilter, UserPatch,
+    StoredUser, Subject, User, UserFilter, UserPatch,
 };
 use crate::password::{PasswordHasher, check_policy};
-use crate::store::{AuthStore, LoginAttempt, OutboxItem, RefreshOutcome, Revocation, SessionStore};
+use crate::store::{
+    AuthStore, LockoutSubject, LoginAttempt, OutboxItem, RefreshOutcome, Revocation, SessionStore,
+};
 use crate::tokens::TokenIssuer;
 
+mod service_accounts;
+
+pub use service_accounts::NewServiceAccount;
+
 pub const MAX_EMAIL_CHARS: usize = 254;
+
+/// The most ids one `FindActiveUsers` call may ask about (a grant's most users).
+pub const MAX_FIND_ACTIVE_IDS: usize = 1000;
 pub const MAX_USERNAME_CHARS: usize = 64;
 
 /// The lockout key of a login whose client address is not known.
@@ -68,8 +77,12 @@ pub struct AuthService {
     /// Users as introspection last read them; evicted on every change (here and, through the
     /// revocation channel, in other replicas).
     users: Cache<String, Option<User>>,
-    /// Bumped by every eviction from `users`: a load that started before an eviction is not
-    /// left in the cache after it (it may have read the user before the change).
+    /// Service accounts as introspection last read them: the id of their current secret (`None`:
+    /// no such account). Evicted like `users`, by the same id.
+    service_account_secrets: Cache<String, Option<String>>,
+    /// Bumped by every eviction from `users` or `service_account_secrets`: a load that started
+    /// before an eviction is not left in the cache after it (it may have read the subject before
+    /// the change).
     users_epoch: AtomicU64,
     metrics: AuthMetrics,
     outbox_wakeup: Arc<Notify>,
@@ -116,6 +129,11 @@ fn check_username(username: &str) -> Result<(), String> {
 fn check_roles(roles: &[Role]) -> Result<(), String> {
     if roles.is_empty() {
         Err("must hold at least one role".into())
+    } else if let Some(role) = roles.iter().find(|role| !role.is_for_people()) {
+        Err(format!(
+            "{} belongs to service accounts only, never to a person",
+            role.as_str()
+        ))
     } else {
         Ok(())
     }
@@ -169,6 +187,10 @@ impl AuthService {
             refresh_ttl,
             users: Cache::builder()
                 .max_capacity(100_000)
+                .time_to_live(user_cache_ttl)
+                .build(),
+            service_account_secrets: Cache::builder()
+                .max_capacity(10_000)
                 .time_to_live(user_cache_ttl)
                 .build(),
             users_epoch: AtomicU64::new(0),
@@ -346,7 +368,7 @@ impl AuthService {
         // not they exist.
         if let LoginAttempt::Refused { retry_after } = self
             .sessions
-            .reserve_login_attempt(&email, &address, &self.lockout)
+            .reserve_login_attempt(LockoutSubject::Email(&email), &address, &self.lockout)
             .await?
         {
             self.metrics.logins.with_label_values(&["locked_out"]).inc();
@@ -367,7 +389,11 @@ impl AuthService {
             Ok(stored) => stored,
             Err(error) => {
                 // Nothing was verified: the attempt does not count.
-                if let Err(release) = self.sessions.release_login_attempt(&email, &address).await {
+                if let Err(release) = self
+                    .sessions
+                    .release_login_attempt(LockoutSubject::Email(&email), &address)
+                    .await
+                {
                     tracing::warn!(error = %release, "login attempt not released");
                 }
                 if matches!(error, AuthError::Overloaded { .. }) {
@@ -384,7 +410,9 @@ impl AuthService {
                 .inc();
             return Err(AuthError::InvalidCredentials);
         };
-        self.sessions.login_succeeded(&email, &address).await?;
+        self.sessions
+            .login_succeeded(LockoutSubject::Email(&email), &address)
+            .await?;
         if stored.user.disabled {
             self.metrics.logins.with_label_values(&["disabled"]).inc();
             return Err(AuthError::AccountDisabled);
@@ -493,7 +521,8 @@ impl AuthService {
             .tokens
             .verify(access_token)
             .map_err(|_| AuthError::Unauthenticated)?;
-        if claims.sub != caller.user_id {
+        // A service account's token ends with its secret (rotation or deletion), not by logout.
+        if claims.sub != caller.user_id || claims.is_client() {
             return Err(AuthError::Forbidden);
         }
         let remaining = (claims.expires_at() - Utc::now())
@@ -526,33 +555,54 @@ impl AuthService {
         Ok(())
     }
 
-    /// The user as introspection sees it, from the cache or the store.
-    async fn current_user(&self, user_id: &str) -> Result<Option<User>, AuthError> {
-        if let Some(cached) = self.users.get(user_id).await {
+    /// `key`'s entry of `cache`, or what `load` reads, cached unless an eviction happened while
+    /// it read.
+    async fn cached<V>(
+        &self,
+        cache: &Cache<String, V>,
+        key: &str,
+        load: impl Future<Output = Result<V, AuthError>>,
+    ) -> Result<V, AuthError>
+    where
+        V: Clone + Send + Sync + 'static,
+    {
+        if let Some(cached) = cache.get(key).await {
             return Ok(cached);
         }
         let epoch = self.users_epoch.load(Ordering::SeqCst);
-        let user = self.store.find_by_id(user_id).await?.map(|s| s.user);
+        let value = load.await?;
         if self.users_epoch.load(Ordering::SeqCst) == epoch {
-            self.users.insert(user_id.to_owned(), user.clone()).await;
+            cache.insert(key.to_owned(), value.clone()).await;
             // An eviction between the check and the insert: undo the insert.
             if self.users_epoch.load(Ordering::SeqCst) != epoch {
-                self.users.invalidate(user_id).await;
+                cache.invalidate(key).await;
             }
         }
-        Ok(user)
+        Ok(value)
     }
 
-    /// Evicts a user from the introspection cache (after a local change or a revocation message).
+    /// The user as introspection sees it, from the cache or the store.
+    async fn current_user(&self, user_id: &str) -> Result<Option<User>, AuthError> {
+        self.cached(&self.users, user_id, async {
+            Ok(self.store.find_by_id(user_id).await?.map(|s| s.user))
+        })
+        .await
+    }
+
+    /// Evicts a user or service account from the introspection caches (after a local change or
+    /// a revocation message, which names either by the id its tokens carry as subject).
     pub async fn forget_user(&self, user_id: &str) {
         self.users_epoch.fetch_add(1, Ordering::SeqCst);
         self.users.invalidate(user_id).await;
+        self.service_account_secrets.invalidate(user_id).await;
     }
 
-    /// Evicts every cached user (the revocation channel was reconnected: messages may be lost).
+    /// Evicts every cached user and service account (the revocation channel was reconnected:
+    /// messages may be lost).
     pub fn forget_all_users(&self) {
         self.users_epoch.fetch_add(1, Ordering::SeqCst);
         self.users.invalidate_all();
+        self.service_account_secrets.invalidate_all();
     }
 
     pub async fn introspect(&self, access_token: &str) -> Result<Introspection, AuthError> {
@@ -593,6 +643,22 @@ impl AuthService {
                 user_id: Some(claims.sub.clone()),
             })
         };
+        if claims.is_client() {
+            // A service account's token lives as long as the secret it was issued from: no
+            // session, no Redis round trip once the account's current secret is cached.
+            return match self.current_secret_id(&claims.sub).await? {
+                None => inactive(InactiveReason::UserNotFound),
+                Some(secret_id) if secret_id != claims.sid => inactive(InactiveReason::Revoked),
+                Some(_) => Ok(Introspection::Active {
+                    expires_at: claims.expires_at(),
+                    subject: Subject::ServiceAccount {
+                        id: claims.sub.clone(),
+                    },
+                    jti: claims.jti.clone(),
+                    session_id: claims.sid.clone(),
+                }),
+            };
+        }
         let Some(user) = self.current_user(&claims.sub).await? else {
             return inactive(InactiveReason::UserNotFound);
         };
@@ -610,7 +676,7 @@ impl AuthService {
             expires_at: claims.expires_at(),
             jti: claims.jti,
             session_id: claims.sid,
-            user,
+            subject: Subject::Person(user),
         })
     }
 
@@ -748,6 +814,24 @@ impl AuthService {
             })
             .await?;
         Ok(())
+    }
+
+    /// Which of `ids` are existing, enabled people, in one store query.
+    pub async fn find_active_users(
+        &self,
+        _operator: &Granted<FindPeople>,
+        mut ids: Vec<String>,
+    ) -> Result<Vec<String>, AuthError> {
+        if ids.len() > MAX_FIND_ACTIVE_IDS {
+            return Err(AuthError::field(
+                "ids",
+                &format!("must name at most {MAX_FIND_ACTIVE_IDS} ids"),
+            ));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids.retain(|id| !id.is_empty());
+        self.store.find_active_user_ids(&ids).await
     }
 
     pub async fn list_audit(

@@ -36,6 +36,14 @@ impl AccessClaims {
     pub fn expires_at(&self) -> DateTime<Utc> {
         DateTime::from_timestamp(self.exp, 0).unwrap_or_default()
     }
+
+    /// Whether this is a service account's client-credentials token (subject: a service account,
+    /// `sid`: the id of the secret it was issued from). Told by the signed roles claim: only
+    /// service accounts ever hold `GAME_SERVER` (people are refused it), so no person's token
+    /// carries it.
+    pub fn is_client(&self) -> bool {
+        self.roles.iter().any(|r| r == Role::GameServer.as_str())
+    }
 }
 
 pub struct TokenIssuer {

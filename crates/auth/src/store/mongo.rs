@@ -9,6 +9,7 @@ use erp_platform::mongo::{
     find_page, from_bson_time, is_duplicate_key, regex_escape, to_bson_time,
 };
 use erp_platform::pagination::Cursor;
+use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{ClientSession, Collection, Database, IndexModel};
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AuthError;
 use crate::model::{AuditEntry, AuditFilter, Page, Role, StoredUser, User, UserFilter, UserPatch};
+use crate::store::service_accounts::ServiceAccountStore;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct UserDoc {
@@ -78,6 +80,7 @@ pub struct AuthStore {
     audit: AuditLog,
     outbox: Collection<OutboxDoc>,
     markers: Collection<MarkerDoc>,
+    service_accounts: ServiceAccountStore,
 }
 
 fn roles_to_strings(roles: &[Role]) -> Vec<String> {
@@ -125,6 +128,7 @@ impl AuthStore {
             audit: AuditLog::new(&database),
             outbox: database.collection("login_outbox"),
             markers: database.collection("markers"),
+            service_accounts: ServiceAccountStore::new(&database),
             database,
         }
     }
@@ -147,6 +151,7 @@ impl AuthStore {
             ])
             .await?;
         self.audit.ensure_indexes().await?;
+        self.service_accounts.ensure_indexes().await?;
         self.outbox
             .create_indexes([IndexModel::builder()
                 .keys(doc! { "delivered_at": 1, "next_attempt_at": 1 })
@@ -260,6 +265,31 @@ impl AuthStore {
             Err(error) if is_duplicate_key(&error) => Ok(false),
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// The service accounts, kept apart from the users.
+    pub fn service_accounts(&self) -> &ServiceAccountStore {
+        &self.service_accounts
+    }
+
+    /// Which of `ids` are existing, enabled users, in one query. Ids that name nothing (malformed,
+    /// deleted, a service account's) are simply not found.
+    pub async fn find_active_user_ids(&self, ids: &[String]) -> Result<Vec<String>, AuthError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found: Vec<Document> = self
+            .users
+            .clone_with_type::<Document>()
+            .find(doc! { "_id": { "$in": ids }, "disabled": false })
+            .projection(doc! { "_id": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|user| user.get_str("_id").ok().map(str::to_owned))
+            .collect())
     }
 
     pub async fn find_by_email(&self, email: &str) -> Result<Option<StoredUser>, AuthError> {

@@ -16,7 +16,10 @@
 //!   line of defence: a logout also revokes the token's family, which is durable);
 //! - `auth:fail:addr:<sha256(email, client address)>` login attempts of one account from one
 //!   client address in the current lockout window, and `auth:fail:acct:<sha256(email)>` those of
-//!   the account from every address (the ceiling against distributed guessing).
+//!   the account from every address (the ceiling against distributed guessing);
+//!   `auth:fail:caddr:<sha256(client id, client address)>` and `auth:fail:cacct:<sha256(client
+//!   id)>` the same for a service account's failed client authentications (counters of their
+//!   own, so a login can never count towards a client's lockout or the reverse).
 //!
 //! A login reserves its attempt on both counters before the password is verified, in one script
 //! ([`SessionStore::reserve_login_attempt`]): parallel guesses cannot all pass a check made before
@@ -120,6 +123,15 @@ pub enum LoginAttempt {
     Reserved,
     /// Too many failures in the window; try again after this long.
     Refused { retry_after: Duration },
+}
+
+/// Whose failed authentications a lockout counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockoutSubject<'a> {
+    /// A person logging in, by email (compared ignoring case).
+    Email(&'a str),
+    /// A service account authenticating, by client id (exact).
+    Client(&'a str),
 }
 
 /// A refresh family in MongoDB.
@@ -607,29 +619,34 @@ impl SessionStore {
         Ok(previous.unwrap_or_else(|| state.to_owned()))
     }
 
-    /// The (account, address) and account counters of `email` from `address`.
-    fn attempt_keys(&self, email: &str, address: &str) -> [String; 2] {
-        let email = email.to_lowercase();
+    /// The (account, address) and account counters of `subject` from `address`.
+    fn attempt_keys(&self, subject: LockoutSubject<'_>, address: &str) -> [String; 2] {
+        let (address_kind, account_kind, account) = match subject {
+            LockoutSubject::Email(email) => ("addr", "acct", email.to_lowercase()),
+            LockoutSubject::Client(client_id) => ("caddr", "cacct", client_id.to_owned()),
+        };
         [
             self.redis.key(&format!(
-                "auth:fail:addr:{}",
-                sha256_hex(&format!("{email}\n{address}"))
+                "auth:fail:{address_kind}:{}",
+                sha256_hex(&format!("{account}\n{address}"))
             )),
-            self.redis
-                .key(&format!("auth:fail:acct:{}", sha256_hex(&email))),
+            self.redis.key(&format!(
+                "auth:fail:{account_kind}:{}",
+                sha256_hex(&account)
+            )),
         ]
     }
 
-    /// Counts a login attempt of `email` from `address` before its password is verified, unless
-    /// the address has used up `limits.max_failures` or the account
+    /// Counts an authentication attempt of `subject` from `address` before its password or secret
+    /// is verified, unless the address has used up `limits.max_failures` or the account
     /// `limits.max_failures_per_account` in the window (which starts at the first attempt).
     pub async fn reserve_login_attempt(
         &self,
-        email: &str,
+        subject: LockoutSubject<'_>,
         address: &str,
         limits: &LockoutConfig,
     ) -> Result<LoginAttempt, AuthError> {
-        let [address_key, account_key] = self.attempt_keys(email, address);
+        let [address_key, account_key] = self.attempt_keys(subject, address);
         let mut connection = self.redis.connection();
         let (reserved, wait_ms): (i64, i64) = self
             .reserve_login
@@ -655,18 +672,31 @@ impl SessionStore {
 
     /// A reserved attempt that verified nothing (the store or hashing was unavailable): it does
     /// not count.
-    pub async fn release_login_attempt(&self, email: &str, address: &str) -> Result<(), AuthError> {
-        self.release(email, address, "release").await
+    pub async fn release_login_attempt(
+        &self,
+        subject: LockoutSubject<'_>,
+        address: &str,
+    ) -> Result<(), AuthError> {
+        self.release(subject, address, "release").await
     }
 
     /// A successful login from `address`: that address's failures are forgotten, and the account
     /// counter gives back this attempt only.
-    pub async fn login_succeeded(&self, email: &str, address: &str) -> Result<(), AuthError> {
-        self.release(email, address, "clear").await
+    pub async fn login_succeeded(
+        &self,
+        subject: LockoutSubject<'_>,
+        address: &str,
+    ) -> Result<(), AuthError> {
+        self.release(subject, address, "clear").await
     }
 
-    async fn release(&self, email: &str, address: &str, mode: &str) -> Result<(), AuthError> {
-        let [address_key, account_key] = self.attempt_keys(email, address);
+    async fn release(
+        &self,
+        subject: LockoutSubject<'_>,
+        address: &str,
+        mode: &str,
+    ) -> Result<(), AuthError> {
+        let [address_key, account_key] = self.attempt_keys(subject, address);
         let mut connection = self.redis.connection();
         self.release_login
             .key(address_key)
