@@ -24,7 +24,9 @@ Security (the "trust model", see docs/deployment.md):
   deny of ingress for every pod of the release; auth's gRPC port reachable only from the gateway,
   event's only from the gateway and auth, the gateway's HTTP port from anywhere (or the configured
   peers); admin ports only from Prometheus; no other port open; egress of each service only on
-  named ports, to the services it calls, and to the API server only where it uses it.
+  named ports, to the services it calls, and to the API server only where it uses it; event's
+  egress to the delivery webhook exactly when event.delivery.webhookUrl is set (its ports and
+  peers).
 * The service-identity key file (ERP_SERVICE_IDENTITY_KEY_FILE) is mounted read-only from a
   Secret into all three services (a generated or given key has >= 32 bytes).
 * grpcTls: the TLS env files are mounted read-only and the gRPC URLs are https.
@@ -43,6 +45,7 @@ import os
 import posixpath
 import re
 import sys
+import urllib.parse
 
 import yaml
 
@@ -171,6 +174,20 @@ def env_of(container):
 
 def uses_api(values, service):
     return service == "event" or bool((values.get(service) or {}).get("kubernetesDiscovery"))
+
+
+def webhook_egress(values):
+    """(ports, peers or None) event's egress to the delivery webhook must allow, None without a
+    webhook URL: networkPolicy.deliveryWebhook.ports, else the URL's port, else 443/80."""
+    url = ((values.get("event") or {}).get("delivery") or {}).get("webhookUrl")
+    if not url:
+        return None
+    cfg = (values.get("networkPolicy") or {}).get("deliveryWebhook") or {}
+    ports = set(cfg.get("ports") or [])
+    if not ports:
+        parsed = urllib.parse.urlsplit(url)
+        ports = {parsed.port or (443 if parsed.scheme == "https" else 80)}
+    return ports, cfg.get("to") or None
 
 
 def role_rules(role):
@@ -421,6 +438,12 @@ def check_network_policies(report, by_kind, deployments, values, fullname):
         to_api = any({pp.get("port") for pp in r.get("ports") or []} == api_ports for r in rules)
         report.check(to_api == uses_api(values, service), "%s: Kubernetes API egress is %s, expected %s"
                      % (name, to_api, uses_api(values, service)))
+        # The delivery webhook: event only, only with a webhook URL, on its ports and peers.
+        webhook = webhook_egress(values) if service == "event" else None
+        webhook_rules = [r for r in rules if webhook and {pp.get("port") for pp in r.get("ports") or []} == webhook[0]
+                         and (r.get("to") or None) == webhook[1]]
+        report.check(bool(webhook_rules) == bool(webhook),
+                     "%s: delivery webhook egress is %s, expected %s" % (name, bool(webhook_rules), webhook and sorted(webhook[0])))
 
 
 def check_linkerd(report, by_kind, deployments, values, fullname):
@@ -486,6 +509,9 @@ def check_chart(report, objs, values, production, defaults_only):
     # References to ConfigMaps and Secrets.
     external_secrets = {values[k].get("existingSecret") for k in ("mongodb", "redis", "jwt", "bootstrapAdmin", "serviceIdentity")
                         if isinstance(values.get(k), dict)} - {None, ""}
+    delivery = (values.get("event") or {}).get("delivery") or {}
+    if delivery.get("webhookUrl") and delivery.get("existingSecret"):
+        external_secrets.add(delivery["existingSecret"])
     tls = values.get("grpcTls") or {}
     if tls.get("enabled") and tls.get("secretName") and not (tls.get("certManager") or {}).get("issuerRef"):
         external_secrets.add(tls["secretName"])

@@ -172,6 +172,35 @@ call with (dict "root" $ "component" "gateway"). */}}
 {{- end -}}
 {{- end -}}
 
+{{/* The delivery webhook's signing-secret Secret (existing or the chart's); empty without a
+webhook URL (no push, nothing to sign). */}}
+{{- define "erp.deliveryWebhookSecretName" -}}
+{{- $d := .Values.event.delivery -}}
+{{- if $d.webhookUrl -}}
+{{- default (printf "%s-delivery-webhook" (include "erp.fullname" .)) $d.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "erp.deliveryWebhookSecretKey" -}}
+{{- if .Values.event.delivery.existingSecret -}}{{ .Values.event.delivery.existingSecretKey }}{{- else -}}webhook-secret{{- end -}}
+{{- end -}}
+
+{{/* Ports of event's egress to the delivery webhook (a JSON list): networkPolicy.deliveryWebhook.ports,
+else the URL's own port, else the scheme's (443 https, 80 http). */}}
+{{- define "erp.deliveryWebhookPorts" -}}
+{{- $ports := .Values.networkPolicy.deliveryWebhook.ports -}}
+{{- if not $ports -}}
+{{- $url := urlParse .Values.event.delivery.webhookUrl -}}
+{{- $explicit := regexFind ":[0-9]+$" $url.host | trimPrefix ":" -}}
+{{- if $explicit -}}
+{{- $ports = list (atoi $explicit) -}}
+{{- else -}}
+{{- $ports = list (ternary 443 80 (eq $url.scheme "https")) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $ports -}}
+{{- end -}}
+
 {{/* Checks across values that the JSON schema cannot express. */}}
 {{- define "erp.validate" -}}
 {{- $grace := int .Values.terminationGracePeriodSeconds -}}
@@ -202,6 +231,21 @@ call with (dict "root" $ "component" "gateway"). */}}
 {{- if lt (len $names) 3 -}}
 {{- fail "mesh.linkerd.enabled: gateway, auth and event need distinct ServiceAccounts (Linkerd authorizes callers by ServiceAccount): set serviceAccount.create or distinct serviceAccount.<service>.name" -}}
 {{- end -}}
+{{- end -}}
+{{- $d := .Values.event.delivery -}}
+{{- if and $d.webhookUrl (not $d.webhookSecret) (not $d.existingSecret) -}}
+{{- fail "event.delivery.webhookUrl is set but neither event.delivery.webhookSecret nor event.delivery.existingSecret: the pushes must be signed" -}}
+{{- end -}}
+{{- /* The service's defaults stand in for unset values (null), as the service checks the same. */ -}}
+{{- $timeout := ternary 5000 $d.timeoutMs (kindIs "invalid" $d.timeoutMs) | int64 -}}
+{{- $lease := ternary 30000 $d.leaseMs (kindIs "invalid" $d.leaseMs) | int64 -}}
+{{- if le $lease $timeout -}}
+{{- fail (printf "event.delivery.leaseMs (%d) must exceed event.delivery.timeoutMs (%d): a push must end before another replica may take the delivery over" $lease $timeout) -}}
+{{- end -}}
+{{- $base := ternary 1000 $d.backoffBaseMs (kindIs "invalid" $d.backoffBaseMs) | int64 -}}
+{{- $max := ternary 300000 $d.backoffMaxMs (kindIs "invalid" $d.backoffMaxMs) | int64 -}}
+{{- if lt $max $base -}}
+{{- fail (printf "event.delivery.backoffMaxMs (%d) must be at least event.delivery.backoffBaseMs (%d)" $max $base) -}}
 {{- end -}}
 {{- if not .Values.mongodb.existingSecret -}}{{- $_ := include "erp.mongodbUri" . -}}{{- end -}}
 {{- if not .Values.redis.existingSecret -}}{{- $_ := include "erp.redisUrl" . -}}{{- end -}}
