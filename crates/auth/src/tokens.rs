@@ -180,6 +180,20 @@ mod tests {
     }
 
     #[test]
+    fn only_game_server_tokens_are_client_tokens() {
+        let issuer = issuer();
+        let (_, person) = issuer
+            .issue("u1", &[Role::User, Role::Admin], "s1", Utc::now())
+            .unwrap();
+        assert!(!person.is_client());
+        let (token, client) = issuer
+            .issue("sa1", &[Role::GameServer], "secret1", Utc::now())
+            .unwrap();
+        assert!(client.is_client());
+        assert_eq!(issuer.verify(&token).unwrap().roles, ["GAME_SERVER"]);
+    }
+
+    #[test]
     fn tampered_payload_fails_the_signature() {
         let issuer = issuer();
         let (token, _) = issuer.issue("u1", &[Role::User], "s1", Utc::now()).unwrap();
