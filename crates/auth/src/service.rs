@@ -36,10 +36,10 @@ mod service_accounts;
 pub use service_accounts::NewServiceAccount;
 
 pub const MAX_EMAIL_CHARS: usize = 254;
+pub const MAX_USERNAME_CHARS: usize = 64;
 
 /// The most ids one `FindActiveUsers` call may ask about (a grant's most users).
 pub const MAX_FIND_ACTIVE_IDS: usize = 1000;
-pub const MAX_USERNAME_CHARS: usize = 64;
 
 /// The lockout key of a login whose client address is not known.
 pub const UNKNOWN_ADDRESS: &str = "unknown";
