@@ -15,6 +15,11 @@ pub(crate) const ADMINS: &[Role] = &[Role::Admin];
 pub(crate) const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
 /// Who may claim for themselves (an auditor only reads).
 pub(crate) const CLAIMANTS: &[Role] = &[Role::User, Role::Operator, Role::Admin];
+/// Who may report players' progress: operators and game servers (service accounts).
+pub(crate) const REPORTERS: &[Role] = &[Role::Operator, Role::Admin, Role::GameServer];
+/// Any person (what API.md calls "any"); a game server is not one, and may call only what
+/// names `GAME_SERVER` (reading events and rewards, reporting progress).
+pub(crate) const PEOPLE: &[Role] = &Role::PEOPLE;
 
 /// The caller if it has one of `roles`: UNAUTHENTICATED without a caller, FORBIDDEN without
 /// the role.
@@ -32,15 +37,28 @@ pub(crate) fn sees_drafts(caller: Option<&Caller>) -> bool {
     caller.is_some_and(|c| c.has_any(STAFF))
 }
 
-/// The caller, if it is `owner` or staff: a player reads only their own claims and progress.
+/// The caller, if it is `owner` or staff: a player reads only their own claims and progress
+/// (a game server, no person, reads neither).
 pub(crate) fn owner_or_staff<'a>(
     caller: Option<&'a Caller>,
     owner: &str,
 ) -> Result<&'a Caller, EventError> {
     let caller = caller.ok_or(EventError::Unauthenticated)?;
+    if !caller.has_any(PEOPLE) {
+        return Err(EventError::Forbidden);
+    }
     if owner == caller.user_id || caller.has_any(STAFF) {
         Ok(caller)
     } else {
         Err(EventError::Forbidden)
+    }
+}
+
+/// Four-eyes: nobody decides (approves, rejects) or grants a claim of their own.
+pub(crate) fn not_own(caller: &Caller, user_id: &str) -> Result<(), EventError> {
+    if caller.user_id == user_id {
+        Err(EventError::Forbidden)
+    } else {
+        Ok(())
     }
 }

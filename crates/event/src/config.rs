@@ -52,6 +52,8 @@ pub struct Config {
     /// `UNAVAILABLE` instead of placed: a claim is only placed if its caller was still waiting
     /// when its batch started. Not used when `ERP_CLAIM_BATCH_MAX` is 0.
     pub(crate) claim_queue_max: usize,
+    /// The reward deliveries' push (`ERP_DELIVERY_*`).
+    pub(crate) delivery: DeliveryConfig,
 }
 
 impl Config {
@@ -90,12 +92,207 @@ impl Config {
             )?,
             claim_batch_max: env.int_in("ERP_CLAIM_BATCH_MAX", 64, 0..=1000)?,
             claim_queue_max: env.int_in("ERP_CLAIM_QUEUE_MAX", 1000, 1..=1_000_000)?,
+            delivery: DeliveryConfig::from_env(env)?,
         })
+    }
+}
+
+/// Where and how pending deliveries are pushed. Configuration, not user input: the URL is the
+/// deployment's own game backend (no SSRF surface), checked once at start.
+#[derive(Debug, Clone)]
+pub(crate) struct DeliveryConfig {
+    /// `ERP_DELIVERY_WEBHOOK_URL` (an http or https URL) and `ERP_DELIVERY_WEBHOOK_SECRET`
+    /// (required with it): the push is on exactly when the URL is set.
+    pub(crate) webhook: Option<Webhook>,
+    /// `ERP_DELIVERY_MAX_ATTEMPTS` (default 8, 1..=1000): failed pushes before a delivery is
+    /// `FAILED`.
+    pub(crate) max_attempts: u32,
+    /// `ERP_DELIVERY_BACKOFF_BASE_MS` (default 1000): the wait after the first failed push,
+    /// doubled after each further one (with jitter: between half and all of it) ...
+    pub(crate) backoff_base: Duration,
+    /// ... up to `ERP_DELIVERY_BACKOFF_MAX_MS` (default 300000).
+    pub(crate) backoff_max: Duration,
+    /// `ERP_DELIVERY_TIMEOUT_MS` (default 5000): the most one push may take.
+    pub(crate) timeout: Duration,
+    /// `ERP_DELIVERY_CONCURRENCY` (default 16, 1..=1000): pushes in flight per replica.
+    pub(crate) concurrency: usize,
+    /// `ERP_DELIVERY_POLL_INTERVAL_MS` (default 500): how often a replica looks for due
+    /// deliveries when it has nothing in flight to wait for.
+    pub(crate) poll_interval: Duration,
+    /// `ERP_DELIVERY_LEASE_MS` (default 30000, more than the timeout): how long a replica owns a
+    /// delivery it is pushing. One that dies mid-push leaves it to the others after this.
+    pub(crate) lease: Duration,
+}
+
+/// The webhook's address and signing secret.
+#[derive(Clone)]
+pub(crate) struct Webhook {
+    pub(crate) url: reqwest::Url,
+    pub(crate) secret: String,
+}
+
+/// Neither the secret nor a password in the URL reaches a log.
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut url = self.url.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some("[REDACTED]"));
+        }
+        f.debug_struct("Webhook")
+            .field("url", &url.as_str())
+            .field("secret", &"[REDACTED]")
+            .finish()
+    }
+}
+
+impl DeliveryConfig {
+    pub(crate) fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        const URL: &str = "ERP_DELIVERY_WEBHOOK_URL";
+        const SECRET: &str = "ERP_DELIVERY_WEBHOOK_SECRET";
+        let webhook = match env.get(URL) {
+            None => None,
+            Some(raw) => {
+                let url = reqwest::Url::parse(raw)
+                    .map_err(|e| ConfigError::new(URL, raw, format!("not a URL: {e}")))?;
+                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                    return Err(ConfigError::new(
+                        URL,
+                        raw,
+                        "expected an http:// or https:// URL with a host",
+                    ));
+                }
+                let secret = env.get(SECRET).ok_or_else(|| {
+                    ConfigError::new(SECRET, "", format!("required when {URL} is set"))
+                })?;
+                Some(Webhook {
+                    url,
+                    secret: secret.to_owned(),
+                })
+            }
+        };
+        let millis = |name: &str, default: u64| {
+            env.duration_millis(
+                name,
+                Duration::from_millis(default),
+                Duration::from_millis(1),
+            )
+        };
+        let config = Self {
+            webhook,
+            max_attempts: env.int_in("ERP_DELIVERY_MAX_ATTEMPTS", 8, 1..=1000)?,
+            backoff_base: millis("ERP_DELIVERY_BACKOFF_BASE_MS", 1000)?,
+            backoff_max: millis("ERP_DELIVERY_BACKOFF_MAX_MS", 300_000)?,
+            timeout: millis("ERP_DELIVERY_TIMEOUT_MS", 5000)?,
+            concurrency: env.int_in("ERP_DELIVERY_CONCURRENCY", 16, 1..=1000)?,
+            poll_interval: millis("ERP_DELIVERY_POLL_INTERVAL_MS", 500)?,
+            lease: millis("ERP_DELIVERY_LEASE_MS", 30_000)?,
+        };
+        if config.lease <= config.timeout {
+            return Err(ConfigError::new(
+                "ERP_DELIVERY_LEASE_MS",
+                &config.lease.as_millis().to_string(),
+                "must be more than ERP_DELIVERY_TIMEOUT_MS (a push must end before its lease)",
+            ));
+        }
+        if config.backoff_max < config.backoff_base {
+            return Err(ConfigError::new(
+                "ERP_DELIVERY_BACKOFF_MAX_MS",
+                &config.backoff_max.as_millis().to_string(),
+                "must be at least ERP_DELIVERY_BACKOFF_BASE_MS",
+            ));
+        }
+        Ok(config)
     }
 }
 
 impl ServiceConfig for Config {
     fn common(&self) -> &CommonConfig {
         &self.common
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(pairs: &[(&str, &str)]) -> Result<DeliveryConfig, ConfigError> {
+        DeliveryConfig::from_env(&Env::from_pairs(pairs.iter().copied()))
+    }
+
+    #[test]
+    fn deliveries_default_to_pull_only() {
+        let config = delivery(&[]).unwrap();
+        assert!(config.webhook.is_none());
+        assert_eq!(config.max_attempts, 8);
+        assert_eq!(config.backoff_base, Duration::from_secs(1));
+        assert_eq!(config.backoff_max, Duration::from_secs(300));
+        assert_eq!(config.timeout, Duration::from_secs(5));
+        assert_eq!(config.concurrency, 16);
+        assert_eq!(config.poll_interval, Duration::from_millis(500));
+        assert_eq!(config.lease, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bad_delivery_settings_are_refused_naming_the_variable() {
+        let url = ("ERP_DELIVERY_WEBHOOK_URL", "https://game.example/hooks");
+        let secret = ("ERP_DELIVERY_WEBHOOK_SECRET", "s3cret");
+        let webhook = delivery(&[url, secret]).unwrap().webhook.unwrap();
+        assert_eq!(webhook.url.as_str(), "https://game.example/hooks");
+        assert!(!format!("{webhook:?}").contains("s3cret"));
+        for (pairs, variable) in [
+            (
+                vec![("ERP_DELIVERY_WEBHOOK_URL", "ftp://game.example/"), secret],
+                "ERP_DELIVERY_WEBHOOK_URL",
+            ),
+            (
+                vec![("ERP_DELIVERY_WEBHOOK_URL", "file:///etc/passwd"), secret],
+                "ERP_DELIVERY_WEBHOOK_URL",
+            ),
+            (
+                vec![("ERP_DELIVERY_WEBHOOK_URL", "not a url"), secret],
+                "ERP_DELIVERY_WEBHOOK_URL",
+            ),
+            (vec![url], "ERP_DELIVERY_WEBHOOK_SECRET"),
+            (
+                vec![("ERP_DELIVERY_MAX_ATTEMPTS", "0")],
+                "ERP_DELIVERY_MAX_ATTEMPTS",
+            ),
+            (
+                vec![("ERP_DELIVERY_CONCURRENCY", "0")],
+                "ERP_DELIVERY_CONCURRENCY",
+            ),
+            (
+                vec![("ERP_DELIVERY_BACKOFF_BASE_MS", "0")],
+                "ERP_DELIVERY_BACKOFF_BASE_MS",
+            ),
+            (
+                vec![("ERP_DELIVERY_TIMEOUT_MS", "0")],
+                "ERP_DELIVERY_TIMEOUT_MS",
+            ),
+            (
+                vec![("ERP_DELIVERY_POLL_INTERVAL_MS", "0")],
+                "ERP_DELIVERY_POLL_INTERVAL_MS",
+            ),
+            (
+                vec![
+                    ("ERP_DELIVERY_TIMEOUT_MS", "5000"),
+                    ("ERP_DELIVERY_LEASE_MS", "5000"),
+                ],
+                "ERP_DELIVERY_LEASE_MS",
+            ),
+            (
+                vec![
+                    ("ERP_DELIVERY_BACKOFF_BASE_MS", "1000"),
+                    ("ERP_DELIVERY_BACKOFF_MAX_MS", "10"),
+                ],
+                "ERP_DELIVERY_BACKOFF_MAX_MS",
+            ),
+        ] {
+            assert_eq!(
+                delivery(&pairs).unwrap_err().variable,
+                variable,
+                "{pairs:?}"
+            );
+        }
     }
 }

@@ -15,10 +15,12 @@ use erp_proto::time::from_timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{
-    details_to_pb, event_status_from_pb, event_to_pb, progress_items, reward_input_from_pb,
+    claims_to_pb, details_to_pb, event_status_from_pb, event_to_pb, progress_items,
+    reward_input_from_pb,
 };
+use crate::deliveries::DeliveryFilter;
 use crate::error::{EventError, Fault};
-use crate::model::{ClaimFilter, EventPatch, NewEvent, RewardPatch};
+use crate::model::{Claim, ClaimFilter, EventPatch, NewEvent, RewardPatch};
 use crate::service::EventService;
 
 /// The `service` of this service's audit entries in `GET /audit`.
@@ -31,6 +33,16 @@ pub(crate) struct EventGrpc {
 impl EventGrpc {
     pub(crate) fn new(service: Arc<EventService>) -> Self {
         Self { service }
+    }
+
+    /// Claims as messages, each granted one with its delivery as it is now.
+    async fn claims_to_pb(&self, claims: &[Claim]) -> Result<Vec<pb::Claim>, EventError> {
+        let deliveries = self.service.deliveries_of(claims).await?;
+        Ok(claims_to_pb(claims, &deliveries))
+    }
+
+    async fn claim_to_pb(&self, claim: &Claim) -> Result<Option<pb::Claim>, EventError> {
+        Ok(self.claims_to_pb(std::slice::from_ref(claim)).await?.pop())
     }
 }
 
@@ -326,7 +338,7 @@ impl EventRpc for EventGrpc {
             )
             .await?;
         Ok(Response::new(pb::ClaimResponse {
-            claim: Some(pb::Claim::from(&outcome.claim)),
+            claim: self.claim_to_pb(&outcome.claim).await?,
             replayed: outcome.replayed,
         }))
     }
@@ -341,7 +353,7 @@ impl EventRpc for EventGrpc {
             .get_claim(caller.as_ref(), &request.into_inner().id)
             .await?;
         Ok(Response::new(pb::GetClaimResponse {
-            claim: Some(pb::Claim::from(&claim)),
+            claim: self.claim_to_pb(&claim).await?,
         }))
     }
 
@@ -357,7 +369,7 @@ impl EventRpc for EventGrpc {
             .list_my_claims(caller.as_ref(), filter, body.limit, &body.cursor)
             .await?;
         Ok(Response::new(pb::ListMyClaimsResponse {
-            items: page.items.iter().map(pb::Claim::from).collect(),
+            items: self.claims_to_pb(&page.items).await?,
             next_cursor: page.next_cursor,
         }))
     }
@@ -374,7 +386,7 @@ impl EventRpc for EventGrpc {
             .list_claims(caller.as_ref(), filter, body.limit, &body.cursor)
             .await?;
         Ok(Response::new(pb::ListClaimsResponse {
-            items: page.items.iter().map(pb::Claim::from).collect(),
+            items: self.claims_to_pb(&page.items).await?,
             next_cursor: page.next_cursor,
         }))
     }
@@ -389,7 +401,7 @@ impl EventRpc for EventGrpc {
             .approve_claim(caller.as_ref(), &request.into_inner().id)
             .await?;
         Ok(Response::new(pb::ApproveClaimResponse {
-            claim: Some(pb::Claim::from(&claim)),
+            claim: self.claim_to_pb(&claim).await?,
         }))
     }
 
@@ -404,7 +416,7 @@ impl EventRpc for EventGrpc {
             .reject_claim(caller.as_ref(), &body.id, &body.reason)
             .await?;
         Ok(Response::new(pb::RejectClaimResponse {
-            claim: Some(pb::Claim::from(&claim)),
+            claim: self.claim_to_pb(&claim).await?,
         }))
     }
 
@@ -426,30 +438,61 @@ impl EventRpc for EventGrpc {
 
     async fn list_deliveries(
         &self,
-        _request: Request<pb::ListDeliveriesRequest>,
+        request: Request<pb::ListDeliveriesRequest>,
     ) -> RpcResult<pb::ListDeliveriesResponse> {
-        Err(Status::unimplemented("deliveries are not built yet"))
+        let caller = caller(&request)?;
+        let body = request.into_inner();
+        let filter = DeliveryFilter::try_from(&body)?;
+        let page = self
+            .service
+            .list_deliveries(caller.as_ref(), filter, body.limit, &body.cursor)
+            .await?;
+        Ok(Response::new(pb::ListDeliveriesResponse {
+            items: page.items.iter().map(pb::Delivery::from).collect(),
+            next_cursor: page.next_cursor,
+        }))
     }
 
     async fn get_delivery(
         &self,
-        _request: Request<pb::GetDeliveryRequest>,
+        request: Request<pb::GetDeliveryRequest>,
     ) -> RpcResult<pb::GetDeliveryResponse> {
-        Err(Status::unimplemented("deliveries are not built yet"))
+        let caller = caller(&request)?;
+        let delivery = self
+            .service
+            .get_delivery(caller.as_ref(), &request.into_inner().id)
+            .await?;
+        Ok(Response::new(pb::GetDeliveryResponse {
+            delivery: Some(pb::Delivery::from(&delivery)),
+        }))
     }
 
     async fn ack_delivery(
         &self,
-        _request: Request<pb::AckDeliveryRequest>,
+        request: Request<pb::AckDeliveryRequest>,
     ) -> RpcResult<pb::AckDeliveryResponse> {
-        Err(Status::unimplemented("deliveries are not built yet"))
+        let caller = caller(&request)?;
+        let delivery = self
+            .service
+            .ack_delivery(caller.as_ref(), &request.into_inner().id)
+            .await?;
+        Ok(Response::new(pb::AckDeliveryResponse {
+            delivery: Some(pb::Delivery::from(&delivery)),
+        }))
     }
 
     async fn retry_delivery(
         &self,
-        _request: Request<pb::RetryDeliveryRequest>,
+        request: Request<pb::RetryDeliveryRequest>,
     ) -> RpcResult<pb::RetryDeliveryResponse> {
-        Err(Status::unimplemented("deliveries are not built yet"))
+        let caller = caller(&request)?;
+        let delivery = self
+            .service
+            .retry_delivery(caller.as_ref(), &request.into_inner().id)
+            .await?;
+        Ok(Response::new(pb::RetryDeliveryResponse {
+            delivery: Some(pb::Delivery::from(&delivery)),
+        }))
     }
 }
 

@@ -11,6 +11,7 @@ mod claims;
 mod conditions;
 mod config;
 mod convert;
+mod deliveries;
 mod error;
 mod grpc;
 mod jobs;
@@ -36,6 +37,7 @@ pub use jobs::{JobReport, Jobs};
 
 use crate::cache::{CatalogCache, Invalidation};
 use crate::claims::ClaimSettings;
+use crate::deliveries::dispatcher::Dispatcher;
 use crate::metrics::EventMetrics;
 use crate::service::EventService;
 use crate::store::{ActivityStore, CatalogStore, ClaimStore, TallyStore};
@@ -50,6 +52,8 @@ pub struct App {
     tallies: TallyStore,
     service: Arc<EventService>,
     jobs: Jobs,
+    /// Pushes deliveries to the webhook, when one is configured.
+    dispatcher: Option<Dispatcher>,
 }
 
 impl App {
@@ -92,6 +96,12 @@ impl App {
             Arc::new(AlwaysLeader),
             config.jobs_interval,
         );
+        let dispatcher = Dispatcher::from_config(
+            service.deliveries().clone(),
+            service.metrics().clone(),
+            &config.delivery,
+            service.delivery_wake(),
+        )?;
         Ok(Self {
             config,
             host,
@@ -101,6 +111,7 @@ impl App {
             tallies,
             service,
             jobs,
+            dispatcher,
         })
     }
 
@@ -154,33 +165,45 @@ impl App {
         let activity = self.activity.clone();
         let claims = self.claims.clone();
         let tallies = self.tallies.clone();
+        let deliveries = self.service.deliveries().clone();
         let startup_shutdown = shutdown.clone();
-        let (indexes_ready, indexes_done) = tokio::sync::oneshot::channel::<()>();
+        let (indexes_ready, indexes_done) = tokio::sync::watch::channel(false);
         let startup = async move {
             let created = retry_until_shutdown("indexes", &startup_shutdown, || async {
                 catalog.ensure_indexes().await?;
                 activity.ensure_indexes().await?;
                 claims.ensure_indexes().await?;
                 tallies.ensure_indexes().await?;
+                deliveries.ensure_indexes().await?;
                 Ok::<(), error::EventError>(())
             })
             .await;
             if created {
-                let _ = indexes_ready.send(());
+                let _ = indexes_ready.send(true);
             }
         };
         let jobs = self.jobs.clone();
         let jobs_shutdown = shutdown.clone();
+        let mut jobs_ready = indexes_done.clone();
         let jobs_loop = tokio::spawn(async move {
             // The jobs start once the indexes they query exist (never, if shut down before).
-            if indexes_done.await.is_ok() {
+            if jobs_ready.wait_for(|ready| *ready).await.is_ok() {
                 jobs.run_until(jobs_shutdown).await;
             }
         });
+        // The dispatcher and the backlog gauges, likewise after the indexes.
+        let deliveries_task = deliveries::dispatcher::spawn_background(
+            self.service.deliveries().clone(),
+            self.service.metrics().clone(),
+            self.dispatcher,
+            indexes_done,
+            shutdown.clone(),
+        );
 
         let served = self.host.serve(router, startup, shutdown).await;
         let _ = listener_task.await;
         let _ = jobs_loop.await;
+        deliveries_task.join().await;
         served
     }
 }

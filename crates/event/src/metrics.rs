@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, core::Collector,
+    Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, core::Collector,
 };
 
 /// Claim latency buckets: from a cached refusal (sub-millisecond) to a transaction waiting out
@@ -12,6 +12,16 @@ use prometheus::{
 const CLAIM_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Webhook push latency buckets: a local receiver answers in a millisecond; the default
+/// per-attempt timeout is 5 s.
+const DELIVERY_ATTEMPT_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The outcomes `erp_event_deliveries_total` counts.
+pub(crate) const DELIVERY_OUTCOMES: [&str; 5] =
+    ["delivered", "failed_attempt", "failed", "acked", "retried"];
 
 /// The most events a process keeps per-event series for (claims per event, stock left): a live
 /// game creates events for years, and each would otherwise stay a series until the restart.
@@ -46,6 +56,16 @@ pub(crate) struct EventMetrics {
     /// event's queue at `ERP_CLAIM_QUEUE_MAX`), caller_gone (the caller cancelled or timed out
     /// while queued), deadline (the caller's deadline too near for a batch).
     pub(crate) claims_shed: IntCounterVec,
+    /// Delivery outcomes: delivered (a 2xx from the webhook), failed_attempt (a push refused or
+    /// timed out, to be tried again), failed (out of attempts), acked (a game server's ack),
+    /// retried (an operator's retry of a failed one).
+    pub(crate) deliveries: IntCounterVec,
+    /// Time of one webhook push, whatever its answer.
+    pub(crate) delivery_attempt: Histogram,
+    /// Deliveries waiting (PENDING), as last counted by this replica.
+    pub(crate) deliveries_pending: IntGauge,
+    /// Age of the oldest PENDING delivery in seconds (0 when none), as last read here.
+    pub(crate) delivery_oldest_pending: IntGauge,
     /// The events that have per-event series, at most [`MAX_EVENT_SERIES`].
     event_series: Arc<Mutex<HashSet<String>>>,
 }
@@ -130,13 +150,38 @@ impl EventMetrics {
                 ),
                 &["reason"],
             )?,
+            deliveries: IntCounterVec::new(
+                Opts::new(
+                    "erp_event_deliveries_total",
+                    "Delivery outcomes (delivered, failed_attempt, failed, acked, retried)",
+                ),
+                &["outcome"],
+            )?,
+            delivery_attempt: Histogram::with_opts(
+                HistogramOpts::new(
+                    "erp_event_delivery_attempt_seconds",
+                    "Time of one webhook push of a delivery, whatever its answer",
+                )
+                .buckets(DELIVERY_ATTEMPT_BUCKETS.to_vec()),
+            )?,
+            deliveries_pending: IntGauge::new(
+                "erp_event_deliveries_pending",
+                "Deliveries waiting to be delivered (PENDING)",
+            )?,
+            delivery_oldest_pending: IntGauge::new(
+                "erp_event_delivery_oldest_pending_seconds",
+                "Age of the oldest PENDING delivery in seconds, 0 when none",
+            )?,
             event_series: Arc::default(),
         };
+        for outcome in DELIVERY_OUTCOMES {
+            metrics.deliveries.with_label_values(&[outcome]);
+        }
         // Exported from the start (at 0), so a rate or an alert has a series before any shed.
         for reason in ["queue_full", "caller_gone", "deadline"] {
             metrics.claims_shed.with_label_values(&[reason]);
         }
-        let collectors: [Box<dyn Collector>; 11] = [
+        let collectors: [Box<dyn Collector>; 15] = [
             Box::new(metrics.catalog_operations.clone()),
             Box::new(metrics.cache_requests.clone()),
             Box::new(metrics.progress_items.clone()),
@@ -148,6 +193,10 @@ impl EventMetrics {
             Box::new(metrics.transaction_retries.clone()),
             Box::new(metrics.job_runs.clone()),
             Box::new(metrics.claims_shed.clone()),
+            Box::new(metrics.deliveries.clone()),
+            Box::new(metrics.delivery_attempt.clone()),
+            Box::new(metrics.deliveries_pending.clone()),
+            Box::new(metrics.delivery_oldest_pending.clone()),
         ];
         for collector in collectors {
             registry.register(collector)?;

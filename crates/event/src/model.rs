@@ -360,6 +360,7 @@ pub struct Dashboard {
     pub claims_per_day: Vec<DayCount>,
     pub granted_by_type: Vec<(RewardType, i64)>,
     pub top_events: Vec<TopEvent>,
+    pub deliveries: crate::deliveries::DeliveryFigures,
 }
 
 #[cfg(test)]

@@ -146,6 +146,10 @@ pub(crate) struct ClaimView<'a> {
     decided_at: Option<String>,
     decided_by: Option<&'a str>,
     reason: Option<&'a str>,
+    /// `CLAIM` (a player's claim) or `GRANT` (an operator's grant, with `grantedBy`).
+    source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    granted_by: Option<&'a str>,
 }
 
 impl<'a> From<&'a Claim> for ClaimView<'a> {
@@ -176,8 +180,20 @@ impl<'a> From<&'a Claim> for ClaimView<'a> {
             decided_at: claim.decided_at.map(|t| t.to_rfc3339()),
             decided_by: claim.decided_by.as_deref(),
             reason: claim.reason.as_deref(),
+            source: claim.source.as_str(),
+            granted_by: claim.granted_by.as_deref(),
         }
     }
+}
+
+/// The `after` of a PROGRESS_REPORTED record: the batch's size, what it changed, and which
+/// metrics it named (distinct, sorted).
+#[derive(Debug, Serialize)]
+pub(crate) struct ProgressReportView<'a> {
+    pub(crate) items: usize,
+    pub(crate) accepted: u32,
+    pub(crate) duplicates: u32,
+    pub(crate) metrics: Vec<&'a str>,
 }
 
 /// The `after` of a CLAIM_DENIED record: who, which event, why, and the refusal's one fact
@@ -204,7 +220,8 @@ mod tests {
     use super::*;
     use crate::conditions::{Condition, Leaf, Op, Window};
     use crate::model::{
-        ClaimPolicy, ClaimStatus, EventSnapshot, Publication, RewardSnapshot, RewardType,
+        ClaimPolicy, ClaimSource, ClaimStatus, EventSnapshot, Publication, RewardSnapshot,
+        RewardType,
     };
 
     fn at(hour: u32) -> chrono::DateTime<Utc> {
@@ -317,6 +334,8 @@ mod tests {
             decided_by: Some("op".into()),
             reason: None,
             idempotency_key: Some("k".into()),
+            source: ClaimSource::Claim,
+            granted_by: None,
         };
         assert_eq!(
             json(&ClaimView::from(&claim)).to_string(),
@@ -332,9 +351,22 @@ mod tests {
                 "decidedAt": at(2).to_rfc3339(),
                 "decidedBy": "op",
                 "reason": null,
+                "source": "CLAIM",
             })
             .to_string()
         );
+        let granted = Claim {
+            status: ClaimStatus::Granted,
+            reason: Some("lost progress".into()),
+            source: ClaimSource::Grant,
+            granted_by: Some("op".into()),
+            idempotency_key: None,
+            ..claim.clone()
+        };
+        let granted_json = json(&ClaimView::from(&granted));
+        assert_eq!(granted_json["source"], "GRANT");
+        assert_eq!(granted_json["grantedBy"], "op");
+        assert_eq!(granted_json["reason"], "lost progress");
         let denial = |reason| DenialView {
             event_id: "e1",
             user_id: "u1",

@@ -10,6 +10,7 @@
 //! transaction and the unique index.
 
 pub(crate) mod batcher;
+pub(crate) mod grants;
 
 use std::time::Duration;
 

@@ -4,10 +4,12 @@
 //! functions where the orphan rule or an extra argument (a field path, the clock) needs one.
 
 mod condition;
+mod deliveries;
 mod enums;
 mod requests;
 mod responses;
 
+pub(crate) use deliveries::claims_to_pb;
 pub(crate) use enums::event_status_from_pb;
 pub(crate) use requests::{progress_items, reward_input_from_pb};
 pub(crate) use responses::{details_to_pb, event_to_pb};

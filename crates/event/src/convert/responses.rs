@@ -95,7 +95,8 @@ impl From<&Claim> for pb::Claim {
             decided_at: claim.decided_at.map(timestamp),
             decided_by: claim.decided_by.clone(),
             reason: claim.reason.clone(),
-            // TODO(#13): filled from the claim once deliveries and grants exist.
+            // Joined from the deliveries at the edge (`convert::claims_to_pb`): its status is
+            // current, not a copy.
             delivery: None,
             source: pb::ClaimSource::Claim as i32,
             granted_by: None,
@@ -144,8 +145,7 @@ impl From<&Dashboard> for pb::Dashboard {
                     claims: e.claims,
                 })
                 .collect(),
-            // TODO(#13): counted once deliveries exist.
-            deliveries: None,
+            deliveries: Some(pb::DashboardDeliveries::from(&dashboard.deliveries)),
         }
     }
 }

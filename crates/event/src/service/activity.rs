@@ -1,16 +1,20 @@
 //! Player activity: logins relayed by auth, progress reported by game servers, and conditions
 //! evaluated against it.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
+use erp_platform::audit::AuditEntry;
 use erp_platform::identity::Caller;
 
 use super::EventService;
-use crate::access::{EDITORS, owner_or_staff, require};
+use crate::access::{REPORTERS, owner_or_staff, require};
 use crate::conditions::{self, Evaluation, LOGIN_METRIC, Span};
 use crate::error::EventError;
 use crate::model::{Event, ProgressItem, ProgressMode};
 use crate::store::Applied;
 use crate::validate;
+use crate::views::{ProgressReportView, json};
 
 impl EventService {
     /// A login reported by auth's outbox; the outbox id makes it idempotent.
@@ -28,31 +32,53 @@ impl EventService {
         }
         let applied = self
             .activity
-            .apply(&[ProgressItem {
-                user_id: user_id.to_owned(),
-                metric: LOGIN_METRIC.to_owned(),
-                value: 1,
-                mode: ProgressMode::Increment,
-                occurred_at,
-                key: Some(format!("login:{idempotency_key}")),
-            }])
+            .apply(
+                &[ProgressItem {
+                    user_id: user_id.to_owned(),
+                    metric: LOGIN_METRIC.to_owned(),
+                    value: 1,
+                    mode: ProgressMode::Increment,
+                    occurred_at,
+                    key: Some(format!("login:{idempotency_key}")),
+                }],
+                None,
+            )
             .await?;
         Ok(applied.duplicates > 0)
     }
 
-    /// Progress from game servers (no caller: trusted in-cluster) or operators.
+    /// Progress from game servers (service accounts) or operators. An accepted batch is audited
+    /// as PROGRESS_REPORTED with the caller as actor, in the transaction that applies it (right
+    /// after, for a batch without keys, which needs none); a refused batch is not.
     pub(crate) async fn report_progress(
         &self,
         caller: Option<&Caller>,
         mut items: Vec<ProgressItem>,
     ) -> Result<Applied, EventError> {
-        require(caller, EDITORS)?;
+        let caller = require(caller, REPORTERS)?;
         validate::progress(&items, Utc::now())?;
         for item in &mut items {
             // Keys of reports live apart from login keys.
             item.key = item.key.take().map(|k| format!("progress:{k}"));
         }
-        let applied = self.activity.apply(&items).await?;
+        let batch_id = uuid::Uuid::now_v7().to_string();
+        let metrics: BTreeSet<&str> = items.iter().map(|i| i.metric.as_str()).collect();
+        let audit = |applied: Applied| {
+            AuditEntry::new(
+                &caller.user_id,
+                "PROGRESS_REPORTED",
+                "progress",
+                &batch_id,
+                None,
+                Some(json(&ProgressReportView {
+                    items: items.len(),
+                    accepted: applied.accepted,
+                    duplicates: applied.duplicates,
+                    metrics: metrics.iter().copied().collect(),
+                })),
+            )
+        };
+        let applied = self.activity.apply(&items, Some(&audit)).await?;
         self.metrics
             .progress_items
             .with_label_values(&["accepted"])

@@ -9,10 +9,12 @@ use erp_platform::identity::Caller;
 use erp_platform::pagination::Page;
 
 use super::EventService;
-use crate::access::{CLAIMANTS, STAFF, owner_or_staff, require};
+use crate::access::{CLAIMANTS, PEOPLE, STAFF, owner_or_staff, require};
 use crate::claims::{Attempt, ClaimOutcome, PLACEMENT_ROUNDS, existing_answer, refusal_reason};
 use crate::error::EventError;
-use crate::model::{Claim, ClaimFilter, ClaimPolicy, ClaimStatus, EventSnapshot, EventStatus};
+use crate::model::{
+    Claim, ClaimFilter, ClaimPolicy, ClaimSource, ClaimStatus, EventSnapshot, EventStatus,
+};
 use crate::paging::paging;
 use crate::store::{Placement, RecordedAnswer, RecordedRequest, SYSTEM_ACTOR};
 use crate::validate::MAX_KEY_CHARS;
@@ -141,6 +143,8 @@ impl EventService {
             decided_by,
             reason: None,
             idempotency_key: key.map(str::to_owned),
+            source: ClaimSource::Claim,
+            granted_by: None,
         };
         let trace_id = erp_platform::telemetry::current_trace_id();
         for _ in 0..PLACEMENT_ROUNDS {
@@ -288,7 +292,7 @@ impl EventService {
         limit: u32,
         cursor: &str,
     ) -> Result<Page<Claim>, EventError> {
-        let caller = caller.ok_or(EventError::Unauthenticated)?;
+        let caller = require(caller, PEOPLE)?;
         let (limit, cursor) = paging(limit, cursor)?;
         filter.user_id = Some(caller.user_id.clone());
         self.claims.list(&filter, limit, cursor.as_ref()).await

@@ -6,7 +6,7 @@ use erp_platform::audit::AuditEntry;
 use erp_platform::identity::Caller;
 
 use super::EventService;
-use crate::access::{EDITORS, require};
+use crate::access::{EDITORS, not_own, require};
 use crate::claims::{EXPIRY_PAGE, MAX_REASON_CHARS};
 use crate::error::EventError;
 use crate::model::Claim;
@@ -20,6 +20,7 @@ impl EventService {
         id: &str,
     ) -> Result<Claim, EventError> {
         let caller = require(caller, EDITORS)?;
+        self.not_own_claim(&caller, id).await?;
         let actor = caller.user_id.as_str();
         self.decide(id, Decision::Approve { actor }, actor, "CLAIM_APPROVED")
             .await
@@ -38,6 +39,7 @@ impl EventService {
                 format!("must be 1 to {MAX_REASON_CHARS} characters"),
             ));
         }
+        self.not_own_claim(&caller, id).await?;
         let actor = caller.user_id.as_str();
         self.decide(
             id,
@@ -46,6 +48,18 @@ impl EventService {
             "CLAIM_REJECTED",
         )
         .await
+    }
+
+    /// Four-eyes, before the state check (an own claim is FORBIDDEN whatever its status):
+    /// NOT_FOUND for no such claim, FORBIDDEN when it is `caller`'s own. A claim's owner never
+    /// changes, so reading it before the decision's transaction decides nothing wrongly.
+    async fn not_own_claim(&self, caller: &Caller, id: &str) -> Result<(), EventError> {
+        let claim = self
+            .claims
+            .find(id)
+            .await?
+            .ok_or(EventError::NotFound("claim"))?;
+        not_own(caller, &claim.user_id)
     }
 
     /// Applies `decision` to a pending claim; INVALID_STATE when it is not pending.

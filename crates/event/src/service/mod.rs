@@ -8,6 +8,7 @@ mod audit;
 mod claims;
 mod dashboard;
 mod decisions;
+mod deliveries;
 mod events;
 mod lifecycle;
 mod rewards;
@@ -24,13 +25,17 @@ use crate::claims::batcher::ClaimBatcher;
 use crate::error::EventError;
 use crate::metrics::EventMetrics;
 use crate::model::{Event, Publication};
-use crate::store::{ActivityStore, CatalogStore, ClaimStore, TallyStore};
+use crate::store::{ActivityStore, CatalogStore, ClaimStore, DeliveryStore, TallyStore};
 
 pub(crate) struct EventService {
     catalog: CatalogStore,
     activity: ActivityStore,
     claims: ClaimStore,
     tallies: TallyStore,
+    /// The deliveries the claim transactions write (same database as the claims).
+    deliveries: DeliveryStore,
+    /// Wakes this replica's dispatcher when a delivery becomes due.
+    delivery_wake: Arc<tokio::sync::Notify>,
     batcher: Arc<ClaimBatcher>,
     cache: CatalogCache,
     metrics: EventMetrics,
@@ -58,6 +63,8 @@ impl EventService {
         Self {
             catalog,
             activity,
+            deliveries: claims.deliveries(),
+            delivery_wake: Arc::default(),
             claims,
             tallies,
             batcher,
@@ -74,6 +81,15 @@ impl EventService {
 
     pub(crate) fn tallies(&self) -> &TallyStore {
         &self.tallies
+    }
+
+    pub(crate) fn deliveries(&self) -> &DeliveryStore {
+        &self.deliveries
+    }
+
+    /// What wakes a dispatcher of this replica when a delivery becomes due.
+    pub(crate) fn delivery_wake(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.delivery_wake)
     }
 
     pub(crate) fn metrics(&self) -> &EventMetrics {

@@ -1,7 +1,8 @@
 //! Player activity as daily buckets per (user, metric, UTC day), each with per-minute partials.
 //! Reports are applied with upserts (`$inc` / `$max`), never read-modify-write; reports carrying
 //! an idempotency key are applied in one transaction with the key's record, so a key counts once
-//! even across retries and concurrent duplicates.
+//! even across retries and concurrent duplicates. A reported batch's audit record goes into that
+//! transaction too; a batch without keys (each upsert atomic on its own) is audited right after.
 
 use std::collections::HashSet;
 
@@ -12,6 +13,8 @@ use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{ClientSession, Collection, Database, IndexModel};
 
+use erp_platform::audit::{AuditEntry, AuditLog};
+
 use crate::conditions::{Bucket, MinuteSlot};
 use crate::error::EventError;
 use crate::model::{ProgressItem, ProgressMode};
@@ -19,11 +22,15 @@ use crate::model::{ProgressItem, ProgressMode};
 /// How long an idempotency key is remembered.
 const KEY_RETENTION_SECS: u64 = 90 * 24 * 3600;
 
+/// Builds a reported batch's audit record from what the batch did.
+pub(crate) type ProgressAudit<'a> = dyn Fn(Applied) -> AuditEntry + Send + Sync + 'a;
+
 #[derive(Clone)]
 pub(crate) struct ActivityStore {
     database: Database,
     keys: Collection<Document>,
     buckets: Collection<Document>,
+    audit: AuditLog,
 }
 
 /// Accepted and duplicate counts of a batch.
@@ -118,6 +125,7 @@ impl ActivityStore {
         Self {
             keys: database.collection("activity_keys"),
             buckets: database.collection("activity_buckets"),
+            audit: AuditLog::new(&database),
             database,
         }
     }
@@ -145,16 +153,26 @@ impl ActivityStore {
         Ok(())
     }
 
-    /// Applies a batch. Items whose key was seen before (or earlier in the batch) change nothing.
-    pub(crate) async fn apply(&self, items: &[ProgressItem]) -> Result<Applied, EventError> {
+    /// Applies a batch, with its audit record when `audit` is given. Items whose key was seen
+    /// before (or earlier in the batch) change nothing.
+    pub(crate) async fn apply(
+        &self,
+        items: &[ProgressItem],
+        audit: Option<&ProgressAudit<'_>>,
+    ) -> Result<Applied, EventError> {
         if items.iter().all(|item| item.key.is_none()) {
-            return self.apply_unkeyed(items).await;
+            let applied = self.apply_unkeyed(items).await?;
+            if let Some(audit) = audit {
+                let mut session = self.database.client().start_session().await?;
+                self.audit.record(&audit(applied), &mut session).await?;
+            }
+            return Ok(applied);
         }
         let mut session = self.database.client().start_session().await?;
         let applied = session
             .start_transaction()
-            .and_run((self, items), |session, (store, items)| {
-                Box::pin(async move { store.apply_in(items, session).await })
+            .and_run((self, items, audit), |session, (store, items, audit)| {
+                Box::pin(async move { store.apply_in(items, *audit, session).await })
             })
             .await;
         match applied {
@@ -165,8 +183,8 @@ impl ActivityStore {
                 let mut session = self.database.client().start_session().await?;
                 Ok(session
                     .start_transaction()
-                    .and_run((self, items), |session, (store, items)| {
-                        Box::pin(async move { store.apply_in(items, session).await })
+                    .and_run((self, items, audit), |session, (store, items, audit)| {
+                        Box::pin(async move { store.apply_in(items, *audit, session).await })
                     })
                     .await?)
             }
@@ -177,6 +195,7 @@ impl ActivityStore {
     async fn apply_in(
         &self,
         items: &[ProgressItem],
+        audit: Option<&ProgressAudit<'_>>,
         session: &mut ClientSession,
     ) -> mongodb::error::Result<Applied> {
         let keys: Vec<&str> = items.iter().filter_map(|i| i.key.as_deref()).collect();
@@ -218,6 +237,9 @@ impl ActivityStore {
                 .await?;
         }
         applied.accepted = u32::try_from(accepted.len()).unwrap_or(u32::MAX);
+        if let Some(audit) = audit {
+            self.audit.record(&audit(applied), session).await?;
+        }
         Ok(applied)
     }
 

@@ -6,6 +6,7 @@
 mod activity;
 mod catalog;
 mod claims;
+mod deliveries;
 mod tallies;
 
 pub(crate) use activity::{ActivityStore, Applied};
@@ -16,4 +17,5 @@ pub(crate) use claims::delta_for_imported;
 pub(crate) use claims::{
     ClaimStore, Decided, Decision, Placement, RecordedAnswer, RecordedRequest, SYSTEM_ACTOR,
 };
+pub(crate) use deliveries::{DeliveryStore, Leased, Moved};
 pub(crate) use tallies::TallyStore;

@@ -1,5 +1,5 @@
 //! The dashboard's claim figures: counts by status, grants by reward type, claims per UTC day
-//! and per event.
+//! and per event; and the deliveries by status.
 //!
 //! Every transaction that creates or decides claims also inserts one new *delta* document
 //! (`claim_tally_deltas`) saying what it changed: a new document each time, so no claim waits
@@ -9,8 +9,10 @@
 //! every read, and as cheap as a few dozen small documents however many claims there are.
 //!
 //! A delta: `{status: {"GRANTED": 3, "PENDING": -1, ...}, granted: {"CURRENCY": 3, ...},
-//! days: [{day: "YYYY-MM-DD", n}], events: [{event_id, n, newest_at, title}], at}` — claims
-//! written into the claims collection by other means (an import) need one too.
+//! days: [{day: "YYYY-MM-DD", n}], events: [{event_id, n, newest_at, title}],
+//! deliveries: {"PENDING": 3, ...}, at}` — claims written into the claims collection by other
+//! means (an import) need one too. Deliveries are counted the same way: the transaction that
+//! writes a delivery or changes its status inserts its delta.
 
 use std::collections::HashMap;
 
@@ -21,6 +23,7 @@ use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use mongodb::options::ReadConcern;
 use mongodb::{ClientSession, Collection, Database, IndexModel};
 
+use crate::deliveries::DeliveryStatus;
 use crate::error::EventError;
 use crate::model::{Claim, ClaimStatus, RewardType, TopEvent};
 
@@ -57,6 +60,8 @@ pub(crate) struct TallyDelta {
     granted: HashMap<String, i64>,
     days: HashMap<NaiveDate, i64>,
     events: HashMap<String, EventTally>,
+    /// Deliveries by status.
+    deliveries: HashMap<String, i64>,
 }
 
 fn number(value: Option<&Bson>) -> i64 {
@@ -84,6 +89,20 @@ impl TallyDelta {
         event.claims += 1;
         event.saw(to_bson_time(claim.requested_at), &claim.event.title);
         self.count(claim, claim.status, 1);
+    }
+
+    /// `n` new (pending) deliveries.
+    pub(crate) fn deliveries_created(&mut self, n: usize) {
+        *self
+            .deliveries
+            .entry(DeliveryStatus::Pending.as_str().to_owned())
+            .or_default() += i64::try_from(n).unwrap_or(i64::MAX);
+    }
+
+    /// A delivery moved from `from` to `to`.
+    pub(crate) fn delivery_moved(&mut self, from: DeliveryStatus, to: DeliveryStatus) {
+        *self.deliveries.entry(from.as_str().to_owned()).or_default() -= 1;
+        *self.deliveries.entry(to.as_str().to_owned()).or_default() += 1;
     }
 
     /// A claim moved from `from` to its current status.
@@ -118,6 +137,7 @@ impl TallyDelta {
             "at": to_bson_time(Utc::now()),
             "status": counts(&self.status),
             "granted": counts(&self.granted),
+            "deliveries": counts(&self.deliveries),
             "days": self.days.iter().map(|(day, n)| doc! {
                 "day": day.format(DAY_FORMAT).to_string(), "n": *n,
             }).collect::<Vec<_>>(),
@@ -134,7 +154,11 @@ impl TallyDelta {
 
     /// Adds a stored delta (or the totals rollup, which has the same `status` and `granted`).
     fn add_doc(&mut self, delta: &Document) {
-        for (field, sums) in [("status", &mut self.status), ("granted", &mut self.granted)] {
+        for (field, sums) in [
+            ("status", &mut self.status),
+            ("granted", &mut self.granted),
+            ("deliveries", &mut self.deliveries),
+        ] {
             if let Ok(counts) = delta.get_document(field) {
                 for (key, n) in counts {
                     *sums.entry(key.clone()).or_default() += number(Some(n));
@@ -182,6 +206,8 @@ pub(crate) struct ClaimFigures {
     pub(crate) granted_by_type: Vec<(RewardType, i64)>,
     /// Most claims first, ties by newest event (ids are time-ordered).
     pub(crate) top_events: Vec<TopEvent>,
+    /// Every delivery status, with 0 when there is none.
+    pub(crate) deliveries_by_status: Vec<(DeliveryStatus, i64)>,
 }
 
 #[derive(Clone)]
@@ -277,7 +303,11 @@ impl TallyStore {
             sum.add_doc(delta);
         }
         let mut totals = Document::new();
-        for (field, counts) in [("status", &sum.status), ("granted", &sum.granted)] {
+        for (field, counts) in [
+            ("status", &sum.status),
+            ("granted", &sum.granted),
+            ("deliveries", &sum.deliveries),
+        ] {
             for (key, n) in counts.iter().filter(|(_, n)| **n != 0) {
                 totals.insert(format!("{field}.{key}"), *n);
             }
@@ -437,6 +467,9 @@ impl TallyStore {
         for (key, n) in &live.granted {
             *sum.granted.entry(key.clone()).or_default() += n;
         }
+        for (key, n) in &live.deliveries {
+            *sum.deliveries.entry(key.clone()).or_default() += n;
+        }
         for (day, n) in &live.days {
             *sum.days.entry(*day).or_default() += n;
         }
@@ -460,6 +493,13 @@ impl TallyStore {
             .map(|kind| {
                 let n = sum.granted.get(kind.as_str()).copied().unwrap_or(0);
                 (kind, n)
+            })
+            .collect();
+        let deliveries_by_status = DeliveryStatus::ALL
+            .into_iter()
+            .map(|status| {
+                let n = sum.deliveries.get(status.as_str()).copied().unwrap_or(0);
+                (status, n)
             })
             .collect();
         let per_day = sum
@@ -487,6 +527,7 @@ impl TallyStore {
             per_day,
             granted_by_type,
             top_events,
+            deliveries_by_status,
         })
     }
 }
@@ -555,6 +596,16 @@ mod tests {
         assert_eq!(event.claims, 2);
         assert_eq!(event.newest.as_ref().unwrap().1, "new title");
         assert!(!sum.is_empty());
+
+        let mut deliveries = TallyDelta::default();
+        deliveries.deliveries_created(2);
+        let mut acked = TallyDelta::default();
+        acked.delivery_moved(DeliveryStatus::Pending, DeliveryStatus::Delivered);
+        let mut sum = TallyDelta::default();
+        sum.add_doc(&deliveries.to_doc());
+        sum.add_doc(&acked.to_doc());
+        assert_eq!(sum.deliveries.get("PENDING"), Some(&1));
+        assert_eq!(sum.deliveries.get("DELIVERED"), Some(&1));
         assert!(TallyDelta::default().is_empty());
     }
 }

@@ -13,5 +13,6 @@ mod claims;
 mod common;
 mod dashboard;
 mod decisions;
+mod deliveries;
 mod jobs;
 mod scratch;

@@ -1,5 +1,5 @@
-//! Deciding a pending claim (approve, reject, expire): once, with the stock it gives back, its
-//! audit record and dashboard delta, in one transaction.
+//! Deciding a pending claim (approve, reject, expire): once, with the stock it gives back (or
+//! the delivery an approval creates), its audit record and dashboard delta, in one transaction.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,6 +16,7 @@ use super::{ClaimStore, DecisionAudit, SYSTEM_ACTOR};
 use crate::error::EventError;
 use crate::model::{Claim, ClaimStatus};
 use crate::store::catalog::RewardDoc;
+use crate::store::deliveries::write_outbox;
 use crate::store::tallies::TallyDelta;
 
 /// A decision about a pending claim.
@@ -224,8 +225,11 @@ impl ClaimStore {
                     return Err(mongodb::error::Error::custom(Arc::new(error)));
                 }
             };
+        // An approval's delivery, committed with it (the other decisions grant nothing).
+        let deliveries = write_outbox(&self.database, [&after_claim], &mut *session).await?;
         let mut delta = TallyDelta::default();
         delta.decided(before_claim.status, &after_claim);
+        delta.deliveries_created(deliveries);
         self.tally_deltas
             .insert_one(delta.to_doc())
             .session(&mut *session)

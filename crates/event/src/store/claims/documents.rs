@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{RecordedAnswer, RecordedRequest};
 use crate::conditions::{Evaluation, LeafResult, json as condition_json};
 use crate::error::EventError;
-use crate::model::{Claim, ClaimStatus, EventSnapshot, RewardSnapshot, RewardType};
+use crate::model::{Claim, ClaimSource, ClaimStatus, EventSnapshot, RewardSnapshot, RewardType};
 use crate::store::catalog::RewardDoc;
 use crate::views::EvaluationView;
 
@@ -65,6 +65,11 @@ pub(super) struct ClaimDoc {
     pub(super) reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) idempotency_key: Option<String>,
+    /// `CLAIM` or `GRANT`; absent on claims stored before grants existed (players' claims).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) granted_by: Option<String>,
 }
 
 impl ClaimDoc {
@@ -110,6 +115,8 @@ impl ClaimDoc {
             decided_by: claim.decided_by.clone(),
             reason: claim.reason.clone(),
             idempotency_key: claim.idempotency_key.clone(),
+            source: Some(claim.source.as_str().to_owned()),
+            granted_by: claim.granted_by.clone(),
         }
     }
 
@@ -117,6 +124,12 @@ impl ClaimDoc {
         let status = ClaimStatus::parse(&self.status).ok_or_else(|| {
             EventError::Corrupt(format!("claim {} has status {}", self.id, self.status))
         })?;
+        let source = match self.source.as_deref() {
+            None => ClaimSource::Claim,
+            Some(name) => ClaimSource::parse(name).ok_or_else(|| {
+                EventError::Corrupt(format!("claim {} has source {name}", self.id))
+            })?,
+        };
         let details = self
             .evaluation
             .details
@@ -160,6 +173,8 @@ impl ClaimDoc {
             decided_by: self.decided_by,
             reason: self.reason,
             idempotency_key: self.idempotency_key,
+            source,
+            granted_by: self.granted_by,
             id: self.id,
             event_id: self.event_id,
             user_id: self.user_id,

@@ -88,6 +88,11 @@ impl ClaimStore {
         }
     }
 
+    /// The deliveries its grants write, in the same database.
+    pub(crate) fn deliveries(&self) -> crate::store::DeliveryStore {
+        crate::store::DeliveryStore::new(self.database.clone())
+    }
+
     pub(crate) async fn ensure_indexes(&self) -> Result<(), EventError> {
         self.claims
             .create_indexes([

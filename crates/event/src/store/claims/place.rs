@@ -1,5 +1,6 @@
 //! Placing a batch of claims: one transaction that checks the event, takes the stock, inserts
-//! the claims with their idempotency records, audit records and dashboard delta.
+//! the claims with their idempotency records, the deliveries of the granted ones, audit records
+//! and dashboard delta.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,6 +17,7 @@ use super::{ClaimAudit, ClaimStore, STOCK_MOVED_ATTEMPTS, count};
 use crate::error::EventError;
 use crate::model::{Claim, EventStatus, Publication, RewardSnapshot};
 use crate::store::catalog::RewardDoc;
+use crate::store::deliveries::write_outbox;
 use crate::store::tallies::TallyDelta;
 
 /// What became of one claim of a batch.
@@ -314,7 +316,10 @@ impl ClaimStore {
                 .session(&mut *session)
                 .await?;
         }
+        // The outbox: a delivery for each claim granted here, committed with it.
+        let deliveries = write_outbox(&self.database, &granted, &mut *session).await?;
         let mut delta = TallyDelta::default();
+        delta.deliveries_created(deliveries);
         for claim in &granted {
             self.audit.record(&audit(claim), session).await?;
             delta.created(claim);

@@ -1,0 +1,571 @@
+//! The `deliveries` collection: an outbox written by the claim transactions, read by game servers
+//! and worked through by the dispatchers.
+//!
+//! A delivery is inserted by the transaction that grants its claim ([`write_outbox`], called by
+//! the claim placement and the approval), with a unique index on `claim_id`: exactly one per
+//! granted claim, and none for a claim that was not granted. Every change of a delivery's status
+//! (ack, push, giving up, retry) is one transaction with its audit record and dashboard delta, and
+//! is an update filtered on the status it leaves, so of two racing changes one happens.
+//!
+//! Dispatchers on every replica share the work by a lease: a due pending delivery is taken by an
+//! atomic single-document update that sets `lease_until`/`lease_owner` only while no live lease
+//! is on it, so two replicas never push the same delivery at once; one that dies mid-push leaves
+//! its lease to run out, after which another takes the delivery (never lost). A push's outcome is
+//! written only by the lease's owner (a failure), or by anyone for a success.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use erp_platform::audit::{AuditEntry, AuditLog};
+use erp_platform::mongo::{from_bson_time, to_bson_time};
+use erp_platform::pagination::{Cursor, Page};
+use futures::TryStreamExt;
+use mongodb::bson::{DateTime as BsonDateTime, Document, doc};
+use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::{ClientSession, Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+
+use crate::deliveries::{ClaimDelivery, Delivery, DeliveryFilter, DeliveryStatus, DeliveryView};
+use crate::error::EventError;
+use crate::model::{Claim, ClaimStatus, RewardSnapshot, RewardType};
+use crate::store::tallies::{self, TallyDelta};
+
+pub(crate) const COLLECTION: &str = "deliveries";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RewardDoc {
+    id: String,
+    name: String,
+    #[serde(rename = "type")]
+    reward_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    item_code: Option<String>,
+    quantity: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DeliveryDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    claim_id: String,
+    event_id: String,
+    user_id: String,
+    rewards: Vec<RewardDoc>,
+    status: String,
+    attempts: i64,
+    #[serde(default)]
+    last_error: Option<String>,
+    created_at: BsonDateTime,
+    #[serde(default)]
+    delivered_at: Option<BsonDateTime>,
+    /// When a dispatcher may push it (next).
+    next_attempt_at: BsonDateTime,
+    /// Until when a dispatcher owns it; the epoch when none does.
+    lease_until: BsonDateTime,
+    #[serde(default)]
+    lease_owner: Option<String>,
+}
+
+/// The lease of no one.
+fn no_lease() -> BsonDateTime {
+    BsonDateTime::from_millis(0)
+}
+
+impl DeliveryDoc {
+    /// A new pending delivery of `claim`, due at once.
+    fn for_claim(claim: &Claim, now: DateTime<Utc>) -> Self {
+        let now = to_bson_time(now);
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            claim_id: claim.id.clone(),
+            event_id: claim.event_id.clone(),
+            user_id: claim.user_id.clone(),
+            rewards: claim
+                .rewards
+                .iter()
+                .map(|r| RewardDoc {
+                    id: r.id.clone(),
+                    name: r.name.clone(),
+                    reward_type: r.reward_type.as_str().to_owned(),
+                    item_code: r.item_code.clone(),
+                    quantity: r.quantity,
+                })
+                .collect(),
+            status: DeliveryStatus::Pending.as_str().to_owned(),
+            attempts: 0,
+            last_error: None,
+            created_at: now,
+            delivered_at: None,
+            next_attempt_at: now,
+            lease_until: no_lease(),
+            lease_owner: None,
+        }
+    }
+
+    fn into_delivery(self) -> Result<Delivery, EventError> {
+        let status = DeliveryStatus::parse(&self.status).ok_or_else(|| {
+            EventError::Corrupt(format!("delivery {} has status {}", self.id, self.status))
+        })?;
+        Ok(Delivery {
+            status,
+            rewards: self
+                .rewards
+                .into_iter()
+                .map(|r| RewardSnapshot {
+                    reward_type: RewardType::parse(&r.reward_type).unwrap_or(RewardType::Item),
+                    id: r.id,
+                    name: r.name,
+                    item_code: r.item_code,
+                    quantity: r.quantity,
+                })
+                .collect(),
+            attempts: u32::try_from(self.attempts).unwrap_or(0),
+            last_error: self.last_error,
+            created_at: from_bson_time(self.created_at),
+            delivered_at: self.delivered_at.map(from_bson_time),
+            id: self.id,
+            claim_id: self.claim_id,
+            event_id: self.event_id,
+            user_id: self.user_id,
+        })
+    }
+}
+
+/// Inserts, inside the caller's transaction, the delivery of each of `claims` that is GRANTED
+/// (the others get none); returns how many.
+pub(crate) async fn write_outbox<'a>(
+    database: &Database,
+    claims: impl IntoIterator<Item = &'a Claim>,
+    session: &mut ClientSession,
+) -> mongodb::error::Result<usize> {
+    // Stamped as late as possible before the commit, so the oldest-first listing sees
+    // deliveries appear in about the order they commit.
+    let now = Utc::now().trunc_subsecs(3);
+    let docs: Vec<DeliveryDoc> = claims
+        .into_iter()
+        .filter(|claim| claim.status == ClaimStatus::Granted)
+        .map(|claim| DeliveryDoc::for_claim(claim, now))
+        .collect();
+    if !docs.is_empty() {
+        database
+            .collection::<DeliveryDoc>(COLLECTION)
+            .insert_many(&docs)
+            .session(session)
+            .await?;
+    }
+    Ok(docs.len())
+}
+
+/// A delivery a dispatcher holds the lease of.
+#[derive(Debug, Clone)]
+pub(crate) struct Leased {
+    pub(crate) delivery: Delivery,
+    /// The lease's owner token: the dispatcher's outcome is written only under it.
+    pub(crate) token: String,
+}
+
+/// What a change of status did.
+#[derive(Debug)]
+pub(crate) enum Moved {
+    /// It happened: the delivery as it is now.
+    Done(Delivery),
+    /// The delivery is not in a status the change leaves; as it is.
+    Unchanged(Delivery),
+    NotFound,
+}
+
+#[derive(Clone)]
+pub(crate) struct DeliveryStore {
+    database: Database,
+    deliveries: Collection<DeliveryDoc>,
+    tally_deltas: Collection<Document>,
+    audit: AuditLog,
+}
+
+impl DeliveryStore {
+    pub(crate) fn new(database: Database) -> Self {
+        Self {
+            deliveries: database.collection(COLLECTION),
+            tally_deltas: database.collection(tallies::DELTAS),
+            audit: AuditLog::new(&database),
+            database,
+        }
+    }
+
+    pub(crate) async fn ensure_indexes(&self) -> Result<(), EventError> {
+        self.deliveries
+            .create_indexes([
+                // Exactly one delivery per claim, whatever retries a grant transaction has.
+                IndexModel::builder()
+                    .keys(doc! { "claim_id": 1 })
+                    .options(IndexOptions::builder().unique(true).build())
+                    .build(),
+                // Listings, oldest first: all, by status, by player, by event.
+                IndexModel::builder()
+                    .keys(doc! { "created_at": 1, "_id": 1 })
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "status": 1, "created_at": 1, "_id": 1 })
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "user_id": 1, "created_at": 1, "_id": 1 })
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! { "event_id": 1, "created_at": 1, "_id": 1 })
+                    .build(),
+                // The dispatchers' due work.
+                IndexModel::builder()
+                    .keys(doc! { "status": 1, "next_attempt_at": 1 })
+                    .build(),
+            ])
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn find(&self, id: &str) -> Result<Option<Delivery>, EventError> {
+        self.deliveries
+            .find_one(doc! { "_id": id })
+            .await?
+            .map(DeliveryDoc::into_delivery)
+            .transpose()
+    }
+
+    /// The deliveries of `claim_ids` (those that have one), by claim id.
+    pub(crate) async fn of_claims(
+        &self,
+        claim_ids: &[&str],
+    ) -> Result<HashMap<String, ClaimDelivery>, EventError> {
+        if claim_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let docs: Vec<DeliveryDoc> = self
+            .deliveries
+            .find(doc! { "claim_id": { "$in": claim_ids } })
+            .await?
+            .try_collect()
+            .await?;
+        docs.into_iter()
+            .map(|doc| {
+                let delivery = doc.into_delivery()?;
+                Ok((delivery.claim_id.clone(), ClaimDelivery::from(&delivery)))
+            })
+            .collect()
+    }
+
+    /// Deliveries oldest first (a work queue), by (created_at, id).
+    pub(crate) async fn list(
+        &self,
+        filter: &DeliveryFilter,
+        limit: u32,
+        cursor: Option<&Cursor>,
+    ) -> Result<Page<Delivery>, EventError> {
+        let mut clauses = Vec::new();
+        if let Some(status) = filter.status {
+            clauses.push(doc! { "status": status.as_str() });
+        }
+        if let Some(user_id) = &filter.user_id {
+            clauses.push(doc! { "user_id": user_id });
+        }
+        if let Some(event_id) = &filter.event_id {
+            clauses.push(doc! { "event_id": event_id });
+        }
+        if let Some(cursor) = cursor {
+            let at = BsonDateTime::from_millis(cursor.at_millis);
+            clauses.push(doc! { "$or": [
+                { "created_at": { "$gt": at } },
+                { "created_at": at, "_id": { "$gt": &cursor.id } },
+            ] });
+        }
+        let filter = if clauses.is_empty() {
+            doc! {}
+        } else {
+            doc! { "$and": clauses }
+        };
+        let docs: Vec<DeliveryDoc> = self
+            .deliveries
+            .find(filter)
+            .sort(doc! { "created_at": 1, "_id": 1 })
+            .limit(i64::from(limit) + 1)
+            .await?
+            .try_collect()
+            .await?;
+        let page = erp_platform::mongo::page_from_overfetch(
+            docs,
+            limit,
+            |d| (d.created_at, d.id.clone()),
+            |d| d,
+        );
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(DeliveryDoc::into_delivery)
+                .collect::<Result<_, _>>()?,
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    /// A game server's ack: PENDING or FAILED -> DELIVERED, audited as DELIVERY_SUCCEEDED by
+    /// `actor` (also the dispatcher's success, as "system").
+    pub(crate) async fn deliver(&self, id: &str, actor: &str) -> Result<Moved, EventError> {
+        let now = to_bson_time(Utc::now().trunc_subsecs(3));
+        self.transition(
+            doc! { "_id": id, "status": { "$in": [
+                DeliveryStatus::Pending.as_str(), DeliveryStatus::Failed.as_str(),
+            ] } },
+            doc! { "$set": {
+                "status": DeliveryStatus::Delivered.as_str(),
+                "delivered_at": now,
+                "lease_until": no_lease(),
+                "lease_owner": null,
+            } },
+            "DELIVERY_SUCCEEDED",
+            actor,
+        )
+        .await
+    }
+
+    /// An operator's retry: FAILED -> PENDING with attempts reset, due at once (the last error
+    /// is kept until it is delivered or fails again), audited as DELIVERY_RETRIED.
+    pub(crate) async fn retry(&self, id: &str, actor: &str) -> Result<Moved, EventError> {
+        let now = to_bson_time(Utc::now().trunc_subsecs(3));
+        self.transition(
+            doc! { "_id": id, "status": DeliveryStatus::Failed.as_str() },
+            doc! { "$set": {
+                "status": DeliveryStatus::Pending.as_str(),
+                "attempts": 0_i64,
+                "next_attempt_at": now,
+                "lease_until": no_lease(),
+                "lease_owner": null,
+            } },
+            "DELIVERY_RETRIED",
+            actor,
+        )
+        .await
+    }
+
+    /// The dispatcher's last failed push of a leased delivery: -> FAILED with `error`, audited
+    /// as DELIVERY_FAILED. Nothing happens when the lease is no longer `token`'s.
+    pub(crate) async fn give_up(
+        &self,
+        leased: &Leased,
+        attempts: u32,
+        error: &str,
+        actor: &str,
+    ) -> Result<Moved, EventError> {
+        self.transition(
+            doc! {
+                "_id": &leased.delivery.id,
+                "status": DeliveryStatus::Pending.as_str(),
+                "lease_owner": &leased.token,
+            },
+            doc! { "$set": {
+                "status": DeliveryStatus::Failed.as_str(),
+                "attempts": i64::from(attempts),
+                "last_error": error,
+                "lease_until": no_lease(),
+                "lease_owner": null,
+            } },
+            "DELIVERY_FAILED",
+            actor,
+        )
+        .await
+    }
+
+    /// A failed push to try again at `next_attempt_at`; false when the lease is no longer
+    /// `token`'s (another dispatcher or an ack took over).
+    pub(crate) async fn attempt_failed(
+        &self,
+        leased: &Leased,
+        attempts: u32,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<bool, EventError> {
+        let updated = self
+            .deliveries
+            .update_one(
+                doc! {
+                    "_id": &leased.delivery.id,
+                    "status": DeliveryStatus::Pending.as_str(),
+                    "lease_owner": &leased.token,
+                },
+                doc! { "$set": {
+                    "attempts": i64::from(attempts),
+                    "last_error": error,
+                    "next_attempt_at": to_bson_time(next_attempt_at),
+                    "lease_until": no_lease(),
+                    "lease_owner": null,
+                } },
+            )
+            .await?;
+        Ok(updated.modified_count == 1)
+    }
+
+    /// Takes the lease of up to `n` due pending deliveries (oldest due first) until `now +
+    /// lease`, each by one atomic update that succeeds only while no live lease is on it.
+    pub(crate) async fn lease_due(
+        &self,
+        owner: &str,
+        n: usize,
+        lease: chrono::Duration,
+    ) -> Result<Vec<Leased>, EventError> {
+        let mut leased = Vec::new();
+        while leased.len() < n {
+            let now = Utc::now();
+            let token = format!("{owner}/{}", uuid::Uuid::new_v4());
+            let taken = self
+                .deliveries
+                .find_one_and_update(
+                    doc! {
+                        "status": DeliveryStatus::Pending.as_str(),
+                        "next_attempt_at": { "$lte": to_bson_time(now) },
+                        "lease_until": { "$lte": to_bson_time(now) },
+                    },
+                    doc! { "$set": {
+                        "lease_until": to_bson_time(now + lease),
+                        "lease_owner": &token,
+                    } },
+                )
+                .sort(doc! { "status": 1, "next_attempt_at": 1 })
+                .return_document(ReturnDocument::After)
+                .await?;
+            let Some(doc) = taken else {
+                break;
+            };
+            leased.push(Leased {
+                delivery: doc.into_delivery()?,
+                token,
+            });
+        }
+        Ok(leased)
+    }
+
+    /// Gives back the leases of `tokens` still pending (a dispatcher stopping), so another
+    /// replica takes them at once instead of when they run out.
+    pub(crate) async fn release(&self, tokens: &[String]) -> Result<(), EventError> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        self.deliveries
+            .update_many(
+                doc! {
+                    "lease_owner": { "$in": tokens },
+                    "status": DeliveryStatus::Pending.as_str(),
+                },
+                doc! { "$set": { "lease_until": no_lease(), "lease_owner": null } },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// How many deliveries are pending, and since when the oldest of them.
+    pub(crate) async fn backlog(&self) -> Result<(u64, Option<DateTime<Utc>>), EventError> {
+        let pending = doc! { "status": DeliveryStatus::Pending.as_str() };
+        let count = self.deliveries.count_documents(pending.clone()).await?;
+        Ok((count, self.oldest_pending().await?))
+    }
+
+    /// When the oldest pending delivery was created.
+    pub(crate) async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>, EventError> {
+        let oldest = self
+            .deliveries
+            .find_one(doc! { "status": DeliveryStatus::Pending.as_str() })
+            .sort(doc! { "status": 1, "created_at": 1, "_id": 1 })
+            .await?;
+        Ok(oldest.map(|d| from_bson_time(d.created_at)))
+    }
+
+    /// Applies `update` to the delivery `filter` selects, with its audit record (`action` by
+    /// `actor`, before and after) and dashboard delta, in one transaction.
+    async fn transition(
+        &self,
+        filter: Document,
+        update: Document,
+        action: &str,
+        actor: &str,
+    ) -> Result<Moved, EventError> {
+        let id = filter.get_str("_id").unwrap_or_default().to_owned();
+        let mut session = self.database.client().start_session().await?;
+        let moved = session
+            .start_transaction()
+            .and_run(
+                (self, &filter, &update, action, actor),
+                |session, (store, filter, update, action, actor)| {
+                    Box::pin(async move {
+                        store
+                            .transition_in(filter, update, action, actor, session)
+                            .await
+                    })
+                },
+            )
+            .await
+            .map_err(
+                |error| match error.get_custom::<std::sync::Arc<EventError>>() {
+                    Some(domain) => EventError::Shared(std::sync::Arc::clone(domain)),
+                    None => error.into(),
+                },
+            )?;
+        match moved {
+            Some(after) => Ok(Moved::Done(after)),
+            None => Ok(match self.find(&id).await? {
+                Some(current) => Moved::Unchanged(current),
+                None => Moved::NotFound,
+            }),
+        }
+    }
+
+    async fn transition_in(
+        &self,
+        filter: &Document,
+        update: &Document,
+        action: &str,
+        actor: &str,
+        session: &mut ClientSession,
+    ) -> mongodb::error::Result<Option<Delivery>> {
+        let Some(before) = self
+            .deliveries
+            .find_one_and_update(filter.clone(), update.clone())
+            .return_document(ReturnDocument::Before)
+            .session(&mut *session)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let after = self
+            .deliveries
+            .find_one(doc! { "_id": &before.id })
+            .session(&mut *session)
+            .await?;
+        let (before, after) = match (
+            before.into_delivery(),
+            after.map(DeliveryDoc::into_delivery),
+        ) {
+            (Ok(before), Some(Ok(after))) => (before, after),
+            (Err(error), _) | (_, Some(Err(error))) => {
+                // Aborts the transaction; `transition` answers the domain error.
+                return Err(mongodb::error::Error::custom(std::sync::Arc::new(error)));
+            }
+            (_, None) => {
+                return Err(mongodb::error::Error::custom(std::sync::Arc::new(
+                    EventError::Internal("a delivery vanished inside its transaction"),
+                )));
+            }
+        };
+        let mut delta = TallyDelta::default();
+        delta.delivery_moved(before.status, after.status);
+        self.tally_deltas
+            .insert_one(delta.to_doc())
+            .session(&mut *session)
+            .await?;
+        let entry = AuditEntry::new(
+            actor,
+            action,
+            "delivery",
+            &after.id,
+            Some(crate::views::json(&DeliveryView::from(&before))),
+            Some(crate::views::json(&DeliveryView::from(&after))),
+        );
+        self.audit.record(&entry, session).await?;
+        Ok(Some(after))
+    }
+}
