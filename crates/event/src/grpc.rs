@@ -15,8 +15,8 @@ use erp_proto::time::from_timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{
-    claims_to_pb, details_to_pb, event_status_from_pb, event_to_pb, progress_items,
-    reward_input_from_pb,
+    claims_to_pb, details_to_pb, event_status_from_pb, event_to_pb, grant_request, grant_response,
+    progress_items, reward_input_from_pb,
 };
 use crate::deliveries::DeliveryFilter;
 use crate::error::{EventError, Fault};
@@ -431,9 +431,13 @@ impl EventRpc for EventGrpc {
         }))
     }
 
-    // TODO(#13): grants and deliveries are being built; until then these answer UNIMPLEMENTED.
-    async fn grant(&self, _request: Request<pb::GrantRequest>) -> RpcResult<pb::GrantResponse> {
-        Err(Status::unimplemented("grants are not built yet"))
+    async fn grant(&self, request: Request<pb::GrantRequest>) -> RpcResult<pb::GrantResponse> {
+        let caller = caller(&request)?;
+        let answer = self
+            .service
+            .grant(caller.as_ref(), grant_request(request.into_inner()))
+            .await?;
+        Ok(Response::new(grant_response(answer)))
     }
 
     async fn list_deliveries(

@@ -289,6 +289,31 @@ impl ClaimStatus {
     }
 }
 
+/// Where a claim came from: a player's own claim, or an operator's grant (which skips the
+/// condition, the window and MANUAL review, and nothing else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ClaimSource {
+    /// Also what a claim stored before sources existed reads as.
+    #[default]
+    Claim,
+    Grant,
+}
+
+impl ClaimSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimSource::Claim => "CLAIM",
+            ClaimSource::Grant => "GRANT",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [ClaimSource::Claim, ClaimSource::Grant]
+            .into_iter()
+            .find(|source| source.as_str() == s)
+    }
+}
+
 /// A reward as it was when a claim took it; later edits or deletion do not change it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RewardSnapshot {
@@ -324,6 +349,9 @@ pub struct Claim {
     pub reason: Option<String>,
     /// The key of the request that created it, so a repeat with that key replays it.
     pub idempotency_key: Option<String>,
+    pub source: ClaimSource,
+    /// The operator whose grant made it (source `Grant` only).
+    pub granted_by: Option<String>,
 }
 
 /// Filters of a claim listing; `from` inclusive, `to` exclusive, on `requested_at`.

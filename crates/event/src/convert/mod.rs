@@ -6,10 +6,12 @@
 mod condition;
 mod deliveries;
 mod enums;
+mod grants;
 mod requests;
 mod responses;
 
 pub(crate) use deliveries::claims_to_pb;
 pub(crate) use enums::event_status_from_pb;
+pub(crate) use grants::{grant_request, grant_response};
 pub(crate) use requests::{progress_items, reward_input_from_pb};
 pub(crate) use responses::{details_to_pb, event_to_pb};

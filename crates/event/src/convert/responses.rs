@@ -5,7 +5,7 @@ use erp_proto::event::v1 as pb;
 use erp_proto::time::timestamp;
 
 use crate::conditions::{Evaluation, LeafResult};
-use crate::model::{Claim, Dashboard, Event, Reward};
+use crate::model::{Claim, ClaimSource, Dashboard, Event, Reward};
 
 /// An event with its status at `now`.
 pub(crate) fn event_to_pb(event: &Event, now: DateTime<Utc>) -> pb::Event {
@@ -98,8 +98,11 @@ impl From<&Claim> for pb::Claim {
             // Joined from the deliveries at the edge (`convert::claims_to_pb`): its status is
             // current, not a copy.
             delivery: None,
-            source: pb::ClaimSource::Claim as i32,
-            granted_by: None,
+            source: match claim.source {
+                ClaimSource::Claim => pb::ClaimSource::Claim,
+                ClaimSource::Grant => pb::ClaimSource::Grant,
+            } as i32,
+            granted_by: claim.granted_by.clone(),
         }
     }
 }

@@ -10,6 +10,7 @@ mod dashboard;
 mod decisions;
 mod deliveries;
 mod events;
+mod grants;
 mod lifecycle;
 mod rewards;
 

@@ -15,7 +15,8 @@ pub use catalog::EventQuery;
 #[cfg(feature = "test-util")]
 pub(crate) use claims::delta_for_imported;
 pub(crate) use claims::{
-    ClaimStore, Decided, Decision, Placement, RecordedAnswer, RecordedRequest, SYSTEM_ACTOR,
+    ClaimStore, Decided, Decision, GrantLease, GrantRecord, Placement, RecordedAnswer,
+    RecordedRequest, SYSTEM_ACTOR,
 };
 pub(crate) use deliveries::{DeliveryStore, Leased, Moved};
 pub(crate) use tallies::TallyStore;

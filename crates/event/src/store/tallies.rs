@@ -571,6 +571,8 @@ mod tests {
             decided_by: None,
             reason: None,
             idempotency_key: None,
+            source: crate::model::ClaimSource::Claim,
+            granted_by: None,
         }
     }
 

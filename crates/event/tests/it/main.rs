@@ -14,5 +14,7 @@ mod common;
 mod dashboard;
 mod decisions;
 mod deliveries;
+mod four_eyes;
+mod grants;
 mod jobs;
 mod scratch;

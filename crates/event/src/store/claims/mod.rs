@@ -16,6 +16,7 @@
 
 mod decide;
 mod documents;
+mod grants;
 mod place;
 mod query;
 
@@ -26,6 +27,7 @@ use mongodb::{Collection, Database, IndexModel};
 
 pub(crate) use decide::{Decided, Decision};
 use documents::{ClaimDoc, RequestDoc};
+pub(crate) use grants::{GrantLease, GrantRecord};
 pub(crate) use place::Placement;
 
 use crate::error::EventError;

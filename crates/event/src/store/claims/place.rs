@@ -72,15 +72,30 @@ struct EventWindow {
     ends_at: BsonDateTime,
 }
 
+/// Which events a batch may be placed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// A player's claim: the event must be active (published, inside its window).
+    Window,
+    /// An operator's grant skips the window: any published event (scheduled, active, ended).
+    Published,
+}
+
 impl EventWindow {
-    fn is_active(&self, now: chrono::DateTime<Utc>) -> bool {
+    fn admits(&self, admission: Admission, now: chrono::DateTime<Utc>) -> bool {
         Publication::parse(&self.publication).is_some_and(|publication| {
-            EventStatus::of(
+            let status = EventStatus::of(
                 publication,
                 from_bson_time(self.starts_at),
                 from_bson_time(self.ends_at),
                 now,
-            ) == EventStatus::Active
+            );
+            match admission {
+                Admission::Window => status == EventStatus::Active,
+                Admission::Published => {
+                    !matches!(status, EventStatus::Draft | EventStatus::Canceled)
+                }
+            }
         })
     }
 }
@@ -95,13 +110,38 @@ impl ClaimStore {
         batch: &[Claim],
         audit: &ClaimAudit<'_>,
     ) -> Result<PlacedBatch, EventError> {
+        self.place_admitted(event_id, batch, audit, Admission::Window)
+            .await
+    }
+
+    /// Places an operator's grants exactly as [`Self::place`] places claims (one transaction
+    /// for the batch, one claim per user, never more than the stock), except that the event's
+    /// window is not checked: a scheduled or ended event can be granted, a draft or canceled
+    /// one cannot (`EventNotActive`).
+    pub(crate) async fn place_grants(
+        &self,
+        event_id: &str,
+        batch: &[Claim],
+        audit: &ClaimAudit<'_>,
+    ) -> Result<PlacedBatch, EventError> {
+        self.place_admitted(event_id, batch, audit, Admission::Published)
+            .await
+    }
+
+    async fn place_admitted(
+        &self,
+        event_id: &str,
+        batch: &[Claim],
+        audit: &ClaimAudit<'_>,
+        admission: Admission,
+    ) -> Result<PlacedBatch, EventError> {
         let mut outcome = PlacedBatch::default();
         let mut remaining: Vec<&Claim> = batch.iter().collect();
         let mut stock_moved = 0;
         while !remaining.is_empty() {
             let attempts = AtomicU32::new(0);
             let written = self
-                .write_batch(event_id, &remaining, audit, &attempts)
+                .write_batch(event_id, &remaining, audit, admission, &attempts)
                 .await;
             outcome.retries += attempts.load(Ordering::Relaxed).saturating_sub(1);
             match written {
@@ -145,6 +185,26 @@ impl ClaimStore {
         Ok(outcome)
     }
 
+    /// The claims `users` already have on `event_id`, by user id, in one query.
+    pub(crate) async fn claims_of_users(
+        &self,
+        event_id: &str,
+        users: &[&str],
+    ) -> Result<HashMap<String, Claim>, EventError> {
+        let docs: Vec<ClaimDoc> = self
+            .claims
+            .find(doc! { "event_id": event_id, "user_id": { "$in": users } })
+            .await?
+            .try_collect()
+            .await?;
+        docs.into_iter()
+            .map(|doc| {
+                let claim = doc.into_claim()?;
+                Ok((claim.user_id.clone(), claim))
+            })
+            .collect()
+    }
+
     /// After a duplicate-key error: the claims of `batch` that can no longer be placed, with why.
     async fn set_aside(
         &self,
@@ -152,17 +212,7 @@ impl ClaimStore {
         batch: &[&Claim],
     ) -> Result<HashMap<String, Placement>, EventError> {
         let users: Vec<&str> = batch.iter().map(|c| c.user_id.as_str()).collect();
-        let mut existing: HashMap<String, Claim> = HashMap::new();
-        let docs: Vec<ClaimDoc> = self
-            .claims
-            .find(doc! { "event_id": event_id, "user_id": { "$in": &users } })
-            .await?
-            .try_collect()
-            .await?;
-        for doc in docs {
-            let claim = doc.into_claim()?;
-            existing.insert(claim.user_id.clone(), claim);
-        }
+        let existing = self.claims_of_users(event_id, &users).await?;
         let keyed: Vec<Document> = batch
             .iter()
             .filter_map(|c| {
@@ -207,17 +257,20 @@ impl ClaimStore {
         event_id: &str,
         batch: &[&Claim],
         audit: &ClaimAudit<'_>,
+        admission: Admission,
         attempts: &AtomicU32,
     ) -> mongodb::error::Result<BatchWrite> {
         let mut session = self.database.client().start_session().await?;
         session
             .start_transaction()
             .and_run(
-                (self, event_id, batch, audit, attempts),
-                |session, (store, event_id, batch, audit, attempts)| {
+                (self, event_id, batch, audit, admission, attempts),
+                |session, (store, event_id, batch, audit, admission, attempts)| {
                     Box::pin(async move {
                         attempts.fetch_add(1, Ordering::Relaxed);
-                        store.write_batch_in(event_id, batch, *audit, session).await
+                        store
+                            .write_batch_in(event_id, batch, *audit, *admission, session)
+                            .await
                     })
                 },
             )
@@ -229,6 +282,7 @@ impl ClaimStore {
         event_id: &str,
         batch: &[&Claim],
         audit: &ClaimAudit<'_>,
+        admission: Admission,
         session: &mut ClientSession,
     ) -> mongodb::error::Result<BatchWrite> {
         // The claims were checked against a cached event; what this transaction sees decides.
@@ -241,7 +295,7 @@ impl ClaimStore {
             .await?;
         let closed = match event {
             None => Some(Placement::EventGone),
-            Some(event) if !event.is_active(Utc::now()) => Some(Placement::EventNotActive),
+            Some(event) if !event.admits(admission, Utc::now()) => Some(Placement::EventNotActive),
             Some(_) => None,
         };
         if closed.is_some() {
