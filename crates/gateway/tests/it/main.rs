@@ -25,6 +25,7 @@ mod journeys;
 mod openapi_document;
 mod partial_failure;
 mod rate_limits;
+mod reference_receiver;
 mod revocation;
 mod router;
 mod schemathesis;
