@@ -17,9 +17,6 @@ pub(crate) const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
 pub(crate) const CLAIMANTS: &[Role] = &[Role::User, Role::Operator, Role::Admin];
 /// Who may report players' progress: operators and game servers (service accounts).
 pub(crate) const REPORTERS: &[Role] = &[Role::Operator, Role::Admin, Role::GameServer];
-/// Any person (what API.md calls "any"); a game server is not one, and may call only what
-/// names `GAME_SERVER` (reading events and rewards, reporting progress).
-pub(crate) const PEOPLE: &[Role] = &Role::PEOPLE;
 
 /// The caller if it has one of `roles`: UNAUTHENTICATED without a caller, FORBIDDEN without
 /// the role.
@@ -29,6 +26,18 @@ pub(crate) fn require(caller: Option<&Caller>, roles: &[Role]) -> Result<Caller,
         Ok(caller.clone())
     } else {
         Err(EventError::Forbidden)
+    }
+}
+
+/// The caller, if it is a person (what API.md calls "any", whatever roles they hold): a game
+/// server (a service account) is not one, and may call only what names `GAME_SERVER` (reading
+/// events and rewards, reporting progress).
+pub(crate) fn person(caller: Option<&Caller>) -> Result<&Caller, EventError> {
+    let caller = caller.ok_or(EventError::Unauthenticated)?;
+    if caller.roles.contains(&Role::GameServer) {
+        Err(EventError::Forbidden)
+    } else {
+        Ok(caller)
     }
 }
 
@@ -43,10 +52,7 @@ pub(crate) fn owner_or_staff<'a>(
     caller: Option<&'a Caller>,
     owner: &str,
 ) -> Result<&'a Caller, EventError> {
-    let caller = caller.ok_or(EventError::Unauthenticated)?;
-    if !caller.has_any(PEOPLE) {
-        return Err(EventError::Forbidden);
-    }
+    let caller = person(caller)?;
     if owner == caller.user_id || caller.has_any(STAFF) {
         Ok(caller)
     } else {

@@ -9,7 +9,7 @@ use erp_platform::identity::Caller;
 use erp_platform::pagination::Page;
 
 use super::EventService;
-use crate::access::{CLAIMANTS, PEOPLE, STAFF, owner_or_staff, require};
+use crate::access::{CLAIMANTS, STAFF, owner_or_staff, person, require};
 use crate::claims::{Attempt, ClaimOutcome, PLACEMENT_ROUNDS, existing_answer, refusal_reason};
 use crate::error::EventError;
 use crate::model::{
@@ -292,7 +292,7 @@ impl EventService {
         limit: u32,
         cursor: &str,
     ) -> Result<Page<Claim>, EventError> {
-        let caller = require(caller, PEOPLE)?;
+        let caller = person(caller)?;
         let (limit, cursor) = paging(limit, cursor)?;
         filter.user_id = Some(caller.user_id.clone());
         self.claims.list(&filter, limit, cursor.as_ref()).await
