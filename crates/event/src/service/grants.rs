@@ -22,6 +22,8 @@ use crate::views::{ClaimView, json};
 
 /// How often a repeat of a running grant looks for its answer.
 const RUNNING_POLL: Duration = Duration::from_millis(50);
+/// How long before the call timeout a repeat of a running grant stops waiting for its answer.
+const RUNNING_MARGIN: Duration = Duration::from_millis(100);
 /// The `Retry-After` of a repeat whose first request is still running when it gives up.
 const RUNNING_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -37,7 +39,13 @@ impl EventService {
         let caller = require(caller, EDITORS)?;
         let reason = grants::validate(&request)?;
         let key = request.idempotency_key.as_str();
-        let give_up = self.batcher.deadline(Instant::now(), None);
+        // Answered before the server's own timeout cuts the call.
+        let now = Instant::now();
+        let give_up = self
+            .batcher
+            .deadline(now, None)
+            .checked_sub(RUNNING_MARGIN)
+            .unwrap_or(now);
         let mut event: Option<Event> = None;
         let lease = loop {
             match self.claims.find_grant(&caller.user_id, key).await? {

@@ -481,3 +481,101 @@ async fn stock_holds_when_a_grant_races_with_players_claims() {
     assert_eq!(int(&rewards[0], "claimed"), STOCK);
     assert_eq!(int(&rewards[1], "claimed"), STOCK);
 }
+
+/// The grant record of `key` as stored (the caller-scoped idempotency record).
+fn grant_record_filter(caller_id: &str, key: &str) -> Document {
+    doc! { "user_id": format!("grant:{caller_id}"), "key": key }
+}
+
+#[tokio::test]
+async fn an_interrupted_grant_is_run_again_and_keeps_what_it_granted() {
+    let service = TestEvent::start().await;
+    let event = stocked_event(&service, "interrupted", 10).await;
+    let first = grant(
+        &service,
+        &operator(),
+        grant_request(&event.id, &ids(&["i1"]), "outage", "resumed"),
+    )
+    .await
+    .unwrap();
+    let i1_claim = first.results[0].claim_id.clone().unwrap();
+    // As if the process died after placing i1 but before keeping the answer: the record holds
+    // a lease nobody renews, and no results.
+    let records = service
+        .database()
+        .await
+        .collection::<Document>("claim_requests");
+    let changed = records
+        .update_one(
+            grant_record_filter("operator-1", "resumed"),
+            doc! {
+                "$set": { "lease": "dead-runner", "lease_at": mongodb::bson::DateTime::from_millis(0) },
+                "$unset": { "grant_results": "" },
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.modified_count, 1);
+
+    // The repeat (the gateway retrying the whole list) takes the grant over and runs it again:
+    // i1's claim was made by this grant, so it is GRANTED again, not ALREADY_CLAIMED.
+    let resumed = grant(
+        &service,
+        &operator(),
+        grant_request(&event.id, &ids(&["i1", "i2"]), "outage", "resumed"),
+    )
+    .await
+    .unwrap();
+    assert!(!resumed.replayed);
+    assert_eq!(outcome(&resumed.results[0]), pb::GrantOutcome::Granted);
+    assert_eq!(
+        resumed.results[0].claim_id.as_deref(),
+        Some(i1_claim.as_str())
+    );
+    assert_eq!(outcome(&resumed.results[1]), pb::GrantOutcome::Granted);
+    assert_eq!(claims_of(&service, &event.id).await, 2);
+    assert_eq!(service.audit("CLAIM_GRANTED").await.len(), 2);
+    // Its answer is now the key's.
+    let replayed = grant(
+        &service,
+        &operator(),
+        grant_request(&event.id, &ids(&["i1", "i2"]), "outage", "resumed"),
+    )
+    .await
+    .unwrap();
+    assert!(replayed.replayed);
+    assert_eq!(replayed.results, resumed.results);
+}
+
+#[tokio::test]
+async fn a_repeat_of_a_running_grant_waits_then_answers_unavailable() {
+    let service = TestEvent::start_with(&[("ERP_GRPC_TIMEOUT_MS", "1000")]).await;
+    let event = stocked_event(&service, "running", 10).await;
+    // A grant of this key is running elsewhere (its lease is fresh).
+    service
+        .database()
+        .await
+        .collection::<Document>("claim_requests")
+        .insert_one(doc! {
+            "_id": "running-grant",
+            "user_id": "grant:operator-1",
+            "key": "busy",
+            "event_id": &event.id,
+            "at": mongodb::bson::DateTime::now(),
+            "lease": "other-runner",
+            "lease_at": mongodb::bson::DateTime::now(),
+        })
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let refused = grant(
+        &service,
+        &operator(),
+        grant_request(&event.id, &ids(&["b1"]), "r", "busy"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&refused), "UNAVAILABLE", "{refused:?}");
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert_eq!(claims_of(&service, &event.id).await, 0);
+}
