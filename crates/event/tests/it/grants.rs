@@ -106,6 +106,12 @@ async fn a_grant_answers_every_user_in_order() {
     let snapshot_ids: Vec<&str> = claim.rewards.iter().map(|r| r.id.as_str()).collect();
     let reward_ids: Vec<&str> = rewards.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(snapshot_ids, reward_ids);
+    // A delivery per grant, written with it (the claim path's outbox).
+    let delivery = claim
+        .delivery
+        .clone()
+        .expect("a granted claim has its delivery");
+    assert_eq!(delivery.status, pb::DeliveryStatus::Pending as i32);
     let evaluation = claim.evaluation.unwrap();
     assert!(evaluation.passed, "a grant skips the condition");
     assert!(evaluation.details.is_empty());
@@ -121,6 +127,17 @@ async fn a_grant_answers_every_user_in_order() {
     assert_eq!(mine[0].id, u1_claim);
 
     assert_eq!(claims_of(&service, &event.id).await, 3);
+    let deliveries = service
+        .database()
+        .await
+        .collection::<Document>("deliveries")
+        .count_documents(doc! { "event_id": &event.id })
+        .await
+        .unwrap();
+    assert_eq!(
+        deliveries, 3,
+        "one per granted claim: the player's and the two grants"
+    );
     let stored = stored_rewards(&service, &event.id).await;
     assert_eq!(int(&stored[0], "remaining"), 0);
     assert_eq!(int(&stored[0], "claimed"), 3);
@@ -388,6 +405,14 @@ async fn a_thousand_users_in_one_grant() {
         .collect();
     assert_eq!(claim_ids.len(), 1000);
     assert_eq!(claims_of(&service, &event.id).await, 1000);
+    let deliveries = service
+        .database()
+        .await
+        .collection::<Document>("deliveries")
+        .count_documents(doc! { "event_id": &event.id })
+        .await
+        .unwrap();
+    assert_eq!(deliveries, 1000);
     assert_eq!(
         int(&stored_rewards(&service, &event.id).await[0], "remaining"),
         0
@@ -476,6 +501,18 @@ async fn stock_holds_when_a_grant_races_with_players_claims() {
         .map(|d| d.get_str("user_id").unwrap())
         .collect();
     assert_eq!(owners.len(), stored.len(), "one claim per user");
+    let deliveries = service
+        .database()
+        .await
+        .collection::<Document>("deliveries")
+        .count_documents(doc! { "event_id": &event.id })
+        .await
+        .unwrap();
+    assert_eq!(
+        deliveries,
+        u64::try_from(STOCK).unwrap(),
+        "a delivery per granted claim"
+    );
     let rewards = stored_rewards(&service, &event.id).await;
     assert_eq!(int(&rewards[0], "remaining"), 0);
     assert_eq!(int(&rewards[0], "claimed"), STOCK);
