@@ -50,18 +50,14 @@ impl EventService {
         let lease = loop {
             match self.claims.find_grant(&caller.user_id, key).await? {
                 Some(GrantRecord::Answered { event_id, results }) => {
-                    if event_id != request.event_id {
-                        return Err(EventError::field(
-                            "Idempotency-Key",
-                            "was already used for a grant on another event",
-                        ));
-                    }
+                    same_event(&event_id, &request.event_id)?;
                     return Ok(GrantAnswer {
                         results,
                         replayed: true,
                     });
                 }
-                Some(GrantRecord::Abandoned { lease }) => {
+                Some(GrantRecord::Abandoned { lease, event_id }) => {
+                    same_event(&event_id, &request.event_id)?;
                     if let Some(taken) = self
                         .claims
                         .take_over_grant(&caller.user_id, key, &lease)
@@ -94,14 +90,16 @@ impl EventService {
                 }
             }
         };
-        let event = match event {
-            Some(event) => event,
-            None => self.grantable_event(&request.event_id).await?,
+        let run = async {
+            let event = match event {
+                Some(event) => event,
+                // Taken over: the event is checked now.
+                None => self.grantable_event(&request.event_id).await?,
+            };
+            self.run_grant(&caller, &event, &request, &reason, &lease)
+                .await
         };
-        match self
-            .run_grant(&caller, &event, &request, &reason, &lease)
-            .await
-        {
+        match run.await {
             Ok(results) => {
                 self.claims.answer_grant(&lease, &results).await?;
                 Ok(GrantAnswer {
@@ -241,6 +239,18 @@ impl EventService {
         if any_placed {
             self.changed(event_id).await;
         }
+    }
+}
+
+/// A key is one grant: used again for another event, it is a mistake, not a repeat.
+fn same_event(recorded: &str, requested: &str) -> Result<(), EventError> {
+    if recorded == requested {
+        Ok(())
+    } else {
+        Err(EventError::field(
+            "Idempotency-Key",
+            "was already used for a grant on another event",
+        ))
     }
 }
 

@@ -554,6 +554,18 @@ async fn an_interrupted_grant_is_run_again_and_keeps_what_it_granted() {
         .unwrap();
     assert_eq!(changed.modified_count, 1);
 
+    // The key on another event is refused, and takes nothing over.
+    let elsewhere = stocked_event(&service, "elsewhere", 10).await;
+    let misused = grant(
+        &service,
+        &operator(),
+        grant_request(&elsewhere.id, &ids(&["i1"]), "outage", "resumed"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&misused), "VALIDATION_FAILED");
+    assert_eq!(fields(&misused), ["Idempotency-Key"]);
+
     // The repeat (the gateway retrying the whole list) takes the grant over and runs it again:
     // i1's claim was made by this grant, so it is GRANTED again, not ALREADY_CLAIMED.
     let resumed = grant(

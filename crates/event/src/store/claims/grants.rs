@@ -62,8 +62,8 @@ pub(crate) enum GrantRecord {
     },
     /// A grant with this key is running (or its runner died less than [`LEASE`] ago).
     Running,
-    /// Its runner stopped renewing: `lease` may be taken over.
-    Abandoned { lease: String },
+    /// Its runner, a grant on `event_id`, stopped renewing: `lease` may be taken over.
+    Abandoned { lease: String, event_id: String },
 }
 
 /// A reservation held: run the grant, then [`ClaimStore::answer_grant`].
@@ -123,12 +123,13 @@ impl ClaimStore {
             Utc::now().signed_duration_since(from_bson_time(at))
                 > chrono::Duration::from_std(LEASE).unwrap_or_default()
         });
-        Ok(Some(match (record.lease, stale) {
-            (Some(lease), true) => GrantRecord::Abandoned { lease },
-            (None, true) => GrantRecord::Abandoned {
-                lease: String::new(),
-            },
-            (_, false) => GrantRecord::Running,
+        Ok(Some(if stale {
+            GrantRecord::Abandoned {
+                lease: record.lease.unwrap_or_default(),
+                event_id: record.event_id,
+            }
+        } else {
+            GrantRecord::Running
         }))
     }
 
