@@ -290,13 +290,19 @@ async fn each_grant_makes_one_delivery_pushed_with_a_valid_signature() {
         entry["after"].to_string().contains("11-28 outage"),
         "{entry}"
     );
-    let (_, audit) = platform
-        .get(
-            "/audit?action=DELIVERY_SUCCEEDED&limit=100",
-            &admin.access_token,
-        )
-        .await;
-    assert_eq!(items(&audit).len(), 3, "{audit}");
+    erp_testkit::eventually(Duration::from_secs(5), || async {
+        let (_, audit) = platform
+            .get(
+                "/audit?action=DELIVERY_SUCCEEDED&limit=100",
+                &admin.access_token,
+            )
+            .await;
+        match items(&audit).len() {
+            3 => Ok(()),
+            n => Err(n),
+        }
+    })
+    .await;
     let (_, dashboard) = platform.get("/dashboard", &admin.access_token).await;
     assert_eq!(
         dashboard["deliveries"]["byStatus"]["DELIVERED"], 3,
@@ -431,18 +437,22 @@ async fn a_receiver_that_is_down_is_retried_with_growing_gaps_then_failed_then_r
     assert_eq!(status, StatusCode::OK, "{retried}");
     assert_eq!(retried["attempts"], 0);
     delivery_becomes(&platform, &admin.access_token, &id, "DELIVERED").await;
-    let (_, audit) = platform
-        .get(&format!("/audit?entityId={id}"), &admin.access_token)
-        .await;
-    let actions: Vec<_> = items(&audit)
-        .iter()
-        .map(|e| e["action"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(
-        actions,
-        ["DELIVERY_SUCCEEDED", "DELIVERY_RETRIED", "DELIVERY_FAILED"],
-        "{audit}"
-    );
+    // The audit record follows the status change (its own write, see the event store).
+    erp_testkit::eventually(Duration::from_secs(5), || async {
+        let (_, audit) = platform
+            .get(&format!("/audit?entityId={id}"), &admin.access_token)
+            .await;
+        let actions: Vec<_> = items(&audit)
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_owned())
+            .collect();
+        if actions == ["DELIVERY_SUCCEEDED", "DELIVERY_RETRIED", "DELIVERY_FAILED"] {
+            Ok(())
+        } else {
+            Err(actions)
+        }
+    })
+    .await;
 }
 
 /// `count` registered players.
