@@ -628,3 +628,27 @@ async fn a_repeat_of_a_running_grant_waits_then_answers_unavailable() {
     assert!(started.elapsed() >= Duration::from_millis(500));
     assert_eq!(claims_of(&service, &event.id).await, 0);
 }
+
+#[tokio::test]
+async fn claims_stored_before_sources_existed_read_as_players_claims() {
+    let service = TestEvent::start().await;
+    let event = stocked_event(&service, "old", 5).await;
+    let claim = service.claimed(&player("old-1"), &event.id).await;
+    let claims = service.database().await.collection::<Document>("claims");
+    let stored = claims
+        .find_one(doc! { "_id": &claim.id })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.get_str("source").unwrap(), "CLAIM");
+    claims
+        .update_one(
+            doc! { "_id": &claim.id },
+            doc! { "$unset": { "source": "" } },
+        )
+        .await
+        .unwrap();
+    let read = service.get_claim(&admin(), &claim.id).await.unwrap();
+    assert_eq!(read.source, pb::ClaimSource::Claim as i32);
+    assert_eq!(read.granted_by, None);
+}
