@@ -15,11 +15,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use erp_platform::Shutdown;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use rand::Rng;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::SYSTEM_ACTOR;
 use super::webhook::WebhookClient;
@@ -28,8 +26,12 @@ use crate::error::EventError;
 use crate::metrics::EventMetrics;
 use crate::store::{DeliveryStore, Leased, Moved};
 
-/// How often every replica reads the backlog for its gauges.
+/// How often every replica reads the backlog for its gauges (and writes left-over records).
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(5);
+/// How old a status change's unwritten record must be before another process writes it: the
+/// process that made the change writes it within milliseconds unless it stopped (a race is
+/// harmless either way: the record is written once).
+const RECORD_GRACE: Duration = Duration::from_secs(5);
 /// How long a stopping dispatcher waits to give back the leases of pushes it cut.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -83,7 +85,9 @@ impl Dispatcher {
     pub(crate) async fn run_until(self, shutdown: Shutdown) {
         let lease = chrono::Duration::from_std(self.config.lease)
             .unwrap_or_else(|_| chrono::Duration::seconds(30));
-        let mut in_flight = FuturesUnordered::new();
+        // Each push is a task of its own, so pushes go on while the loop leases more; the set
+        // aborts them when dropped (the service's future dropped, as a killed process's).
+        let mut in_flight: JoinSet<String> = JoinSet::new();
         let mut tokens: HashSet<String> = HashSet::new();
         loop {
             let free = self.config.concurrency.saturating_sub(in_flight.len());
@@ -92,7 +96,8 @@ impl Dispatcher {
                     Ok(leased) => {
                         for leased in leased {
                             tokens.insert(leased.token.clone());
-                            in_flight.push(self.push(leased));
+                            let this = self.clone();
+                            in_flight.spawn(async move { this.push(leased).await });
                         }
                     }
                     Err(error) => tracing::warn!(%error, "cannot lease due deliveries"),
@@ -100,8 +105,10 @@ impl Dispatcher {
             }
             tokio::select! {
                 () = shutdown.triggered() => break,
-                Some(token) = in_flight.next(), if !in_flight.is_empty() => {
-                    tokens.remove(&token);
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Ok(token) = done {
+                        tokens.remove(&token);
+                    }
                 }
                 () = tokio::time::sleep(self.config.poll_interval),
                     if in_flight.len() < self.config.concurrency => {}
@@ -110,8 +117,10 @@ impl Dispatcher {
         }
         let drain = self.config.timeout + RELEASE_TIMEOUT;
         let _ = tokio::time::timeout(drain, async {
-            while let Some(token) = in_flight.next().await {
-                tokens.remove(&token);
+            while let Some(done) = in_flight.join_next().await {
+                if let Ok(token) = done {
+                    tokens.remove(&token);
+                }
             }
         })
         .await;
@@ -133,6 +142,7 @@ impl Dispatcher {
             Ok(()) => self.delivered(&leased).await,
             Err(error) => self.failed(&leased, &error).await,
         };
+
         if let Err(error) = outcome {
             // The lease runs out and another attempt pushes it again (at least once).
             tracing::warn!(%error, delivery = %leased.delivery.id, "cannot record a push");
@@ -182,7 +192,8 @@ impl Dispatcher {
 }
 
 /// Keeps the backlog gauges (`erp_event_deliveries_pending`, `..._oldest_pending_seconds`)
-/// current on every replica, pushing or not, until `shutdown`.
+/// current on every replica, pushing or not, until `shutdown`; and writes the audit records and
+/// dashboard deltas of status changes whose process stopped before it wrote them.
 pub(crate) async fn watch_backlog(store: DeliveryStore, metrics: EventMetrics, shutdown: Shutdown) {
     let mut ticker = tokio::time::interval(BACKLOG_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -200,6 +211,9 @@ pub(crate) async fn watch_backlog(store: DeliveryStore, metrics: EventMetrics, s
                 metrics.delivery_oldest_pending.set(age);
             }
             Err(error) => tracing::warn!(%error, "cannot read the delivery backlog"),
+        }
+        if let Err(error) = store.record_left_over(RECORD_GRACE).await {
+            tracing::warn!(%error, "cannot write the left-over delivery records");
         }
     }
 }

@@ -4,8 +4,9 @@
 //! A delivery is inserted by the transaction that grants its claim ([`write_outbox`], called by
 //! the claim placement and the approval), with a unique index on `claim_id`: exactly one per
 //! granted claim, and none for a claim that was not granted. Every change of a delivery's status
-//! (ack, push, giving up, retry) is one transaction with its audit record and dashboard delta, and
-//! is an update filtered on the status it leaves, so of two racing changes one happens.
+//! (ack, push, giving up, retry) is one atomic update filtered on the status it leaves, so of two
+//! racing changes one happens, followed by the transaction of its audit record and dashboard
+//! delta (see `DeliveryStore::transition` for why not one transaction).
 //!
 //! Dispatchers on every replica share the work by a lease: a due pending delivery is taken by an
 //! atomic single-document update that sets `lease_until`/`lease_owner` only while no live lease
@@ -14,6 +15,7 @@
 //! written only by the lease's owner (a failure), or by anyone for a success.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use erp_platform::audit::{AuditEntry, AuditLog};
@@ -21,8 +23,9 @@ use erp_platform::mongo::{from_bson_time, to_bson_time};
 use erp_platform::pagination::{Cursor, Page};
 use futures::TryStreamExt;
 use mongodb::bson::{DateTime as BsonDateTime, Document, doc};
-use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::options::IndexOptions;
 use mongodb::{ClientSession, Collection, Database, IndexModel};
+use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::deliveries::{ClaimDelivery, Delivery, DeliveryFilter, DeliveryStatus, DeliveryView};
@@ -31,6 +34,17 @@ use crate::model::{Claim, ClaimStatus, RewardSnapshot, RewardType};
 use crate::store::tallies::{self, TallyDelta};
 
 pub(crate) const COLLECTION: &str = "deliveries";
+/// How often a status change is computed again when the delivery changed under it.
+const CHANGE_ATTEMPTS: usize = 5;
+/// Left-over records written per run.
+const LEFT_OVER_PAGE: i64 = 500;
+
+fn encode_error(source: mongodb::bson::ser::Error) -> EventError {
+    EventError::Encode {
+        what: "a delivery",
+        source: Box::new(source),
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RewardDoc {
@@ -64,6 +78,31 @@ pub(crate) struct DeliveryDoc {
     lease_until: BsonDateTime,
     #[serde(default)]
     lease_owner: Option<String>,
+    /// Counts the status changes: each is written only over the version it was computed from.
+    #[serde(default)]
+    seq: i64,
+    /// Status changes whose audit record and dashboard delta are not written yet (see
+    /// [`DeliveryStore::transition`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    unrecorded: Vec<Unrecorded>,
+}
+
+/// A status change as its audit record and dashboard delta will show it, kept on the delivery
+/// from the moment it happens until they are written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Unrecorded {
+    /// The delivery's `seq` after the change: with the delivery id, the record's identity.
+    seq: i64,
+    action: String,
+    actor: String,
+    from: String,
+    to: String,
+    /// The REST views before and after, as JSON text.
+    before: String,
+    after: String,
+    at: BsonDateTime,
+    #[serde(default)]
+    trace_id: Option<String>,
 }
 
 /// The lease of no one.
@@ -99,6 +138,8 @@ impl DeliveryDoc {
             next_attempt_at: now,
             lease_until: no_lease(),
             lease_owner: None,
+            seq: 0,
+            unrecorded: Vec::new(),
         }
     }
 
@@ -310,15 +351,14 @@ impl DeliveryStore {
     pub(crate) async fn deliver(&self, id: &str, actor: &str) -> Result<Moved, EventError> {
         let now = to_bson_time(Utc::now().trunc_subsecs(3));
         self.transition(
-            doc! { "_id": id, "status": { "$in": [
-                DeliveryStatus::Pending.as_str(), DeliveryStatus::Failed.as_str(),
-            ] } },
-            doc! { "$set": {
+            id,
+            |current| current.status != DeliveryStatus::Delivered.as_str(),
+            doc! {
                 "status": DeliveryStatus::Delivered.as_str(),
                 "delivered_at": now,
                 "lease_until": no_lease(),
                 "lease_owner": null,
-            } },
+            },
             "DELIVERY_SUCCEEDED",
             actor,
         )
@@ -330,14 +370,15 @@ impl DeliveryStore {
     pub(crate) async fn retry(&self, id: &str, actor: &str) -> Result<Moved, EventError> {
         let now = to_bson_time(Utc::now().trunc_subsecs(3));
         self.transition(
-            doc! { "_id": id, "status": DeliveryStatus::Failed.as_str() },
-            doc! { "$set": {
+            id,
+            |current| current.status == DeliveryStatus::Failed.as_str(),
+            doc! {
                 "status": DeliveryStatus::Pending.as_str(),
                 "attempts": 0_i64,
                 "next_attempt_at": now,
                 "lease_until": no_lease(),
                 "lease_owner": null,
-            } },
+            },
             "DELIVERY_RETRIED",
             actor,
         )
@@ -354,18 +395,18 @@ impl DeliveryStore {
         actor: &str,
     ) -> Result<Moved, EventError> {
         self.transition(
-            doc! {
-                "_id": &leased.delivery.id,
-                "status": DeliveryStatus::Pending.as_str(),
-                "lease_owner": &leased.token,
+            &leased.delivery.id,
+            |current| {
+                current.status == DeliveryStatus::Pending.as_str()
+                    && current.lease_owner.as_deref() == Some(leased.token.as_str())
             },
-            doc! { "$set": {
+            doc! {
                 "status": DeliveryStatus::Failed.as_str(),
                 "attempts": i64::from(attempts),
                 "last_error": error,
                 "lease_until": no_lease(),
                 "lease_owner": null,
-            } },
+            },
             "DELIVERY_FAILED",
             actor,
         )
@@ -401,41 +442,54 @@ impl DeliveryStore {
         Ok(updated.modified_count == 1)
     }
 
-    /// Takes the lease of up to `n` due pending deliveries (oldest due first) until `now +
-    /// lease`, each by one atomic update that succeeds only while no live lease is on it.
+    /// Takes the lease of up to `n` due pending deliveries (about oldest due first) until `now +
+    /// lease`: each by one conditional single-document update that succeeds only over the lease
+    /// it read (none, or one run out), so of two replicas after one delivery exactly one gets it.
     pub(crate) async fn lease_due(
         &self,
         owner: &str,
         n: usize,
         lease: chrono::Duration,
     ) -> Result<Vec<Leased>, EventError> {
+        let now = to_bson_time(Utc::now());
+        let due = doc! {
+            "status": DeliveryStatus::Pending.as_str(),
+            "next_attempt_at": { "$lte": now },
+            "lease_until": { "$lte": now },
+        };
+        let mut candidates: Vec<DeliveryDoc> = self
+            .deliveries
+            .find(due.clone())
+            .sort(doc! { "status": 1, "next_attempt_at": 1 })
+            .limit(i64::try_from(n).unwrap_or(i64::MAX))
+            .await?
+            .try_collect()
+            .await?;
+        // Replicas reading the same oldest candidates start at different ones.
+        candidates.shuffle(&mut rand::thread_rng());
+        let until = to_bson_time(Utc::now() + lease);
         let mut leased = Vec::new();
-        while leased.len() < n {
-            let now = Utc::now();
+        for candidate in candidates {
+            if leased.len() >= n {
+                break;
+            }
             let token = format!("{owner}/{}", uuid::Uuid::new_v4());
+            let mut filter = due.clone();
+            filter.insert("_id", &candidate.id);
+            filter.insert("lease_owner", candidate.lease_owner.clone());
             let taken = self
                 .deliveries
-                .find_one_and_update(
-                    doc! {
-                        "status": DeliveryStatus::Pending.as_str(),
-                        "next_attempt_at": { "$lte": to_bson_time(now) },
-                        "lease_until": { "$lte": to_bson_time(now) },
-                    },
-                    doc! { "$set": {
-                        "lease_until": to_bson_time(now + lease),
-                        "lease_owner": &token,
-                    } },
+                .update_one(
+                    filter,
+                    doc! { "$set": { "lease_until": until, "lease_owner": &token } },
                 )
-                .sort(doc! { "status": 1, "next_attempt_at": 1 })
-                .return_document(ReturnDocument::After)
                 .await?;
-            let Some(doc) = taken else {
-                break;
-            };
-            leased.push(Leased {
-                delivery: doc.into_delivery()?,
-                token,
-            });
+            if taken.modified_count == 1 {
+                leased.push(Leased {
+                    delivery: candidate.into_delivery()?,
+                    token,
+                });
+            }
         }
         Ok(leased)
     }
@@ -475,97 +529,156 @@ impl DeliveryStore {
         Ok(oldest.map(|d| from_bson_time(d.created_at)))
     }
 
-    /// Applies `update` to the delivery `filter` selects, with its audit record (`action` by
-    /// `actor`, before and after) and dashboard delta, in one transaction.
+    /// Applies `set` to the delivery `id` if `allowed` says its current state may change so,
+    /// and records the change (audit record `action` by `actor`, dashboard delta).
+    ///
+    /// The change is one atomic single-document update, written only over the version it was
+    /// computed from (`seq`), and it carries its own record-to-be (`unrecorded`); the record is
+    /// then written by a transaction that inserts new documents only, with ids derived from the
+    /// delivery and `seq`, and the mark removed. Not one transaction with the delivery in it: a
+    /// process killed mid-transaction can leave the transaction's documents locked until the store
+    /// gives up on it (MongoDB after `transactionLifetimeLimitSeconds`, the test store never), and
+    /// a delivery must never wait behind one. A process killed between the two leaves the mark,
+    /// which [`Self::record_left_over`] writes later, once (the ids make a second write a no-op).
     async fn transition(
         &self,
-        filter: Document,
-        update: Document,
+        id: &str,
+        allowed: impl Fn(&DeliveryDoc) -> bool,
+        set: Document,
         action: &str,
         actor: &str,
     ) -> Result<Moved, EventError> {
-        let id = filter.get_str("_id").unwrap_or_default().to_owned();
-        let mut session = self.database.client().start_session().await?;
-        let moved = session
-            .start_transaction()
-            .and_run(
-                (self, &filter, &update, action, actor),
-                |session, (store, filter, update, action, actor)| {
-                    Box::pin(async move {
-                        store
-                            .transition_in(filter, update, action, actor, session)
-                            .await
-                    })
-                },
-            )
-            .await
-            .map_err(
-                |error| match error.get_custom::<std::sync::Arc<EventError>>() {
-                    Some(domain) => EventError::Shared(std::sync::Arc::clone(domain)),
-                    None => error.into(),
-                },
-            )?;
-        match moved {
-            Some(after) => Ok(Moved::Done(after)),
-            None => Ok(match self.find(&id).await? {
-                Some(current) => Moved::Unchanged(current),
-                None => Moved::NotFound,
-            }),
+        for _ in 0..CHANGE_ATTEMPTS {
+            let Some(current) = self.deliveries.find_one(doc! { "_id": id }).await? else {
+                return Ok(Moved::NotFound);
+            };
+            if !allowed(&current) {
+                return Ok(Moved::Unchanged(current.into_delivery()?));
+            }
+            let seq = current.seq + 1;
+            let mut changed = mongodb::bson::to_document(&current).map_err(encode_error)?;
+            for (field, value) in &set {
+                changed.insert(field.clone(), value.clone());
+            }
+            let after: DeliveryDoc = mongodb::bson::from_document(changed)
+                .map_err(|error| EventError::Corrupt(format!("delivery {id}: {error}")))?;
+            let (before, after) = (current.clone().into_delivery()?, after.into_delivery()?);
+            let record = Unrecorded {
+                seq,
+                action: action.to_owned(),
+                actor: actor.to_owned(),
+                from: before.status.as_str().to_owned(),
+                to: after.status.as_str().to_owned(),
+                before: crate::views::json(&DeliveryView::from(&before)).to_string(),
+                after: crate::views::json(&DeliveryView::from(&after)).to_string(),
+                at: to_bson_time(Utc::now()),
+                trace_id: erp_platform::telemetry::current_trace_id(),
+            };
+            let mut fields = set.clone();
+            fields.insert("seq", seq);
+            let written = self
+                .deliveries
+                .update_one(
+                    doc! { "_id": id, "seq": current.seq },
+                    doc! {
+                        "$set": fields,
+                        "$push": {
+                            "unrecorded": mongodb::bson::to_bson(&record).map_err(encode_error)?,
+                        },
+                    },
+                )
+                .await?;
+            if written.modified_count == 0 {
+                // Changed by someone else since it was read: decide again on what it is now.
+                continue;
+            }
+            self.record(id, &record).await?;
+            return Ok(Moved::Done(after));
         }
+        Err(EventError::Internal(
+            "a delivery kept changing under its status change",
+        ))
     }
 
-    async fn transition_in(
-        &self,
-        filter: &Document,
-        update: &Document,
-        action: &str,
-        actor: &str,
-        session: &mut ClientSession,
-    ) -> mongodb::error::Result<Option<Delivery>> {
-        let Some(before) = self
-            .deliveries
-            .find_one_and_update(filter.clone(), update.clone())
-            .return_document(ReturnDocument::Before)
-            .session(&mut *session)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let after = self
-            .deliveries
-            .find_one(doc! { "_id": &before.id })
-            .session(&mut *session)
+    /// Writes the audit record and dashboard delta of `record` (once: a repeat finds them by
+    /// id), then removes its mark from the delivery.
+    async fn record(&self, id: &str, record: &Unrecorded) -> Result<(), EventError> {
+        let mut session = self.database.client().start_session().await?;
+        let written = session
+            .start_transaction()
+            .and_run((self, id, record), |session, (store, id, record)| {
+                Box::pin(async move { store.record_in(id, record, session).await })
+            })
+            .await;
+        match written {
+            Ok(()) => {}
+            Err(error) if erp_platform::mongo::is_duplicate_key(&error) => {}
+            Err(error) => return Err(error.into()),
+        }
+        self.deliveries
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$pull": { "unrecorded": { "seq": record.seq } } },
+            )
             .await?;
-        let (before, after) = match (
-            before.into_delivery(),
-            after.map(DeliveryDoc::into_delivery),
-        ) {
-            (Ok(before), Some(Ok(after))) => (before, after),
-            (Err(error), _) | (_, Some(Err(error))) => {
-                // Aborts the transaction; `transition` answers the domain error.
-                return Err(mongodb::error::Error::custom(std::sync::Arc::new(error)));
-            }
-            (_, None) => {
-                return Err(mongodb::error::Error::custom(std::sync::Arc::new(
-                    EventError::Internal("a delivery vanished inside its transaction"),
-                )));
-            }
+        Ok(())
+    }
+
+    async fn record_in(
+        &self,
+        id: &str,
+        record: &Unrecorded,
+        session: &mut ClientSession,
+    ) -> mongodb::error::Result<()> {
+        let key = format!("delivery:{id}:{}", record.seq);
+        let (Some(from), Some(to)) = (
+            DeliveryStatus::parse(&record.from),
+            DeliveryStatus::parse(&record.to),
+        ) else {
+            return Ok(());
         };
         let mut delta = TallyDelta::default();
-        delta.delivery_moved(before.status, after.status);
+        delta.delivery_moved(from, to);
+        let mut delta = delta.to_doc();
+        delta.insert("_id", &key);
         self.tally_deltas
-            .insert_one(delta.to_doc())
+            .insert_one(delta)
             .session(&mut *session)
             .await?;
-        let entry = AuditEntry::new(
-            actor,
-            action,
-            "delivery",
-            &after.id,
-            Some(crate::views::json(&DeliveryView::from(&before))),
-            Some(crate::views::json(&DeliveryView::from(&after))),
-        );
-        self.audit.record(&entry, session).await?;
-        Ok(Some(after))
+        let view = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+        let entry = AuditEntry {
+            id: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.as_bytes()).to_string(),
+            at: from_bson_time(record.at),
+            actor_id: record.actor.clone(),
+            action: record.action.clone(),
+            entity_type: "delivery".to_owned(),
+            entity_id: id.to_owned(),
+            before: view(&record.before),
+            after: view(&record.after),
+            trace_id: record.trace_id.clone(),
+        };
+        self.audit.record(&entry, session).await
+    }
+
+    /// Writes the records of status changes whose process stopped before it wrote them (marks
+    /// older than `grace`); returns how many.
+    pub(crate) async fn record_left_over(&self, grace: Duration) -> Result<u32, EventError> {
+        let cutoff =
+            to_bson_time(Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default());
+        let docs: Vec<DeliveryDoc> = self
+            .deliveries
+            .find(doc! { "unrecorded.at": { "$lt": cutoff } })
+            .limit(LEFT_OVER_PAGE)
+            .await?
+            .try_collect()
+            .await?;
+        let mut recorded = 0;
+        for doc in docs {
+            for record in doc.unrecorded.iter().filter(|r| r.at < cutoff) {
+                self.record(&doc.id, record).await?;
+                recorded += 1;
+            }
+        }
+        Ok(recorded)
     }
 }
