@@ -592,7 +592,11 @@ impl DeliveryStore {
                 // Changed by someone else since it was read: decide again on what it is now.
                 continue;
             }
-            self.record(id, &record).await?;
+            // The change happened: when its record cannot be written now, a backlog loop
+            // writes it later (`record_left_over`).
+            if let Err(error) = self.record(id, &record).await {
+                tracing::warn!(%error, delivery = id, "the record of a status change is left for later");
+            }
             return Ok(Moved::Done(after));
         }
         Err(EventError::Internal(
