@@ -118,16 +118,9 @@ async fn head_answers_like_get_on_every_get_route() {
         .active_event_with_reward(&admin.access_token, "Heads")
         .await;
     let player = platform.player("heads@example.com").await;
-    let (status, claim) = platform
-        .call(
-            Method::POST,
-            &format!("/events/{event_id}/claims"),
-            Some(&player.access_token),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{claim}");
+    let claim = platform.claim(&player.access_token, &event_id).await;
     let claim_id = claim["id"].as_str().unwrap().to_owned();
+    let delivery_id = claim["delivery"]["id"].as_str().unwrap().to_owned();
 
     let mut checked = 0;
     let mut failures = Vec::new();
@@ -139,6 +132,8 @@ async fn head_answers_like_get_on_every_get_route() {
             template.replace("{id}", &player.id)
         } else if template.starts_with("/claims/") {
             template.replace("{id}", &claim_id)
+        } else if template.starts_with("/deliveries/") {
+            template.replace("{id}", &delivery_id)
         } else {
             template
                 .replace("{id}", &event_id)

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -125,42 +125,13 @@ impl ReferenceReceiver {
     }
 }
 
-/// The event service's delivery settings for pushing to `url`: those of the deliveries tests
-/// (`common::receiver::webhook_env`), with the script's address.
-fn push_settings(url: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("ERP_DELIVERY_WEBHOOK_URL", url.to_owned()),
-        ("ERP_DELIVERY_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
-        ("ERP_DELIVERY_POLL_INTERVAL_MS", "100".to_owned()),
-        ("ERP_DELIVERY_BACKOFF_BASE_MS", "100".to_owned()),
-        ("ERP_DELIVERY_BACKOFF_MAX_MS", "1000".to_owned()),
-        ("ERP_DELIVERY_TIMEOUT_MS", "1000".to_owned()),
-        ("ERP_DELIVERY_LEASE_MS", "2000".to_owned()),
-    ]
-}
-
-/// Polls `GET /deliveries/{id}` until it is `DELIVERED`; the delivery.
-async fn delivered(platform: &Platform, token: &str, id: &str) -> Value {
-    erp_testkit::eventually(Duration::from_secs(20), || async {
-        let (status, body) = platform.get(&format!("/deliveries/{id}"), token).await;
-        if status == StatusCode::OK && body["status"] == "DELIVERED" {
-            Ok(body)
-        } else {
-            Err((status, body))
-        }
-    })
-    .await
-    .0
-}
-
 #[tokio::test]
 async fn the_reference_receiver_applies_each_delivery_once_and_refuses_forged_or_stale_pushes() {
     let receiver = ReferenceReceiver::start().await;
-    let mut builder = Platform::builder();
-    for (key, value) in push_settings(&receiver.url) {
-        builder = builder.event_env(key, &value);
-    }
-    let platform = builder.start().await;
+    let platform = Platform::builder()
+        .pushing_deliveries_to(&receiver.url)
+        .start()
+        .await;
     let admin = platform.admin().await;
     let operator = platform
         .staff(&admin, "receiver-op@example.com", &["OPERATOR"])
@@ -180,22 +151,14 @@ async fn the_reference_receiver_applies_each_delivery_once_and_refuses_forged_or
     let event_id = event["id"].as_str().unwrap();
 
     // A player's AUTO claim and an operator's grant, each with its delivery.
-    let (status, claim) = platform
-        .call(
-            Method::POST,
-            &format!("/events/{event_id}/claims"),
-            Some(&claimer.access_token),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{claim}");
+    let claim = platform.claim(&claimer.access_token, event_id).await;
     let claim_delivery = claim["delivery"]["id"].as_str().unwrap().to_owned();
     let granted = platform
-        .request(Method::POST, "/grants")
-        .token(&operator.access_token)
-        .header("idempotency-key", "reference-receiver")
-        .json(&json!({"eventId": event_id, "userIds": [compensated.id], "reason": "lost progress"}))
-        .send()
+        .grant(
+            &operator,
+            "reference-receiver",
+            json!({"eventId": event_id, "userIds": [compensated.id], "reason": "lost progress"}),
+        )
         .await;
     let result = granted.expect(StatusCode::OK)["results"][0].clone();
     assert_eq!(result["outcome"], "GRANTED", "{result}");
@@ -212,7 +175,11 @@ async fn the_reference_receiver_applies_each_delivery_once_and_refuses_forged_or
     expected.sort();
     let mut pushed = Vec::new();
     for id in &expected {
-        pushed.push(delivered(&platform, &operator.access_token, id).await);
+        pushed.push(
+            platform
+                .delivery_becomes(&operator.access_token, id, "DELIVERED")
+                .await,
+        );
     }
     assert_eq!(receiver.applied_ids().await, expected, "each applied once");
     for applied in receiver.applied().await {

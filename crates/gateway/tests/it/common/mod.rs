@@ -237,6 +237,44 @@ impl Platform {
             .await
     }
 
+    /// `POST /events/{event_id}/claims` as `token`, asserting 201; the claim.
+    pub async fn claim(&self, token: &str, event_id: &str) -> Value {
+        let (status, claim) = self
+            .call(
+                Method::POST,
+                &format!("/events/{event_id}/claims"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{claim}");
+        claim
+    }
+
+    /// `POST /grants` as `operator` with `key` as its `Idempotency-Key`.
+    pub async fn grant(&self, operator: &Session, key: &str, body: Value) -> Reply {
+        self.request(Method::POST, "/grants")
+            .token(&operator.access_token)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+            .await
+    }
+
+    /// Polls `GET /deliveries/{id}` as `token` until its status is `status`; the delivery.
+    pub async fn delivery_becomes(&self, token: &str, id: &str, status: &str) -> Value {
+        erp_testkit::eventually(std::time::Duration::from_secs(20), || async {
+            let (code, body) = self.get(&format!("/deliveries/{id}"), token).await;
+            if code == StatusCode::OK && body["status"] == status {
+                Ok(body)
+            } else {
+                Err((code, body))
+            }
+        })
+        .await
+        .0
+    }
+
     /// `PATCH /users/{id}` with `change` as the admin, asserting 200.
     pub async fn change_user(&self, admin: &Session, id: &str, change: Value) -> Value {
         let reply = self

@@ -68,6 +68,14 @@ impl PlatformBuilder {
         })
     }
 
+    /// The event service pushes deliveries to `url` (settings of
+    /// [`super::receiver::webhook_env`]).
+    pub fn pushing_deliveries_to(self, url: &str) -> Self {
+        super::receiver::webhook_env(url)
+            .into_iter()
+            .fold(self, |builder, (key, value)| builder.event_env(key, &value))
+    }
+
     /// No bootstrap admin (`ERP_BOOTSTRAP_ADMIN_*` unset).
     pub fn without_admin(mut self) -> Self {
         self.bootstrap_admin = false;

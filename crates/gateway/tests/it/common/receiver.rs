@@ -140,10 +140,11 @@ impl Receiver {
     }
 }
 
-/// The event service's delivery settings for pushing to `receiver`, fast enough for tests.
-pub fn webhook_env(receiver: &Receiver) -> Vec<(&'static str, String)> {
+/// The event service's delivery settings for pushing to `url` (signed with
+/// [`WEBHOOK_SECRET`]), fast enough for tests.
+pub fn webhook_env(url: &str) -> Vec<(&'static str, String)> {
     vec![
-        ("ERP_DELIVERY_WEBHOOK_URL", receiver.url()),
+        ("ERP_DELIVERY_WEBHOOK_URL", url.to_owned()),
         ("ERP_DELIVERY_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
         ("ERP_DELIVERY_POLL_INTERVAL_MS", "100".to_owned()),
         ("ERP_DELIVERY_BACKOFF_BASE_MS", "100".to_owned()),
