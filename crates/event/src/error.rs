@@ -23,8 +23,9 @@ pub enum EventError {
     AlreadyClaimed { claim_id: String },
     #[error("out of stock (reward {reward_id})")]
     OutOfStock { reward_id: String },
-    #[error("the claim is not pending")]
-    InvalidState,
+    /// What is not in the state the operation needs, e.g. "the claim is not pending".
+    #[error("{0}")]
+    InvalidState(&'static str),
     #[error("the event is not active")]
     EventNotActive,
     /// The evaluation goes to clients in the REST shape (`{"eventId","userId","passed",...}`).
@@ -86,7 +87,7 @@ impl EventError {
             EventError::Forbidden => "forbidden",
             EventError::AlreadyClaimed { .. } => "already_claimed",
             EventError::OutOfStock { .. } => "out_of_stock",
-            EventError::InvalidState => "invalid_state",
+            EventError::InvalidState(_) => "invalid_state",
             EventError::EventNotActive => "event_not_active",
             EventError::ConditionsNotMet { .. } => "conditions_not_met",
             EventError::Overloaded { .. } => "unavailable",
@@ -122,7 +123,7 @@ impl EventError {
             | EventError::Forbidden
             | EventError::AlreadyClaimed { .. }
             | EventError::OutOfStock { .. }
-            | EventError::InvalidState
+            | EventError::InvalidState(_)
             | EventError::EventNotActive
             | EventError::ConditionsNotMet { .. }
             | EventError::Overloaded { .. } => None,
@@ -180,9 +181,7 @@ impl From<EventError> for ApiError {
                 "a reward of this event has no stock left",
             )
             .with_metadata("rewardId", reward_id),
-            EventError::InvalidState => {
-                ApiError::new(ErrorCode::InvalidState, "the claim is not pending")
-            }
+            EventError::InvalidState(what) => ApiError::new(ErrorCode::InvalidState, what),
             EventError::EventNotActive => ApiError::new(
                 ErrorCode::EventNotActive,
                 "the event is not active (outside its window, a draft or canceled)",

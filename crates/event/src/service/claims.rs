@@ -39,6 +39,13 @@ impl EventService {
         self.metrics
             .claim_duration
             .observe(started.elapsed().as_secs_f64());
+        if let Ok(outcome) = &result
+            && !outcome.replayed
+            && outcome.claim.status == ClaimStatus::Granted
+        {
+            // Its delivery is committed: push it now rather than at the next poll.
+            self.delivery_due();
+        }
         result
     }
 

@@ -22,8 +22,12 @@ impl EventService {
         let caller = require(caller, EDITORS)?;
         self.not_own_claim(&caller, id).await?;
         let actor = caller.user_id.as_str();
-        self.decide(id, Decision::Approve { actor }, actor, "CLAIM_APPROVED")
-            .await
+        let claim = self
+            .decide(id, Decision::Approve { actor }, actor, "CLAIM_APPROVED")
+            .await?;
+        // Its delivery is committed: push it now rather than at the next poll.
+        self.delivery_due();
+        Ok(claim)
     }
 
     pub(crate) async fn reject_claim(
@@ -115,7 +119,7 @@ impl EventService {
                     self.changed(&claim.event_id).await;
                     Ok(claim)
                 }
-                Some(_) => Err(EventError::InvalidState),
+                Some(_) => Err(EventError::InvalidState("the claim is not pending")),
                 None => Err(EventError::NotFound("claim")),
             },
         }
@@ -170,7 +174,7 @@ impl EventService {
                     {
                         Ok(_) => expired += 1,
                         // Decided or expired by someone else meanwhile.
-                        Err(EventError::InvalidState | EventError::NotFound(_)) => {}
+                        Err(EventError::InvalidState(_) | EventError::NotFound(_)) => {}
                         Err(error) => return Err(error),
                     }
                 }

@@ -78,7 +78,9 @@ impl EventService {
                 self.delivery_due();
                 Ok(delivery)
             }
-            Moved::Unchanged(_) => Err(EventError::InvalidState),
+            Moved::Unchanged(_) => Err(EventError::InvalidState(
+                "only a FAILED delivery can be retried",
+            )),
             Moved::NotFound => Err(EventError::NotFound("delivery")),
         }
     }

@@ -101,6 +101,8 @@ impl EventService {
         };
         match run.await {
             Ok(results) => {
+                // Its deliveries are committed: push them now rather than at the next poll.
+                self.delivery_due();
                 self.claims.answer_grant(&lease, &results).await?;
                 Ok(GrantAnswer {
                     results,
