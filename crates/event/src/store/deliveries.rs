@@ -205,6 +205,19 @@ pub(crate) struct Leased {
     pub(crate) token: String,
 }
 
+/// A delivery that was due when read, not leased yet.
+pub(crate) struct DueDelivery(DeliveryDoc);
+
+/// Pending, due, and not leased (or its lease ran out).
+fn due_now() -> Document {
+    let now = to_bson_time(Utc::now());
+    doc! {
+        "status": DeliveryStatus::Pending.as_str(),
+        "next_attempt_at": { "$lte": now },
+        "lease_until": { "$lte": now },
+    }
+}
+
 /// What a change of status did.
 #[derive(Debug)]
 pub(crate) enum Moved {
@@ -442,24 +455,12 @@ impl DeliveryStore {
         Ok(updated.modified_count == 1)
     }
 
-    /// Takes the lease of up to `n` due pending deliveries (about oldest due first) until `now +
-    /// lease`: each by one conditional single-document update that succeeds only over the lease
-    /// it read (none, or one run out), so of two replicas after one delivery exactly one gets it.
-    pub(crate) async fn lease_due(
-        &self,
-        owner: &str,
-        n: usize,
-        lease: chrono::Duration,
-    ) -> Result<Vec<Leased>, EventError> {
-        let now = to_bson_time(Utc::now());
-        let due = doc! {
-            "status": DeliveryStatus::Pending.as_str(),
-            "next_attempt_at": { "$lte": now },
-            "lease_until": { "$lte": now },
-        };
+    /// Up to `n` due pending deliveries, about oldest due first, for a dispatcher to lease one by
+    /// one ([`Self::lease`]): one query serves many leases.
+    pub(crate) async fn due(&self, n: usize) -> Result<Vec<DueDelivery>, EventError> {
         let mut candidates: Vec<DeliveryDoc> = self
             .deliveries
-            .find(due.clone())
+            .find(due_now())
             .sort(doc! { "status": 1, "next_attempt_at": 1 })
             .limit(i64::try_from(n).unwrap_or(i64::MAX))
             .await?
@@ -467,31 +468,39 @@ impl DeliveryStore {
             .await?;
         // Replicas reading the same oldest candidates start at different ones.
         candidates.shuffle(&mut rand::thread_rng());
+        Ok(candidates.into_iter().map(DueDelivery).collect())
+    }
+
+    /// Takes the lease of `candidate` until `now + lease` if it is still due: one conditional
+    /// single-document update that succeeds only over the lease it read (none, or one run out),
+    /// so of two replicas after one delivery exactly one gets it. `None` when another got it, or
+    /// it is no longer due.
+    pub(crate) async fn lease(
+        &self,
+        candidate: DueDelivery,
+        owner: &str,
+        lease: chrono::Duration,
+    ) -> Result<Option<Leased>, EventError> {
+        let DueDelivery(candidate) = candidate;
+        let token = format!("{owner}/{}", uuid::Uuid::new_v4());
+        let mut filter = due_now();
+        filter.insert("_id", &candidate.id);
+        filter.insert("lease_owner", candidate.lease_owner.clone());
         let until = to_bson_time(Utc::now() + lease);
-        let mut leased = Vec::new();
-        for candidate in candidates {
-            if leased.len() >= n {
-                break;
-            }
-            let token = format!("{owner}/{}", uuid::Uuid::new_v4());
-            let mut filter = due.clone();
-            filter.insert("_id", &candidate.id);
-            filter.insert("lease_owner", candidate.lease_owner.clone());
-            let taken = self
-                .deliveries
-                .update_one(
-                    filter,
-                    doc! { "$set": { "lease_until": until, "lease_owner": &token } },
-                )
-                .await?;
-            if taken.modified_count == 1 {
-                leased.push(Leased {
-                    delivery: candidate.into_delivery()?,
-                    token,
-                });
-            }
+        let taken = self
+            .deliveries
+            .update_one(
+                filter,
+                doc! { "$set": { "lease_until": until, "lease_owner": &token } },
+            )
+            .await?;
+        if taken.modified_count != 1 {
+            return Ok(None);
         }
-        Ok(leased)
+        Ok(Some(Leased {
+            delivery: candidate.into_delivery()?,
+            token,
+        }))
     }
 
     /// Gives back the leases of `tokens` still pending (a dispatcher stopping), so another
