@@ -28,7 +28,8 @@ impl Access {
     pub fn allows(self, roles: &[Role]) -> bool {
         match self {
             Access::Public | Access::Credentials => true,
-            Access::Authenticated => roles.iter().any(|role| role.is_for_people()),
+            // A person, whatever roles they hold (even none): only service accounts are not.
+            Access::Authenticated => !roles.contains(&Role::GameServer),
             Access::Roles(allowed) => roles
                 .iter()
                 .any(|role| *role == Role::Admin || allowed.contains(role)),
@@ -66,6 +67,7 @@ mod tests {
         assert!(Access::Roles(REPORTERS).allows(&game_server));
         assert!(Access::Roles(DELIVERY_ACKERS).allows(&game_server));
         assert!(Access::Authenticated.allows(&[Role::User]));
+        assert!(Access::Authenticated.allows(&[]), "a person without roles");
         assert!(Access::Roles(DELIVERY_ACKERS).allows(&[Role::Admin]));
         assert!(!Access::Roles(DELIVERY_ACKERS).allows(&[Role::Operator]));
     }

@@ -84,6 +84,15 @@ async fn client_credentials_issue_a_game_server_token_by_basic_or_form() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["code"], "FORBIDDEN");
 
+    // Basic, with the client also named in the form (as some libraries send it).
+    let named = token_request(
+        &platform,
+        &format!("grant_type=client_credentials&client_id={client_id}"),
+        Some((client_id, secret)),
+    )
+    .await;
+    named.expect(StatusCode::OK);
+
     // Form fields.
     let form = token_request(
         &platform,
@@ -172,6 +181,20 @@ async fn bad_client_credentials_get_oauth_errors() {
     )
     .await;
     assert_oauth_error(&both_ways, StatusCode::BAD_REQUEST, "invalid_request");
+    let other_client = token_request(
+        &platform,
+        "grant_type=client_credentials&client_id=sa_someone_else",
+        Some((client_id, secret)),
+    )
+    .await;
+    assert_oauth_error(&other_client, StatusCode::BAD_REQUEST, "invalid_request");
+    let secret_only = token_request(
+        &platform,
+        &format!("grant_type=client_credentials&client_secret={secret}"),
+        None,
+    )
+    .await;
+    assert_oauth_error(&secret_only, StatusCode::UNAUTHORIZED, "invalid_client");
     let repeated = token_request(
         &platform,
         "grant_type=client_credentials&grant_type=client_credentials",

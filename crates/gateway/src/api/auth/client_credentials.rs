@@ -251,25 +251,31 @@ async fn issue(
         Some("client_credentials") => {}
         Some(_) => return Err(TokenError::UnsupportedGrantType),
     }
-    let from_form = match (form.get("client_id"), form.get("client_secret")) {
-        (Some(id), Some(secret)) => Some((id.to_owned(), secret.to_owned())),
-        (None, None) => None,
-        _ => {
-            return Err(TokenError::InvalidClient(
-                "client_id and client_secret go together".to_owned(),
-            ));
-        }
-    };
-    let (client_id, client_secret) = match (basic_credentials(headers)?, from_form) {
-        (Some(_), Some(_)) => {
+    let basic = basic_credentials(headers)?;
+    let (client_id, client_secret) = match (basic, form.get("client_id"), form.get("client_secret"))
+    {
+        (Some(_), _, Some(_)) => {
             return Err(TokenError::InvalidRequest(
                 "authenticate the client one way: Basic or the form fields, not both".to_owned(),
             ));
         }
-        (Some(credentials), None) | (None, Some(credentials)) => credentials,
-        (None, None) => {
+        // Some libraries also name the client in the form beside Basic (RFC 6749 §3.2.1): it
+        // must be the same client.
+        (Some((id, _)), Some(form_id), None) if form_id != id => {
+            return Err(TokenError::InvalidRequest(
+                "client_id differs from the client of the Basic authorization".to_owned(),
+            ));
+        }
+        (Some(credentials), _, None) => credentials,
+        (None, Some(id), Some(secret)) => (id.to_owned(), secret.to_owned()),
+        (None, None, None) => {
             return Err(TokenError::InvalidClient(
                 "client authentication is required".to_owned(),
+            ));
+        }
+        (None, _, _) => {
+            return Err(TokenError::InvalidClient(
+                "client_id and client_secret go together".to_owned(),
             ));
         }
     };
