@@ -161,12 +161,7 @@ async fn each_grant_makes_one_delivery_pushed_with_a_valid_signature() {
     let rejected = claim_as(&granted).await;
     let own = claim_as(&operator).await;
     let (status, body) = platform
-        .call(
-            Method::POST,
-            &format!("/claims/{own}/approve"),
-            Some(&operator.access_token),
-            None,
-        )
+        .post(&format!("/claims/{own}/approve"), &operator.access_token)
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["code"], "FORBIDDEN");
@@ -180,11 +175,9 @@ async fn each_grant_makes_one_delivery_pushed_with_a_valid_signature() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let (status, body) = platform
-        .call(
-            Method::POST,
+        .post(
             &format!("/claims/{approved}/approve"),
-            Some(&operator.access_token),
-            None,
+            &operator.access_token,
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -318,12 +311,7 @@ async fn a_game_server_pulls_and_acks_once() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(second, first, "a second ack changes nothing");
     let (status, body) = platform
-        .call(
-            Method::POST,
-            &format!("/deliveries/{id}/retry"),
-            Some(&admin.access_token),
-            None,
-        )
+        .post(&format!("/deliveries/{id}/retry"), &admin.access_token)
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["code"], "INVALID_STATE");
@@ -377,12 +365,7 @@ async fn a_receiver_that_is_down_is_retried_with_growing_gaps_then_failed_then_r
 
     receiver.answer(200);
     let (status, retried) = platform
-        .call(
-            Method::POST,
-            &format!("/deliveries/{id}/retry"),
-            Some(&admin.access_token),
-            None,
-        )
+        .post(&format!("/deliveries/{id}/retry"), &admin.access_token)
         .await;
     assert_eq!(status, StatusCode::OK, "{retried}");
     assert_eq!(retried["attempts"], 0);

@@ -237,15 +237,15 @@ impl Platform {
             .await
     }
 
+    /// `POST path` as `token` without a body: the status and JSON body.
+    pub async fn post(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), None).await
+    }
+
     /// `POST /events/{event_id}/claims` as `token`, asserting 201; the claim.
     pub async fn claim(&self, token: &str, event_id: &str) -> Value {
         let (status, claim) = self
-            .call(
-                Method::POST,
-                &format!("/events/{event_id}/claims"),
-                Some(token),
-                None,
-            )
+            .post(&format!("/events/{event_id}/claims"), token)
             .await;
         assert_eq!(status, StatusCode::CREATED, "{claim}");
         claim
