@@ -13,7 +13,9 @@
 #   4. values.schema.json and the chart's own checks reject scripts/deploy-checks/bad-values/*.yaml
 #      (and every key of values.yaml is documented by a comment above it)
 #   5. k8s/ and the chart's copies of infrastructure/ files equal a fresh render
-#   6. promtool check config, check rules, test rules (every alert tested firing and not firing)
+#   6. promtool check config (prometheus.yml as it is; prometheus-kubernetes.yml), check rules,
+#      test rules (every alert tested firing and not firing; ErpServiceDown's absent() twin tested
+#      without targets), and Prometheus started as docs/deployment.md says: ready, every rule loaded
 #   7. every PromQL expression of the Grafana dashboards parses (promtool check rules)
 #   8. the Tiltfile evaluates with stand-ins for Tilt's built-ins and names only existing things
 #   9. dashboard and alert-rule metric names are in infrastructure/metrics.txt
@@ -43,7 +45,7 @@ NAMESPACE=erp
 
 started=$SECONDS
 WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+trap 'rm -rf "$WORK"' EXIT  # replaced below, once Prometheus may run
 
 # --- tools ---------------------------------------------------------------------------------------
 SUDO=""
@@ -82,7 +84,7 @@ install_helm() {
 }
 
 install_promtool() {
-  if command -v promtool >/dev/null 2>&1; then
+  if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
     return
   fi
   command -v apt-get >/dev/null 2>&1 || die "promtool not found and no apt-get: install Prometheus' promtool and retry"
@@ -109,6 +111,7 @@ install_promtool() {
     $SUDO update-rc.d prometheus disable >/dev/null 2>&1 || true
   fi
   command -v promtool >/dev/null 2>&1 || die "promtool still not found after installing prometheus"
+  command -v prometheus >/dev/null 2>&1 || die "prometheus still not found after installing prometheus"
 }
 
 install_python_tools
@@ -250,13 +253,18 @@ step_render_check() {
 }
 
 step_promtool() {
-  local config="$ROOT/infrastructure/prometheus/prometheus.yml"
+  local dir="$ROOT/infrastructure/prometheus"
+  # The local config loads as it is, in any Prometheus build (Debian's has no Kubernetes discovery).
+  promtool check config "$dir/prometheus.yml" || return 1
+  # The cluster's config names kubernetes_sd_configs: checked whole where promtool has Kubernetes
+  # discovery, else its discovery blocks here and the rest by promtool on a copy without them.
+  local config="$dir/prometheus-kubernetes.yml"
   if ! promtool check config "$config" >"$WORK/promtool.log" 2>&1; then
     if grep -q 'field kubernetes_sd_configs not found' "$WORK/promtool.log"; then
       echo "  note: this promtool ($(promtool --version 2>&1 | head -n 1 | cut -d' ' -f3)) is built without Kubernetes discovery (Debian);"
-      echo "        checking a copy without kubernetes_sd_configs, which are checked separately"
-      (cd "$DC" && "$PY" promql.py config-without-k8s-sd "$config" "$WORK/prometheus.yml") || return 1
-      promtool check config "$WORK/prometheus.yml" || return 1
+      echo "        checking a copy of prometheus-kubernetes.yml without kubernetes_sd_configs, which are checked separately"
+      (cd "$DC" && "$PY" promql.py config-without-k8s-sd "$config" "$WORK/prometheus-kubernetes.yml") || return 1
+      promtool check config "$WORK/prometheus-kubernetes.yml" || return 1
     else
       cat "$WORK/promtool.log" >&2
       return 1
@@ -264,9 +272,52 @@ step_promtool() {
   else
     cat "$WORK/promtool.log"
   fi
-  promtool check rules "$ROOT"/infrastructure/prometheus/rules/*.yml || return 1
-  (cd "$ROOT/infrastructure/prometheus" && promtool test rules tests/*.yml) || return 1
-  (cd "$DC" && "$PY" promql.py rule-tests)
+  promtool check rules "$dir"/rules/*.yml || return 1
+  (cd "$dir" && promtool test rules tests/*.yml) || return 1
+  (cd "$DC" && "$PY" promql.py rule-tests) || return 1
+  run_documented_prometheus
+}
+
+# Runs Prometheus exactly as docs/deployment.md tells users to (from the repository root), on a
+# free loopback port and a fresh storage directory, and waits until it is ready with every rule
+# and the local targets loaded; then stops it.
+PROM_PID=""
+trap 'if [[ -n "$PROM_PID" ]]; then kill "$PROM_PID" 2>/dev/null; wait "$PROM_PID" 2>/dev/null; fi; rm -rf "$WORK"' EXIT
+run_documented_prometheus() {
+  command -v prometheus >/dev/null 2>&1 || { echo "  FAIL: no prometheus binary (Debian package prometheus)" >&2; return 1; }
+  local documented port args=() word ok=0
+  documented="$(grep -m1 -E '^prometheus --config\.file=infrastructure/prometheus/prometheus\.yml( |$)' "$ROOT/docs/deployment.md")"
+  if [[ -z "$documented" ]]; then
+    echo "  FAIL: docs/deployment.md has no line 'prometheus --config.file=infrastructure/prometheus/prometheus.yml ...'" >&2
+    return 1
+  fi
+  if ! grep -qF -- "$documented" "$ROOT/infrastructure/prometheus/prometheus.yml"; then
+    echo "  FAIL: prometheus.yml's header does not show the documented command: $documented" >&2
+    return 1
+  fi
+  port="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  mkdir -p "$WORK/prometheus-data"
+  read -r -a words <<<"$documented"
+  for word in "${words[@]}"; do
+    case "$word" in
+      --storage.tsdb.path=*) args+=("--storage.tsdb.path=$WORK/prometheus-data") ;;
+      --web.listen-address=*) ;;
+      *) args+=("$word") ;;
+    esac
+  done
+  args+=("--web.listen-address=127.0.0.1:$port")
+  echo "  documented: $documented"
+  echo "  running:    ${args[*]}"
+  (cd "$ROOT" && exec "${args[@]}") >"$WORK/prometheus.log" 2>&1 &
+  PROM_PID=$!
+  (cd "$DC" && "$PY" promql.py live "http://127.0.0.1:$port" 30) || ok=1
+  kill "$PROM_PID" 2>/dev/null
+  wait "$PROM_PID" 2>/dev/null
+  PROM_PID=""
+  if ((ok != 0)); then
+    tail -n 15 "$WORK/prometheus.log" >&2
+  fi
+  return $ok
 }
 
 step_dashboards() {

@@ -7,9 +7,13 @@ usage:
                                           alert rules are a subset of infrastructure/metrics.txt
   promql.py rule-tests                    step 6: every alert has a test where it fires and one
                                           where it does not
-  promql.py config-without-k8s-sd IN OUT  step 6: a copy of prometheus.yml without
+  promql.py config-without-k8s-sd IN OUT  step 6: a copy of prometheus-kubernetes.yml without
                                           kubernetes_sd_configs (for a promtool built without
                                           Kubernetes discovery, as Debian's), after checking them
+  promql.py live URL SECONDS              step 6: the Prometheus at URL (started with the local
+                                          config, as docs/deployment.md says) becomes ready within
+                                          SECONDS, loaded every alert rule without error and has
+                                          the erp-local targets of the three services
 """
 
 import glob
@@ -164,6 +168,7 @@ def cmd_rule_tests():
             if alert not in seen:
                 problems += 1
                 print("  FAIL: no promtool test shows %s %s" % (alert, kind), file=sys.stderr)
+    problems += check_absent_twin()
     unknown = (fires | quiet) - alerts
     for alert in sorted(unknown):
         problems += 1
@@ -171,6 +176,50 @@ def cmd_rule_tests():
     if problems:
         sys.exit(1)
     print("  %d alerts, each tested firing and not firing" % len(alerts))
+
+
+SERVICE_JOBS = {"erp-gateway", "erp-auth", "erp-event"}
+
+
+def check_absent_twin():
+    """ErpServiceDown also fires for a service with no target at all: an absent() rule covers each
+    job, and a test shows it firing for a job whose `up` series is missing or goes stale."""
+    problems = 0
+    covered = set()
+    for path in sorted(glob.glob(os.path.join(RULES, "*.yml"))):
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+        for group in doc.get("groups") or []:
+            for rule in group.get("rules") or []:
+                if rule.get("alert") == "ErpServiceDown":
+                    covered |= set(re.findall(r'absent\(\s*up\{job="([^"]+)"\}\s*\)', rule["expr"]))
+    if covered != SERVICE_JOBS:
+        problems += 1
+        print("  FAIL: ErpServiceDown's absent() twin covers %s, expected %s" % (sorted(covered), sorted(SERVICE_JOBS)), file=sys.stderr)
+    shown = set()
+    for path in sorted(glob.glob(os.path.join(RULE_TESTS, "*.yml"))):
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+        for test in doc.get("tests") or []:
+            up = {}
+            for series in test.get("input_series") or []:
+                m = re.match(r'\s*up\{.*job="([^"]+)"', series["series"])
+                if m:
+                    up[m.group(1)] = str(series["values"]).split()
+            for t in test.get("alert_rule_test") or []:
+                if t["alertname"] != "ErpServiceDown":
+                    continue
+                for alert in t.get("exp_alerts") or []:
+                    job = (alert.get("exp_labels") or {}).get("job")
+                    if job not in up or up[job][-1] == "stale":
+                        shown.add(job)
+    if not shown:
+        problems += 1
+        print("  FAIL: no promtool test shows ErpServiceDown firing for a job without targets", file=sys.stderr)
+    else:
+        print("  ErpServiceDown's absent() twin covers %s; tested firing without targets for %s"
+              % (", ".join(sorted(covered)), ", ".join(sorted(shown))))
+    return problems
 
 
 K8S_SD_ROLES = {"node", "pod", "service", "endpoints", "endpointslice", "ingress"}
@@ -208,6 +257,50 @@ def cmd_config_without_k8s_sd(src, out):
     sys.exit(1 if problems else 0)
 
 
+def cmd_live(url, seconds):
+    import time
+    import urllib.error
+    import urllib.request
+
+    def get(path):
+        with urllib.request.urlopen(url + path, timeout=5) as r:
+            return r.status, r.read().decode()
+
+    deadline = time.monotonic() + float(seconds)
+    while True:
+        try:
+            status, _ = get("/-/ready")
+            if status == 200:
+                break
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            print("  FAIL: Prometheus at %s was not ready within %ss" % (url, seconds), file=sys.stderr)
+            sys.exit(1)
+        time.sleep(0.3)
+    problems = 0
+    want = len(rule_exprs())
+    rules = json.loads(get("/api/v1/rules")[1])["data"]["groups"]
+    loaded = [r for g in rules for r in g["rules"]]
+    bad = [r["name"] for r in loaded if r.get("health") not in ("ok", "unknown")]
+    if len(loaded) != want or bad:
+        problems += 1
+        print("  FAIL: Prometheus loaded %d rules (want %d), unhealthy: %s" % (len(loaded), want, bad), file=sys.stderr)
+    # Discovered targets reach the scrape manager a few seconds after start.
+    while True:
+        targets = json.loads(get("/api/v1/targets")[1])["data"]["activeTargets"]
+        jobs = sorted({t["labels"].get("job") for t in targets if t.get("scrapePool") == "erp-local"})
+        if jobs == sorted(SERVICE_JOBS) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if jobs != sorted(SERVICE_JOBS):
+        problems += 1
+        print("  FAIL: the erp-local scrape pool has jobs %s, want %s" % (jobs, sorted(SERVICE_JOBS)), file=sys.stderr)
+    if problems:
+        sys.exit(1)
+    print("  Prometheus ready at %s: %d rules loaded, erp-local targets %s" % (url, len(loaded), ", ".join(jobs)))
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "dashboard-rules":
@@ -218,6 +311,8 @@ def main():
         cmd_rule_tests()
     elif cmd == "config-without-k8s-sd":
         cmd_config_without_k8s_sd(*args)
+    elif cmd == "live":
+        cmd_live(*args)
     else:
         sys.exit(__doc__)
 
