@@ -17,7 +17,10 @@
 #      test rules (every alert tested firing and not firing; ErpServiceDown's absent() twin tested
 #      without targets), and Prometheus started as docs/deployment.md says: ready, every rule loaded
 #   7. every PromQL expression of the Grafana dashboards parses (promtool check rules)
-#   8. the Tiltfile evaluates with stand-ins for Tilt's built-ins and names only existing things
+#   8. the Tiltfile evaluates with stand-ins for Tilt's built-ins (default, --no-observability,
+#      --image-build=docker) and names only existing things; helm() has its own kube_version
+#      (the check adds none); the host build (cargo build + Dockerfile.dev); --no-observability
+#      turns trace export off
 #   9. dashboard and alert-rule metric names are in infrastructure/metrics.txt
 #  10. chart behaviour (scripts/deploy-checks/chart_behaviour.py): a change rolls only the services
 #      it touches (per-component checksums), image digests, ServiceMonitor sample/label limits,
@@ -338,7 +341,7 @@ PYEOF
 }
 
 step_tiltfile() {
-  (cd "$DC" && "$PY" tiltfile_check.py "$HELM" "$KUBE_VERSION")
+  (cd "$DC" && "$PY" tiltfile_check.py "$HELM")
 }
 
 step_metric_names() {
