@@ -9,8 +9,8 @@ Renders the chart (values-dev.yaml as the base) with helm and checks:
   or Secret inputs change — a gateway setting restarts the gateway only, a shared setting all three;
 * image digests: with <service>.image.digest set the reference is <registry>/<repository>@<digest>
   for that service only;
-* ServiceMonitor scrape bounds: values.yaml sets sampleLimit and labelLimit (> 0) and the
-  ServiceMonitor carries them;
+* ServiceMonitor scrape bounds: values.yaml sets sampleLimit and labelLimit (> 0), the
+  ServiceMonitor carries them, and infrastructure/prometheus's erp jobs use the same limits;
 * service names: every pod template of the chart carries the annotation
   resource.opentelemetry.io/service.name and the label service_name, equal to each other and, for
   the three services, to OTEL_SERVICE_NAME; the dashboards' Loki queries select only names that
@@ -137,6 +137,16 @@ def check_service_monitor(c):
         for key in ("sampleLimit", "labelLimit"):
             c.check(spec.get(key) == sm_values.get(key), "ServiceMonitor %s is %r, values.yaml says %r" % (key, spec.get(key), sm_values.get(key)))
         print("  ServiceMonitor: sampleLimit %s, labelLimit %s" % (spec.get("sampleLimit"), spec.get("labelLimit")))
+    # The plain Prometheus configs bound the same scrapes the same way.
+    for name in ("prometheus.yml", "prometheus-kubernetes.yml"):
+        with open(os.path.join(ROOT, "infrastructure", "prometheus", name), encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+        for job in config.get("scrape_configs") or []:
+            if not job["job_name"].startswith("erp-"):
+                continue
+            got = (job.get("sample_limit"), job.get("label_limit"))
+            want = (sm_values.get("sampleLimit"), sm_values.get("labelLimit"))
+            c.check(got == want, "%s job %s: sample_limit/label_limit %s, the chart's ServiceMonitor %s" % (name, job["job_name"], got, want))
 
 
 # --- Alloy's relabelling, evaluated -------------------------------------------------------------
