@@ -50,6 +50,7 @@ class Tilt:
         self.helm_bin = helm_bin
         self.options = dict(options)
         self.helm_calls = []
+        self.made_dirs = []  # directories local("mkdir -p ...") creates at load time
         self.problems = []
         self.paths = []  # (what, path) pairs that must exist
         self.images = []  # docker_build calls
@@ -114,6 +115,11 @@ class Tilt:
         self.need("watch_file", path)
 
     def local(self, command, quiet=False, **kwargs):
+        # Loading stays side-effect free but for creating the host build's contexts.
+        words = command.split() if isinstance(command, str) else list(command)
+        if words[:2] == ["mkdir", "-p"] and words[2:] and all(w.startswith(".erp/tilt/") for w in words[2:]):
+            self.made_dirs += [os.path.normpath(w) for w in words[2:]]
+            return ""
         self.problem("the Tiltfile runs local(%r) at load time; keep loading side-effect free" % (command,))
         return ""
 
@@ -286,6 +292,9 @@ def check_images(tilt, workloads, container_images):
         if os.path.normpath(b["dockerfile"]) != "Dockerfile.dev":
             tilt.problem("host build: docker_build(%r) uses %r instead of Dockerfile.dev" % (ref, b["dockerfile"]))
         context = os.path.join(".erp", "tilt", service)
+        if context not in tilt.made_dirs:
+            tilt.problem("host build: the context %s is not created when the Tiltfile loads (Tilt then skips its file "
+                         "watch and `only`)" % context)
         if b["context"] != context or b["only"] != ["erp-service"]:
             tilt.problem("host build: docker_build(%r) context %r only %r, expected %r only ['erp-service']"
                          % (ref, b["context"], b["only"], context))
