@@ -214,6 +214,24 @@ impl AuditLog {
         Ok(())
     }
 
+    /// Writes `entries` inside the caller's transaction, with one insert (a batch of changes
+    /// recorded at once).
+    pub async fn record_many(
+        &self,
+        entries: &[AuditEntry],
+        session: &mut ClientSession,
+    ) -> mongodb::error::Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let docs = entries
+            .iter()
+            .map(AuditDoc::from_entry)
+            .collect::<mongodb::error::Result<Vec<_>>>()?;
+        self.records.insert_many(docs).session(session).await?;
+        Ok(())
+    }
+
     /// Writes `entry` once per `fold_key` and window of `window` (counted from the Unix epoch);
     /// repeats in the same window only count up the record's `after.count`. For records anyone
     /// can cause again and again (a player's repeated refused claim), so they cannot flood the

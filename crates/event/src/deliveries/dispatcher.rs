@@ -9,7 +9,7 @@
 //! receiver applies a delivery id once). Nothing is lost: a delivery leaves PENDING only by a
 //! 2xx, an ack, or running out of attempts.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,18 +22,24 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::SYSTEM_ACTOR;
 use super::webhook::WebhookClient;
 use crate::config::DeliveryConfig;
-use crate::error::EventError;
 use crate::metrics::EventMetrics;
-use crate::store::{DeliveryStore, DueDelivery, Leased, Moved};
+use crate::store::{DeliveryStore, DueDelivery, Leased, PushOutcome, Pushed};
 
 /// How often every replica reads the backlog for its gauges (and writes left-over records).
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(5);
+/// The backlog reads take at most 1/this of the time (see [`watch_backlog`]).
+const BACKLOG_SHARE_DIVISOR: u32 = 10;
 /// How old a status change's unwritten record must be before another process writes it: the
 /// process that made the change writes it within milliseconds unless it stopped (a race is
 /// harmless either way: the record is written once).
 const RECORD_GRACE: Duration = Duration::from_secs(5);
-/// Due deliveries read ahead per push slot (`ERP_DELIVERY_CONCURRENCY`).
-const DUE_WINDOW_PER_SLOT: usize = 4;
+/// Due deliveries read ahead per push slot (`ERP_DELIVERY_CONCURRENCY`), and at least: on the
+/// test store the read costs about as much as the backlog is long, whatever the window, so one
+/// read should serve many pushes.
+const DUE_WINDOW_PER_SLOT: usize = 8;
+const MIN_DUE_WINDOW: usize = 1024;
+/// Leases are taken for at least `concurrency / LEASE_CHUNK_DIVISOR` deliveries at once.
+const LEASE_CHUNK_DIVISOR: usize = 2;
 /// How long a stopping dispatcher waits to give back the leases of pushes it cut.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -83,128 +89,172 @@ impl Dispatcher {
     }
 
     /// Leases and pushes until `shutdown`; then lets the pushes in flight end (each is bounded
-    /// by the per-attempt timeout) and gives back the leases of any that did not.
+    /// by the per-attempt timeout), writes what they came to, and gives back the leases of any
+    /// that did not end.
+    ///
+    /// Pushes run as tasks of their own, so they go on while the loop leases more; their
+    /// outcomes are written in batches by one task at a time ([`DeliveryStore::settle`]), the
+    /// outcomes that end while a batch is written making the next one. A lease is taken for a
+    /// few deliveries at once (half the concurrency, or what is free when idle), from a
+    /// window of due deliveries read ahead: the store's cost is per batch, not per push.
+    ///
+    /// The price of batching: a replica that dies can leave, besides its pushes in flight,
+    /// outcomes it received and had not written yet; at most `2 × concurrency` deliveries in
+    /// all are then pushed again (at least once).
     pub(crate) async fn run_until(self, shutdown: Shutdown) {
         let lease = chrono::Duration::from_std(self.config.lease)
             .unwrap_or_else(|_| chrono::Duration::seconds(30));
-        // Each push is a task of its own, so pushes go on while the loop leases more; the set
-        // aborts them when dropped (the service's future dropped, as a killed process's).
-        let mut in_flight: JoinSet<String> = JoinSet::new();
-        let mut tokens: HashSet<String> = HashSet::new();
-        // Due deliveries read ahead and leased one at a time as pushes end: one query per
-        // window instead of one per push.
+        let concurrency = self.config.concurrency;
+        let chunk = (concurrency / LEASE_CHUNK_DIVISOR).max(1);
+        // The sets abort their tasks when dropped (the service's future dropped, as a killed
+        // process's).
+        let mut pushes: JoinSet<Pushed> = JoinSet::new();
+        let mut settling: JoinSet<Vec<String>> = JoinSet::new();
+        let mut ended: Vec<Pushed> = Vec::new();
+        // Leases held and not written off yet: delivery id -> lease token.
+        let mut held: HashMap<String, String> = HashMap::new();
         let mut due: VecDeque<DueDelivery> = VecDeque::new();
-        let window = self.config.concurrency.saturating_mul(DUE_WINDOW_PER_SLOT);
+        let window = concurrency
+            .saturating_mul(DUE_WINDOW_PER_SLOT)
+            .max(MIN_DUE_WINDOW);
+        // Whether the last read found nothing due: not read again before the poll or a wake
+        // (a grant's).
+        let mut idle = false;
         loop {
-            while in_flight.len() < self.config.concurrency && !shutdown.is_triggered() {
+            while !shutdown.is_triggered() && !idle {
+                // Leases held are pushes in flight plus outcomes not written yet; at most
+                // twice the concurrency, which bounds what a crash makes pushed again.
+                let free = concurrency
+                    .saturating_sub(pushes.len())
+                    .min((2 * concurrency).saturating_sub(held.len()));
+                if free == 0 || (free < chunk && !pushes.is_empty()) {
+                    break;
+                }
                 if due.is_empty() {
                     match self.store.due(window).await {
-                        Ok(read) if read.is_empty() => break,
+                        Ok(read) if read.is_empty() => idle = true,
                         Ok(read) => due.extend(read),
                         Err(error) => {
                             tracing::warn!(%error, "cannot read due deliveries");
                             break;
                         }
                     }
+                    continue;
                 }
-                let Some(candidate) = due.pop_front() else {
-                    break;
-                };
-                match self.store.lease(candidate, &self.owner, lease).await {
-                    Ok(Some(leased)) => {
-                        tokens.insert(leased.token.clone());
-                        let this = self.clone();
-                        in_flight.spawn(async move { this.push(leased).await });
+                let candidates: Vec<DueDelivery> = due.drain(..free.min(due.len())).collect();
+                match self.store.lease(candidates, &self.owner, lease).await {
+                    Ok(leased) => {
+                        for leased in leased {
+                            held.insert(leased.delivery.id.clone(), leased.token.clone());
+                            let this = self.clone();
+                            pushes.spawn(async move { this.push(leased).await });
+                        }
                     }
-                    // Another replica took it, or it is no longer due.
-                    Ok(None) => {}
                     Err(error) => {
-                        tracing::warn!(%error, "cannot lease a due delivery");
+                        tracing::warn!(%error, "cannot lease due deliveries");
                         break;
                     }
                 }
             }
+            if settling.is_empty() && !ended.is_empty() {
+                let batch = std::mem::take(&mut ended);
+                let this = self.clone();
+                settling.spawn(async move { this.settle(batch).await });
+            }
+            let free = pushes.len() < concurrency;
             tokio::select! {
                 () = shutdown.triggered() => break,
-                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    if let Ok(token) = done {
-                        tokens.remove(&token);
+                Some(done) = pushes.join_next(), if !pushes.is_empty() => {
+                    if let Ok(pushed) = done {
+                        ended.push(pushed);
                     }
                 }
-                () = tokio::time::sleep(self.config.poll_interval),
-                    if in_flight.len() < self.config.concurrency => {}
-                () = self.wake.notified(), if in_flight.len() < self.config.concurrency => {}
+                Some(done) = settling.join_next(), if !settling.is_empty() => {
+                    for id in done.unwrap_or_default() {
+                        held.remove(&id);
+                    }
+                }
+                () = tokio::time::sleep(self.config.poll_interval), if free => idle = false,
+                () = self.wake.notified(), if free => idle = false,
             }
         }
         let drain = self.config.timeout + RELEASE_TIMEOUT;
         let _ = tokio::time::timeout(drain, async {
-            while let Some(done) = in_flight.join_next().await {
-                if let Ok(token) = done {
-                    tokens.remove(&token);
+            while let Some(done) = pushes.join_next().await {
+                if let Ok(pushed) = done {
+                    ended.push(pushed);
                 }
+            }
+            while let Some(done) = settling.join_next().await {
+                for id in done.unwrap_or_default() {
+                    held.remove(&id);
+                }
+            }
+            for id in self.settle(std::mem::take(&mut ended)).await {
+                held.remove(&id);
             }
         })
         .await;
-        drop(in_flight);
-        let cut: Vec<String> = tokens.into_iter().collect();
+        drop(pushes);
+        drop(settling);
+        let cut: Vec<(String, String)> = held.into_iter().collect();
         if !cut.is_empty() {
             let _ = tokio::time::timeout(RELEASE_TIMEOUT, self.store.release(&cut)).await;
         }
     }
 
-    /// One push of a leased delivery and its outcome; returns the lease token.
-    async fn push(&self, leased: Leased) -> String {
+    /// One push of a leased delivery, and what it came to.
+    async fn push(&self, leased: Leased) -> Pushed {
         let started = Instant::now();
         let pushed = self.webhook.push(&leased.delivery).await;
         self.metrics
             .delivery_attempt
             .observe(started.elapsed().as_secs_f64());
         let outcome = match pushed {
-            Ok(()) => self.delivered(&leased).await,
-            Err(error) => self.failed(&leased, &error).await,
+            Ok(()) => PushOutcome::Delivered,
+            Err(error) => self.failure(&leased, error),
         };
-
-        if let Err(error) = outcome {
-            // The lease runs out and another attempt pushes it again (at least once).
-            tracing::warn!(%error, delivery = %leased.delivery.id, "cannot record a push");
-        }
-        leased.token
+        Pushed { leased, outcome }
     }
 
-    async fn delivered(&self, leased: &Leased) -> Result<(), EventError> {
-        if let Moved::Done(_) = self
-            .store
-            .deliver(&leased.delivery.id, SYSTEM_ACTOR)
-            .await?
-        {
-            self.count("delivered");
-        }
-        Ok(())
-    }
-
-    async fn failed(&self, leased: &Leased, error: &str) -> Result<(), EventError> {
+    /// A failed push: tried again after a backoff, or FAILED after the last allowed attempt.
+    fn failure(&self, leased: &Leased, error: String) -> PushOutcome {
         let attempts = leased.delivery.attempts.saturating_add(1);
         if attempts >= self.config.max_attempts {
             tracing::warn!(delivery = %leased.delivery.id, attempts, error, "delivery failed");
-            if let Moved::Done(_) = self
-                .store
-                .give_up(leased, attempts, error, SYSTEM_ACTOR)
-                .await?
-            {
-                self.count("failed");
-            }
-        } else {
-            let wait = backoff(self.config.backoff_base, self.config.backoff_max, attempts);
-            let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-            if self
-                .store
-                .attempt_failed(leased, attempts, error, next)
-                .await?
-            {
-                self.count("failed_attempt");
-            }
+            return PushOutcome::GaveUp { attempts, error };
         }
-        Ok(())
+        let wait = backoff(self.config.backoff_base, self.config.backoff_max, attempts);
+        PushOutcome::Retry {
+            attempts,
+            error,
+            next_attempt_at: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+        }
+    }
+
+    /// Writes what `batch` came to and counts what was written; returns the ids of its
+    /// deliveries (their leases are written off: released by the outcome, or, when it could
+    /// not be written, left to run out so another attempt pushes them again).
+    async fn settle(&self, batch: Vec<Pushed>) -> Vec<String> {
+        match self.store.settle(&batch, SYSTEM_ACTOR).await {
+            Ok(written) => {
+                for (pushed, written) in batch.iter().zip(written) {
+                    if written {
+                        self.count(match pushed.outcome {
+                            PushOutcome::Delivered => "delivered",
+                            PushOutcome::GaveUp { .. } => "failed",
+                            PushOutcome::Retry { .. } => "failed_attempt",
+                        });
+                    }
+                }
+            }
+            // The leases run out and other attempts push them again (at least once).
+            Err(error) => tracing::warn!(%error, pushes = batch.len(), "cannot record pushes"),
+        }
+        batch
+            .into_iter()
+            .map(|pushed| pushed.leased.delivery.id)
+            .collect()
     }
 
     fn count(&self, outcome: &str) {
@@ -215,14 +265,18 @@ impl Dispatcher {
 /// Keeps the backlog gauges (`erp_event_deliveries_pending`, `..._oldest_pending_seconds`)
 /// current on every replica, pushing or not, until `shutdown`; and writes the audit records and
 /// dashboard deltas of status changes whose process stopped before it wrote them.
+///
+/// Its reads cost about as much as the backlog is long on some stores (the test store scans an
+/// index range), so it waits at least `BACKLOG_SHARE_DIVISOR - 1` times as long as the last round
+/// took: a long backlog cannot make it take more than a small share of the store.
 pub(crate) async fn watch_backlog(store: DeliveryStore, metrics: EventMetrics, shutdown: Shutdown) {
-    let mut ticker = tokio::time::interval(BACKLOG_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pause = Duration::ZERO;
     loop {
         tokio::select! {
             () = shutdown.triggered() => return,
-            _ = ticker.tick() => {}
+            () = tokio::time::sleep(pause) => {}
         }
+        let started = Instant::now();
         match store.backlog().await {
             Ok((pending, oldest)) => {
                 metrics
@@ -236,6 +290,7 @@ pub(crate) async fn watch_backlog(store: DeliveryStore, metrics: EventMetrics, s
         if let Err(error) = store.record_left_over(RECORD_GRACE).await {
             tracing::warn!(%error, "cannot write the left-over delivery records");
         }
+        pause = BACKLOG_INTERVAL.max(started.elapsed().saturating_mul(BACKLOG_SHARE_DIVISOR - 1));
     }
 }
 

@@ -18,5 +18,5 @@ pub(crate) use claims::{
     ClaimStore, Decided, Decision, GrantLease, GrantRecord, Placement, RecordedAnswer,
     RecordedRequest, SYSTEM_ACTOR,
 };
-pub(crate) use deliveries::{DeliveryStore, DueDelivery, Leased, Moved};
+pub(crate) use deliveries::{DeliveryStore, DueDelivery, Leased, Moved, PushOutcome, Pushed};
 pub(crate) use tallies::TallyStore;

@@ -305,17 +305,21 @@ async fn audited(
 async fn metric_reaches(services: &[&TestEvent], series: &str, value: f64) {
     // A push is counted once its audit record is written, which on the shared, single-threaded
     // test store under the whole suite's load can trail the status change by many seconds.
-    eventually(
-        Duration::from_secs(90),
-        &format!("{series} = {value}"),
-        || async {
-            let mut sum = 0.0;
-            for service in services {
-                sum += erp_testkit::sample(&service.metrics().await, series).unwrap_or(0.0);
-            }
-            (sum == value).then_some(())
-        },
-    )
+    // The last sums seen are in the failure message: short of `value` (a change not counted)
+    // or past it (one counted twice) are different defects.
+    erp_testkit::eventually(Duration::from_secs(90), || async {
+        let mut each = Vec::new();
+        for service in services {
+            each.push(erp_testkit::sample(&service.metrics().await, series).unwrap_or(0.0));
+        }
+        if each.iter().sum::<f64>() == value {
+            Ok(())
+        } else {
+            Err(format!(
+                "{series} per service: {each:?}, want {value} in all"
+            ))
+        }
+    })
     .await;
 }
 
@@ -995,7 +999,68 @@ async fn a_dispatcher_stopped_mid_run_loses_nothing() {
         assert!(counts.contains_key(id), "{id} was never pushed");
     }
     let duplicates: usize = counts.values().map(|n| n - 1).sum();
-    // Only the pushes in flight when the first stopped (at most its concurrency) may repeat.
-    assert!(duplicates <= 4, "duplicate pushes: {duplicates}");
+    // Only the pushes in flight when the first stopped (at most its concurrency) and the
+    // outcomes it had not written yet (as many again) may repeat.
+    assert!(duplicates <= 2 * 4, "duplicate pushes: {duplicates}");
     audited(&claims, "DELIVERY_SUCCEEDED", ids.len()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_during_a_push_is_the_one_change_recorded() {
+    const N: usize = 6;
+    let receiver = Receiver::start(200).await;
+    // Long enough for the acks to land while every push waits for its answer.
+    receiver.delay(Duration::from_millis(1500));
+    let scratch = Scratch::new();
+    let service = start_with_env(
+        &scratch,
+        &receiver.env(&[("ERP_DELIVERY_CONCURRENCY", "8")]),
+    )
+    .await;
+    let event = auto_event(&service, "acked mid-push").await;
+    let ids = granted_deliveries(&service, &event.id, "player-", N).await;
+    eventually(Duration::from_secs(20), "every delivery pushed", || async {
+        (receiver.pushes().len() >= N).then_some(())
+    })
+    .await;
+    for id in &ids {
+        let acked = ack(&service, &game_server(), id).await.unwrap();
+        assert_eq!(acked.status, pb::DeliveryStatus::Delivered as i32);
+    }
+    // The pushes' answers come after the acks: their outcomes find the deliveries changed.
+    erp_testkit::eventually(Duration::from_secs(20), || async {
+        let attempts = erp_testkit::sample(
+            &service.metrics().await,
+            "erp_event_delivery_attempt_seconds_count",
+        )
+        .unwrap_or(0.0);
+        if attempts >= N as f64 {
+            Ok(())
+        } else {
+            Err(attempts)
+        }
+    })
+    .await;
+    // An outcome is written (or found changed) within milliseconds of its push's answer.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    let records = audited(&service, "DELIVERY_SUCCEEDED", N).await;
+    assert!(
+        records.iter().all(|r| r.actor_id == game_server().user_id),
+        "only the acks are recorded: {records:?}"
+    );
+    let counted = erp_testkit::sample(
+        &service.metrics().await,
+        r#"erp_event_deliveries_total{outcome="delivered"}"#,
+    )
+    .unwrap_or(0.0);
+    assert_eq!(
+        counted, 0.0,
+        "the dispatcher counted changes it did not make"
+    );
+    for id in &ids {
+        let delivery = get_delivery(&service, &game_server(), id).await.unwrap();
+        assert_eq!(delivery.status, pb::DeliveryStatus::Delivered as i32);
+    }
+    assert_eq!(receiver.pushes().len(), N, "each pushed once");
 }

@@ -525,8 +525,9 @@ async fn a_dispatcher_killed_mid_push_loses_nothing() {
     eprintln!(
         "{pushed_before_the_kill} pushed before the SIGKILL; {duplicates} duplicate pushes after the restart"
     );
-    // At least once: only the pushes in flight at the kill may arrive again.
-    assert!(duplicates <= CONCURRENCY, "{duplicates} duplicates");
+    // At least once: only the pushes in flight at the kill and the outcomes not written yet
+    // (at most as many again) may arrive again.
+    assert!(duplicates <= 2 * CONCURRENCY, "{duplicates} duplicates");
 }
 
 #[tokio::test]
