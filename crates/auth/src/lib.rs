@@ -63,6 +63,7 @@ impl App {
         )
         .await?;
         let metrics = AuthMetrics::register(&host.registry)?;
+        metrics::expose_grpc_server_errors(&host.grpc_metrics);
         let (keys, generated) = KeyRing::load(
             config.tokens.private_key_file.as_deref(),
             &config.tokens.previous_public_key_files,

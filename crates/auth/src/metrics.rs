@@ -1,6 +1,26 @@
 //! The auth service's business metrics.
 
+use erp_platform::grpc_metrics::{GrpcMetrics, rpc_paths};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// The `result`s of `erp_auth_logins_total` (as `AuthService::login` counts them).
+pub(crate) const LOGIN_RESULTS: [&str; 6] = [
+    "success",
+    "invalid_credentials",
+    "disabled",
+    "locked_out",
+    "invalid_request",
+    "overloaded",
+];
+/// The `result`s of `erp_auth_client_tokens_total`.
+pub(crate) const CLIENT_TOKEN_RESULTS: [&str; 3] = ["success", "invalid_client", "locked_out"];
+/// The `result`s of `erp_auth_refreshes_total`.
+pub(crate) const REFRESH_RESULTS: [&str; 4] = ["success", "invalid", "reused", "disabled"];
+/// The `result`s of `erp_auth_outbox_deliveries_total`.
+pub(crate) const OUTBOX_DELIVERY_RESULTS: [&str; 2] = ["delivered", "failed"];
+
+/// The contract this service serves: its methods are the closed set of the `method` label.
+const AUTH_PROTO: &str = include_str!("../../../proto/erp/auth/v1/auth.proto");
 
 #[derive(Clone)]
 pub struct AuthMetrics {
@@ -94,6 +114,47 @@ impl AuthMetrics {
         registry.register(Box::new(metrics.password_hash_rejections.clone()))?;
         registry.register(Box::new(metrics.outbox_backlog.clone()))?;
         registry.register(Box::new(metrics.outbox_deliveries.clone()))?;
+        metrics.expose_known_results();
         Ok(metrics)
+    }
+
+    /// Exports every known result at 0 from the start: the lockout, refresh-reuse and
+    /// failed-share panels and the outbox alert select results a healthy service never counts,
+    /// and would read "No data" instead of 0.
+    fn expose_known_results(&self) {
+        let families = [
+            (&self.logins, &LOGIN_RESULTS[..]),
+            (&self.client_tokens, &CLIENT_TOKEN_RESULTS[..]),
+            (&self.refreshes, &REFRESH_RESULTS[..]),
+            (&self.outbox_deliveries, &OUTBOX_DELIVERY_RESULTS[..]),
+        ];
+        for (family, results) in families {
+            for result in results {
+                family.with_label_values(&[result]);
+            }
+        }
+    }
+}
+
+/// Exports the auth service's gRPC server-error series at 0 (see
+/// [`GrpcMetrics::expose_server_errors`]), for every method of its contract.
+pub(crate) fn expose_grpc_server_errors(grpc_metrics: &GrpcMetrics) {
+    let paths = rpc_paths(AUTH_PROTO);
+    grpc_metrics.expose_server_errors(paths.iter().map(String::as_str));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_has_methods() {
+        let paths = rpc_paths(AUTH_PROTO);
+        assert!(paths.contains(&"/erp.auth.v1.AuthService/Login".to_owned()));
+        assert!(
+            paths
+                .iter()
+                .all(|p| p.starts_with("/erp.auth.v1.AuthService/"))
+        );
     }
 }

@@ -66,6 +66,7 @@ impl App {
         )
         .await?;
         let metrics = EventMetrics::register(&host.registry)?;
+        metrics::expose_grpc_server_errors(&host.grpc_metrics);
         let catalog = CatalogStore::new(host.database.clone());
         let activity = ActivityStore::new(host.database.clone());
         let claims = ClaimStore::new(host.database.clone());

@@ -3,9 +3,13 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use erp_platform::error::ErrorCode;
+use erp_platform::grpc_metrics::{GrpcMetrics, rpc_paths};
 use prometheus::{
     Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, core::Collector,
 };
+
+use crate::model::RewardType;
 
 /// Claim latency buckets: from a cached refusal (sub-millisecond) to a transaction waiting out
 /// write conflicts.
@@ -22,6 +26,31 @@ const DELIVERY_ATTEMPT_BUCKETS: &[f64] = &[
 /// The outcomes `erp_event_deliveries_total` counts.
 pub(crate) const DELIVERY_OUTCOMES: [&str; 5] =
     ["delivered", "failed_attempt", "failed", "acked", "retried"];
+
+/// The `result`s of `erp_event_claims_total` that carry no reason.
+const CLAIM_RESULTS_WITHOUT_REASON: [&str; 3] = ["granted", "pending", "duplicate"];
+
+/// The refusals counted as `result="denied"`, by their `reason` (the error code; see
+/// `claims::refusal_reason`).
+const CLAIM_DENIAL_REASONS: [ErrorCode; 3] = [
+    ErrorCode::EventNotActive,
+    ErrorCode::ConditionsNotMet,
+    ErrorCode::OutOfStock,
+];
+
+/// The `result`s of `erp_event_progress_items_total`.
+const PROGRESS_ITEM_RESULTS: [&str; 2] = ["accepted", "duplicate"];
+
+/// The `operation`s of `erp_event_transaction_retries_total`.
+const TRANSACTION_OPERATIONS: [&str; 5] = ["claim", "grant", "approve", "reject", "expire"];
+
+/// The `cache`s of `erp_event_cache_requests_total` (see `cache.rs`), each counted as a hit or
+/// a miss.
+const CACHES: [&str; 3] = ["event", "rewards", "event_list"];
+
+/// The contract this service serves (`EventService`): its methods are the closed set of the
+/// `method` label.
+const EVENT_PROTO: &str = include_str!("../../../proto/erp/event/v1/event.proto");
 
 /// The most events a process keeps per-event series for (claims per event, stock left): a live
 /// game creates events for years, and each would otherwise stay a series until the restart.
@@ -181,6 +210,7 @@ impl EventMetrics {
         for reason in ["queue_full", "caller_gone", "deadline"] {
             metrics.claims_shed.with_label_values(&[reason]);
         }
+        metrics.expose_known_results();
         let collectors: [Box<dyn Collector>; 15] = [
             Box::new(metrics.catalog_operations.clone()),
             Box::new(metrics.cache_requests.clone()),
@@ -202,6 +232,33 @@ impl EventMetrics {
             registry.register(collector)?;
         }
         Ok(metrics)
+    }
+
+    /// Exports the known label values at 0 from the start: the denial share and reasons,
+    /// pending-claim, progress, retry, cache-hit and reward panels select series a healthy service may not
+    /// have counted yet, and would read "No data" instead of 0. Closed sets only (no ids).
+    fn expose_known_results(&self) {
+        for result in CLAIM_RESULTS_WITHOUT_REASON {
+            self.claims.with_label_values(&[result, ""]);
+        }
+        for reason in CLAIM_DENIAL_REASONS {
+            self.claims.with_label_values(&["denied", reason.as_str()]);
+        }
+        for cache in CACHES {
+            for result in ["hit", "miss"] {
+                self.cache_requests.with_label_values(&[cache, result]);
+            }
+        }
+        for result in PROGRESS_ITEM_RESULTS {
+            self.progress_items.with_label_values(&[result]);
+        }
+        for operation in TRANSACTION_OPERATIONS {
+            self.transaction_retries.with_label_values(&[operation]);
+        }
+        for reward_type in RewardType::ALL {
+            self.rewards_granted
+                .with_label_values(&[reward_type.as_str()]);
+        }
     }
 
     /// Whether `event_id` has per-event series: the first [`MAX_EVENT_SERIES`] events seen do;
@@ -240,9 +297,48 @@ impl EventMetrics {
     }
 }
 
+/// Exports the event service's gRPC server-error series at 0 (see
+/// [`GrpcMetrics::expose_server_errors`]), for every method of its contract.
+pub(crate) fn expose_grpc_server_errors(grpc_metrics: &GrpcMetrics) {
+    let paths = rpc_paths(EVENT_PROTO);
+    grpc_metrics.expose_server_errors(paths.iter().map(String::as_str));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_contract_has_methods() {
+        let paths = rpc_paths(EVENT_PROTO);
+        assert!(paths.contains(&"/erp.event.v1.EventService/Claim".to_owned()));
+        assert!(
+            paths
+                .iter()
+                .all(|p| p.starts_with("/erp.event.v1.EventService/"))
+        );
+    }
+
+    #[test]
+    fn every_denial_reason_is_a_refusal_reason() {
+        use crate::claims::refusal_reason;
+        use crate::error::EventError;
+        let refusals = [
+            EventError::EventNotActive,
+            EventError::OutOfStock {
+                reward_id: String::new(),
+            },
+        ];
+        for refusal in &refusals {
+            let reason = refusal_reason(refusal).unwrap();
+            assert!(
+                CLAIM_DENIAL_REASONS
+                    .iter()
+                    .any(|code| code.as_str() == reason),
+                "{reason} is not exported at start"
+            );
+        }
+    }
 
     #[test]
     fn per_event_series_stop_at_the_bound() {

@@ -64,6 +64,23 @@ impl GrpcMetrics {
         })))
     }
 
+    /// Exports, at 0, the server-error series of every method in `method_paths` (as
+    /// [`rpc_paths`] lists them): one per gRPC code the error table answers a server failure
+    /// with (`ErrorCode`s of HTTP status 5xx: INTERNAL, UNAVAILABLE). Without them, a healthy
+    /// service has no error series, and the error-ratio panels and alerts read "No data"
+    /// instead of 0. Closed: the contract's methods times those codes.
+    pub fn expose_server_errors<'a>(&self, method_paths: impl IntoIterator<Item = &'a str>) {
+        let labelled = &self.0;
+        let codes = server_error_codes();
+        for method in method_paths {
+            for code in &codes {
+                labelled
+                    .requests
+                    .with_label_values(&[&labelled.service, method, code]);
+            }
+        }
+    }
+
     /// The same metrics labelled with the upstream service called (client side).
     #[must_use]
     pub fn for_upstream(&self, service: &str) -> Self {
@@ -92,6 +109,54 @@ impl GrpcMetrics {
             .with_label_values(&[&labelled.service, method])
             .observe(started.elapsed().as_secs_f64());
     }
+}
+
+/// The gRPC codes (by name) of the error table's server failures (HTTP status 5xx), each once.
+fn server_error_codes() -> Vec<&'static str> {
+    let mut codes: Vec<&'static str> = crate::error::ErrorCode::ALL
+        .iter()
+        .filter(|code| code.http_status() >= 500)
+        .map(|code| code_name(code.grpc_code() as i32))
+        .collect();
+    codes.sort_unstable();
+    codes.dedup();
+    codes
+}
+
+/// The method paths (`/package.Service/Method`, as a call's URI path and the `method` label
+/// carry them) of every `rpc` in the `.proto` text `proto_source`: the closed set of methods a
+/// server built from it answers.
+pub fn rpc_paths(proto_source: &str) -> Vec<String> {
+    let mut package = "";
+    // The service whose block is open, and the depth of braces inside it.
+    let mut service: Option<(&str, usize)> = None;
+    let mut paths = Vec::new();
+    for line in proto_source.lines().map(str::trim) {
+        if line.starts_with("//") {
+            continue;
+        }
+        match service {
+            None => {
+                if let Some(rest) = line.strip_prefix("package ") {
+                    package = rest.trim_end_matches(';').trim();
+                } else if let Some(rest) = line.strip_prefix("service ") {
+                    let name = rest.split(['{', ' ']).next().unwrap_or_default();
+                    service = Some((name, line.matches('{').count()));
+                }
+            }
+            Some((name, depth)) => {
+                if let Some(rest) = line.strip_prefix("rpc ")
+                    && let Some(method) = rest.split(['(', ' ']).next()
+                {
+                    paths.push(format!("/{package}.{name}/{method}"));
+                }
+                let depth =
+                    (depth + line.matches('{').count()).saturating_sub(line.matches('}').count());
+                service = (depth > 0).then_some((name, depth));
+            }
+        }
+    }
+    paths
 }
 
 /// The canonical name of a gRPC status code.
@@ -219,6 +284,34 @@ mod tests {
             }
             std::future::ready(Ok(response))
         })
+    }
+
+    #[test]
+    fn rpc_paths_of_a_proto() {
+        let proto = "syntax = \"proto3\";\npackage erp.test.v1;\n\nservice TestService {\n  // Says hi.\n  rpc SayHi(HiRequest) returns (HiResponse);\n  rpc ListThings (ListRequest) returns (stream Thing) {\n    option deprecated = true;\n  }\n  rpc Last(LastRequest) returns (LastResponse);\n}\n\nmessage HiRequest {\n  string name = 1;\n}\n";
+        assert_eq!(
+            rpc_paths(proto),
+            [
+                "/erp.test.v1.TestService/SayHi",
+                "/erp.test.v1.TestService/ListThings",
+                "/erp.test.v1.TestService/Last"
+            ]
+        );
+    }
+
+    #[test]
+    fn server_errors_are_exported_at_zero() {
+        let registry = Registry::new();
+        let metrics = GrpcMetrics::server(&registry, "erp-test").unwrap();
+        metrics.expose_server_errors(["/erp.test.v1.TestService/SayHi"]);
+        let text = crate::metrics::render(&registry).unwrap();
+        for code in ["INTERNAL", "UNAVAILABLE"] {
+            let series = format!(
+                "erp_grpc_server_requests_total{{code=\"{code}\",method=\"/erp.test.v1.TestService/SayHi\",service=\"erp-test\"}} 0"
+            );
+            assert!(text.contains(&series), "no {series} in:\n{text}");
+        }
+        assert_eq!(metrics.0.requests.collect()[0].get_metric().len(), 2);
     }
 
     #[tokio::test]

@@ -68,6 +68,8 @@ const ANONYMOUS: &str = "anonymous";
 const CREDENTIALS: &str = "credentials";
 const USER: &str = "user";
 const AUTH_FAILURES: &str = "auth_failures";
+/// Every policy, each exported at 0 from the start (see `HttpMetrics::register`).
+pub(crate) const RATE_LIMIT_POLICIES: [&str; 4] = [ANONYMOUS, CREDENTIALS, USER, AUTH_FAILURES];
 
 /// Lets `request` through (with its session, if the route needs one) or says why not.
 async fn admit(state: &AppState, request: &mut Request) -> Result<(), ApiError> {

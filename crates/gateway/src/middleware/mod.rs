@@ -9,7 +9,7 @@ mod observe;
 
 use axum::http::HeaderName;
 
-pub(crate) use authorize::{Authorize, unknown_route, wrong_method};
+pub(crate) use authorize::{Authorize, RATE_LIMIT_POLICIES, unknown_route, wrong_method};
 pub(crate) use observe::Observe;
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
