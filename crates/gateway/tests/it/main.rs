@@ -22,6 +22,7 @@ mod game_servers;
 mod hardening;
 mod http;
 mod journeys;
+mod log_keys;
 mod metrics_at_start;
 mod openapi_document;
 mod partial_failure;
