@@ -10,6 +10,11 @@
 //! (checked again after the insert, which is undone if an eviction slipped in). Such an answer
 //! still serves the request it was asked for (which raced the change), never a later one.
 //!
+//! Concurrent requests with the same uncached token (a crowd's first requests after a deploy, a
+//! client's parallel calls) share one call to auth: the calls in flight are keyed by the token
+//! and the generation, so an answer asked before an eviction is never shared with a request made
+//! after it.
+//!
 //! Bounded staleness if a revocation message is lost without the subscription dropping (a
 //! dropped subscription evicts everything when it comes back, and TCP keepalive detects a
 //! half-open one): a cached answer lives at most `ERP_INTROSPECTION_CACHE_TTL_MS`, and auth's own
@@ -26,6 +31,11 @@ use moka::future::Cache;
 use prometheus::{IntCounter, IntCounterVec};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+/// How long a shared answer stays for requests that asked for it meanwhile (the session cache
+/// serves the later ones), and how many tokens may be asked about at once.
+const ASKING_TTL: Duration = Duration::from_secs(1);
+const ASKING_CAPACITY: u64 = 100_000;
 
 /// A verified access token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +75,9 @@ pub struct Uncached([u8; 32]);
 #[derive(Clone)]
 pub struct SessionCache {
     entries: Cache<[u8; 32], Arc<Session>>,
+    /// Introspections in flight (and their answers, briefly) by token and generation: the one
+    /// call to auth the requests that wait for the same answer share.
+    asking: Cache<([u8; 32], u64), Arc<Session>>,
     generation: Arc<AtomicU64>,
 }
 
@@ -97,6 +110,10 @@ impl Introspector {
                 .max_capacity(200_000)
                 .time_to_live(ttl)
                 .support_invalidation_closures()
+                .build(),
+            asking: Cache::builder()
+                .max_capacity(ASKING_CAPACITY)
+                .time_to_live(ASKING_TTL)
                 .build(),
             generation: Arc::new(AtomicU64::new(0)),
         }
@@ -135,14 +152,29 @@ impl Introspector {
         Err(Uncached(key))
     }
 
-    /// Asks auth about a token [`Self::cached`] does not know, and caches the answer.
+    /// Asks auth about a token [`Self::cached`] does not know (one call for all the requests
+    /// asking at once), and caches the answer.
     pub async fn introspect(
         &self,
         token: &str,
         Uncached(key): Uncached,
     ) -> Result<Arc<Session>, ApiError> {
-        self.misses.inc();
         let generation = self.cache.generation();
+        let session = self
+            .cache
+            .asking
+            .try_get_with((key, generation), self.ask_auth(token))
+            .await
+            .map_err(|error| ApiError::clone(&error))?;
+        self.cache
+            .insert_unless_evicted(key, Arc::clone(&session), generation)
+            .await;
+        Ok(session)
+    }
+
+    /// One introspection call to auth (counted as a cache miss).
+    async fn ask_auth(&self, token: &str) -> Result<Arc<Session>, ApiError> {
+        self.misses.inc();
         let answer = self
             .client
             .clone()
@@ -174,7 +206,7 @@ impl Introspector {
                     .checked_add(Duration::from_secs(u64::try_from(t.seconds).ok()?))
             })
             .ok_or_else(unauthenticated)?;
-        let session = Arc::new(Session {
+        Ok(Arc::new(Session {
             caller: Caller {
                 user_id: answer.user_id.ok_or_else(unauthenticated)?,
                 roles: answer.roles.into_iter().filter_map(Role::from_pb).collect(),
@@ -182,11 +214,7 @@ impl Introspector {
             jti: answer.jti.unwrap_or_default(),
             session_id: answer.session_id.unwrap_or_default(),
             expires_at,
-        });
-        self.cache
-            .insert_unless_evicted(key, Arc::clone(&session), generation)
-            .await;
-        Ok(session)
+        }))
     }
 
     /// Evicts every cached answer a revocation concerns.

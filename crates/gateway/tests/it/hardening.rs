@@ -507,6 +507,34 @@ async fn failed_authentications_stop_introspection_per_ip() {
 }
 
 #[tokio::test]
+async fn concurrent_requests_with_one_new_token_ask_auth_once() {
+    const REQUESTS: usize = 32;
+    let platform = Platform::start().await;
+    // Signed in, never used: not in the cache.
+    let fresh = platform.admin().await;
+    let misses = |metrics: &str| {
+        metric_value(
+            metrics,
+            r#"erp_gateway_introspection_cache_total{result="miss"}"#,
+        )
+    };
+    let before = misses(&gateway_metrics(&platform).await);
+    let statuses = futures::future::join_all(
+        (0..REQUESTS).map(|_| platform.get("/auth/me", &fresh.access_token)),
+    )
+    .await;
+    assert!(
+        statuses.iter().all(|(status, _)| *status == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        misses(&gateway_metrics(&platform).await) - before,
+        1.0,
+        "one introspection for {REQUESTS} concurrent requests"
+    );
+}
+
+#[tokio::test]
 async fn http2_with_prior_knowledge_is_served() {
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
