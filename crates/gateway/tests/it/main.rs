@@ -26,6 +26,7 @@ mod log_keys;
 mod metrics_at_start;
 mod openapi_document;
 mod partial_failure;
+mod prometheus_live;
 mod rate_limits;
 mod reference_receiver;
 mod revocation;
