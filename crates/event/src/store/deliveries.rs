@@ -263,8 +263,23 @@ impl Change {
         action: &str,
         actor: &str,
     ) -> Result<Self, EventError> {
+        let identity = (
+            uuid::Uuid::new_v4().to_string(),
+            to_bson_time(Utc::now()),
+            erp_platform::telemetry::current_trace_id(),
+        );
+        Self::written_as(current, set, action, actor, identity)
+    }
+
+    /// [`Self::of`] with the change id, time and trace id it was (or is to be) written with.
+    fn written_as(
+        current: &DeliveryDoc,
+        set: &Document,
+        action: &str,
+        actor: &str,
+        (id, at, trace_id): (String, BsonDateTime, Option<String>),
+    ) -> Result<Self, EventError> {
         let seq = current.seq + 1;
-        let id = uuid::Uuid::new_v4().to_string();
         let mut changed = mongodb::bson::to_document(current).map_err(encode_error)?;
         for (field, value) in set {
             changed.insert(field.clone(), value.clone());
@@ -281,8 +296,8 @@ impl Change {
             to: after.status.as_str().to_owned(),
             before: crate::views::json(&DeliveryView::from(&before)).to_string(),
             after: crate::views::json(&DeliveryView::from(&after)).to_string(),
-            at: to_bson_time(Utc::now()),
-            trace_id: erp_platform::telemetry::current_trace_id(),
+            at,
+            trace_id,
         };
         let mut fields = set.clone();
         fields.insert("seq", seq);
@@ -392,6 +407,41 @@ fn record_docs(id: &str, record: &Unrecorded) -> Option<(Document, AuditEntry)> 
         trace_id: record.trace_id.clone(),
     };
     Some((delta, entry))
+}
+
+/// `record` with its views; a batch's DELIVERED mark leaves them out (see
+/// `DeliveryStore::deliver_leased`), and they are derived from the delivery: DELIVERED is final,
+/// so it is still as the change left it, and before it only its status and delivery time
+/// differed.
+fn with_views(delivery: &DeliveryDoc, record: &Unrecorded) -> Result<Unrecorded, EventError> {
+    if !record.before.is_empty() {
+        return Ok(record.clone());
+    }
+    let after = delivery.clone().into_delivery()?;
+    let mut before = after.clone();
+    before.status = DeliveryStatus::parse(&record.from).unwrap_or(DeliveryStatus::Pending);
+    before.delivered_at = None;
+    Ok(Unrecorded {
+        before: crate::views::json(&DeliveryView::from(&before)).to_string(),
+        after: crate::views::json(&DeliveryView::from(&after)).to_string(),
+        ..record.clone()
+    })
+}
+
+/// The update removing the marks of `changes` (their records written), if any.
+fn unmark(changes: &[&Change]) -> Option<(Document, Document)> {
+    if changes.is_empty() {
+        return None;
+    }
+    let ids: Vec<&str> = changes.iter().map(|change| change.id.as_str()).collect();
+    let marks: Vec<&str> = changes
+        .iter()
+        .map(|change| change.record.change.as_str())
+        .collect();
+    Some((
+        doc! { "_id": { "$in": ids } },
+        doc! { "$pull": { "unrecorded": { "change": { "$in": marks } } } },
+    ))
 }
 
 /// What a change of status did.
@@ -709,21 +759,21 @@ impl DeliveryStore {
         if pushed.is_empty() {
             return Ok(Vec::new());
         }
-        let now = to_bson_time(Utc::now().trunc_subsecs(3));
+        let successes: Vec<&Leased> = pushed
+            .iter()
+            .filter(|item| matches!(item.outcome, PushOutcome::Delivered))
+            .map(|item| &item.leased)
+            .collect();
+        let mut delivered = self.deliver_leased(&successes, actor).await?.into_iter();
+
+        // The failures, fewer and each with its own values: one version-checked update each,
+        // in one bulk write.
         let namespace = self.deliveries.namespace();
-        let mut changes: Vec<Option<Change>> = Vec::with_capacity(pushed.len());
-        let mut models = Vec::with_capacity(pushed.len());
-        for Pushed { leased, outcome } in pushed {
+        let mut failures: Vec<(usize, Option<Change>)> = Vec::new();
+        let mut models = Vec::new();
+        for (index, Pushed { leased, outcome }) in pushed.iter().enumerate() {
             let (filter, update, change) = match outcome {
-                PushOutcome::Delivered => {
-                    let change = Change::of(
-                        &leased.version,
-                        &delivered_fields(now),
-                        "DELIVERY_SUCCEEDED",
-                        actor,
-                    )?;
-                    (change.filter(), change.update()?, Some(change))
-                }
+                PushOutcome::Delivered => continue,
                 PushOutcome::GaveUp { attempts, error } => {
                     let change = Change::of(
                         &leased.version,
@@ -752,34 +802,149 @@ impl DeliveryStore {
                     .update(update)
                     .build(),
             );
-            changes.push(change);
+            failures.push((index, change));
         }
-        let answers = self.bulk_answers(models, pushed.len()).await;
+        let answers = if models.is_empty() {
+            Vec::new()
+        } else {
+            let n = models.len();
+            self.bulk_answers(models, n).await
+        };
+        let mut failures = failures.into_iter().zip(answers);
 
         let mut written = Vec::with_capacity(pushed.len());
-        let mut to_record: Vec<&Change> = Vec::new();
-        for ((item, change), answer) in pushed.iter().zip(&changes).zip(answers) {
-            let done = match (change, answer) {
-                (Some(change), Some(true)) => {
-                    to_record.push(change);
-                    true
+        let mut changes: Vec<Change> = Vec::new();
+        for item in pushed {
+            let done = if let PushOutcome::Delivered = item.outcome {
+                match delivered.next().flatten() {
+                    Some(change) => {
+                        changes.push(change);
+                        true
+                    }
+                    // Changed since it was leased (an ack, a lease run out and taken over):
+                    // decided again on what it is now.
+                    None => self.settle_alone(item, actor).await?,
                 }
-                // Not written as far as the answer says, but a retried write can deny its own
-                // first try (see `Self::transition`): look for it.
-                (Some(change), _) if self.has_change(&change.id, &change.record.change).await? => {
-                    to_record.push(change);
-                    true
+            } else {
+                let Some(((_, change), answer)) = failures.next() else {
+                    return Err(EventError::Internal("a push outcome went missing"));
+                };
+                match (change, answer) {
+                    (Some(change), Some(true)) => {
+                        changes.push(change);
+                        true
+                    }
+                    // Not written as far as the answer says, but a retried write can deny its
+                    // own first try (see `Self::transition`): look for it.
+                    (Some(change), _)
+                        if self.has_change(&change.id, &change.record.change).await? =>
+                    {
+                        changes.push(change);
+                        true
+                    }
+                    (Some(_), _) | (None, None) => self.settle_alone(item, actor).await?,
+                    (None, Some(answer)) => answer,
                 }
-                (Some(_), _) => self.settle_alone(item, actor).await?,
-                (None, Some(answer)) => answer,
-                (None, None) => self.settle_alone(item, actor).await?,
             };
             written.push(done);
         }
+        let to_record: Vec<&Change> = changes.iter().collect();
         if let Err(error) = self.record_all(&to_record).await {
             tracing::warn!(%error, "the records of {} status changes are left for later", to_record.len());
         }
         Ok(written)
+    }
+
+    /// Writes DELIVERED on the `leased` deliveries whose pushes succeeded, with one update for
+    /// all, guarded by their leases: a delivery still PENDING under a lease of this dispatcher
+    /// has not changed since it was leased (every other status change needs it FAILED, needs the
+    /// lease, or clears it), so the change computed from the leased version is the one written.
+    /// Each gets its record-to-be as a mark, its `seq` counted up, and the batch's change id.
+    /// Returns, in order, the change written, or `None` for a delivery the update did not match.
+    async fn deliver_leased(
+        &self,
+        leased: &[&Leased],
+        actor: &str,
+    ) -> Result<Vec<Option<Change>>, EventError> {
+        if leased.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = to_bson_time(Utc::now().trunc_subsecs(3));
+        let batch = uuid::Uuid::new_v4().to_string();
+        let at = to_bson_time(Utc::now());
+        let trace_id = erp_platform::telemetry::current_trace_id();
+        let ids: Vec<&str> = leased.iter().map(|l| l.delivery.id.as_str()).collect();
+        let tokens: Vec<&str> = leased.iter().map(|l| l.token.as_str()).collect();
+        // An update pipeline, so each delivery's mark carries its own next `seq` (the identity
+        // of its record). The views are left out of the mark: they are known here, and a
+        // left-over mark's are derived from the delivery, which does not change once DELIVERED.
+        let next_seq = doc! { "$add": ["$seq", 1] };
+        let mark = doc! {
+            "seq": next_seq.clone(),
+            "change": &batch,
+            "action": "DELIVERY_SUCCEEDED",
+            "actor": actor,
+            "from": DeliveryStatus::Pending.as_str(),
+            "to": DeliveryStatus::Delivered.as_str(),
+            "before": "",
+            "after": "",
+            "at": at,
+            "trace_id": trace_id.clone(),
+        };
+        let mut set = delivered_fields(now);
+        set.insert("seq", next_seq);
+        set.insert("last_change", &batch);
+        set.insert(
+            "unrecorded",
+            doc! { "$concatArrays": [{ "$ifNull": ["$unrecorded", []] }, [mark]] },
+        );
+        let filter = doc! {
+            "_id": { "$in": &ids },
+            "status": DeliveryStatus::Pending.as_str(),
+            "lease_owner": { "$in": &tokens },
+        };
+        let written = self
+            .deliveries
+            .update_many(filter, vec![doc! { "$set": set }])
+            .await;
+        let all = matches!(&written, Ok(result)
+            if usize::try_from(result.modified_count).is_ok_and(|n| n == ids.len()));
+        let applied: std::collections::HashSet<String> = if all {
+            ids.iter().map(|id| (*id).to_owned()).collect()
+        } else {
+            // Some did not match (or the answer was lost): the batch's change id tells which did.
+            let found = self
+                .deliveries
+                .clone_with_type::<Document>()
+                .find(doc! { "_id": { "$in": &ids }, "last_change": &batch })
+                .projection(doc! { "_id": 1 })
+                .await;
+            match found {
+                Ok(cursor) => cursor
+                    .try_collect::<Vec<Document>>()
+                    .await?
+                    .into_iter()
+                    .filter_map(|doc| doc.get_str("_id").ok().map(str::to_owned))
+                    .collect(),
+                Err(error) => return Err(written.err().map_or(error, |e| e).into()),
+            }
+        };
+        leased
+            .iter()
+            .map(|leased| {
+                if !applied.contains(&leased.delivery.id) {
+                    return Ok(None);
+                }
+                Change::written_as(
+                    &leased.version,
+                    &delivered_fields(now),
+                    "DELIVERY_SUCCEEDED",
+                    actor,
+                    (batch.clone(), at, trace_id.clone()),
+                )
+                .map(Some)
+            })
+            .collect()
     }
 
     /// Whether each of `n` single-document updates applied (`None`: unknown, the write failed).
@@ -939,7 +1104,7 @@ impl DeliveryStore {
             return Ok(());
         };
         let (deltas, entries) = (vec![delta], vec![entry]);
-        match self.write_records(&deltas, &entries).await {
+        match self.write_records(&deltas, &entries, None).await {
             Ok(()) => {}
             Err(error) if erp_platform::mongo::is_duplicate_key(&error) => {}
             Err(error) => return Err(error.into()),
@@ -963,7 +1128,17 @@ impl DeliveryStore {
             .iter()
             .filter_map(|change| record_docs(&change.id, &change.record))
             .unzip();
-        match self.write_records(&deltas, &entries).await {
+        // The marks of DELIVERED deliveries go in the records' transaction (a write in a
+        // transaction costs a fraction of one alone on the test store): DELIVERED is final, so
+        // nothing ever waits to write such a delivery should a killed process leave the
+        // transaction open. The others' marks are removed after it, outside.
+        let (done, open): (Vec<&Change>, Vec<&Change>) = changes
+            .iter()
+            .partition(|change| change.after.status == DeliveryStatus::Delivered);
+        match self
+            .write_records(&deltas, &entries, unmark(&done).as_ref())
+            .await
+        {
             Ok(()) => {}
             Err(error) if erp_platform::mongo::is_duplicate_key(&error) => {
                 for change in changes {
@@ -973,25 +1148,19 @@ impl DeliveryStore {
             }
             Err(error) => return Err(error.into()),
         }
-        let ids: Vec<&str> = changes.iter().map(|change| change.id.as_str()).collect();
-        let marks: Vec<&str> = changes
-            .iter()
-            .map(|change| change.record.change.as_str())
-            .collect();
-        self.deliveries
-            .update_many(
-                doc! { "_id": { "$in": ids } },
-                doc! { "$pull": { "unrecorded": { "change": { "$in": marks } } } },
-            )
-            .await?;
+        if let Some((filter, update)) = unmark(&open) {
+            self.deliveries.update_many(filter, update).await?;
+        }
         Ok(())
     }
 
-    /// Inserts the dashboard `deltas` and audit `entries` in one transaction.
+    /// Inserts the dashboard `deltas` and audit `entries`, and applies `unmark` to the
+    /// deliveries, in one transaction.
     async fn write_records(
         &self,
         deltas: &[Document],
         entries: &[AuditEntry],
+        unmark: Option<&(Document, Document)>,
     ) -> mongodb::error::Result<()> {
         if deltas.is_empty() && entries.is_empty() {
             return Ok(());
@@ -1000,8 +1169,8 @@ impl DeliveryStore {
         session
             .start_transaction()
             .and_run(
-                (self, deltas, entries),
-                |session, (store, deltas, entries)| {
+                (self, deltas, entries, unmark),
+                |session, (store, deltas, entries, unmark)| {
                     Box::pin(async move {
                         if !deltas.is_empty() {
                             store
@@ -1010,7 +1179,15 @@ impl DeliveryStore {
                                 .session(&mut *session)
                                 .await?;
                         }
-                        store.audit.record_many(entries, session).await
+                        store.audit.record_many(entries, &mut *session).await?;
+                        if let Some((filter, update)) = unmark {
+                            store
+                                .deliveries
+                                .update_many(filter.clone(), update.clone())
+                                .session(&mut *session)
+                                .await?;
+                        }
+                        Ok(())
                     })
                 },
             )
@@ -1032,7 +1209,8 @@ impl DeliveryStore {
         let mut recorded = 0;
         for doc in docs {
             for record in doc.unrecorded.iter().filter(|r| r.at < cutoff) {
-                self.record(&doc.id, record).await?;
+                let record = with_views(&doc, record)?;
+                self.record(&doc.id, &record).await?;
                 recorded += 1;
             }
         }

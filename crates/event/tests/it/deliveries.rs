@@ -1064,3 +1064,68 @@ async fn an_ack_during_a_push_is_the_one_change_recorded() {
     }
     assert_eq!(receiver.pushes().len(), N, "each pushed once");
 }
+
+#[tokio::test]
+async fn a_batch_change_a_dead_dispatcher_left_unrecorded_is_recorded_later() {
+    // Pull only: no dispatcher, only the backlog loop that writes left-over records.
+    let service = TestEvent::start().await;
+    let event = auto_event(&service, "left over").await;
+    let id = delivery_id(&service.claimed(&player("u1"), &event.id).await);
+    // As a dispatcher's batch of successes leaves a delivery when its process dies before the
+    // records are written: DELIVERED, `seq` counted up, the mark without views.
+    let long_ago =
+        mongodb::bson::DateTime::from_millis(chrono::Utc::now().timestamp_millis() - 60_000);
+    let deliveries = service
+        .database()
+        .await
+        .collection::<Document>("deliveries");
+    let updated = deliveries
+        .update_one(
+            doc! { "_id": &id, "status": "PENDING" },
+            doc! {
+                "$set": {
+                    "status": "DELIVERED",
+                    "delivered_at": long_ago,
+                    "seq": 1_i64,
+                    "last_change": "batch-1",
+                },
+                "$push": { "unrecorded": {
+                    "seq": 1_i64, "change": "batch-1", "action": "DELIVERY_SUCCEEDED",
+                    "actor": "system", "from": "PENDING", "to": "DELIVERED",
+                    "before": "", "after": "", "at": long_ago, "trace_id": null,
+                } },
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.modified_count, 1);
+
+    let records = audited(&service, "DELIVERY_SUCCEEDED", 1).await;
+    let record = &records[0];
+    assert_eq!(
+        (record.entity_id.as_str(), record.actor_id.as_str()),
+        (id.as_str(), "system")
+    );
+    let view = |json: &Option<String>| -> serde_json::Value {
+        serde_json::from_str(json.as_deref().expect("a view")).unwrap()
+    };
+    let (before, after) = (view(&record.before_json), view(&record.after_json));
+    assert_eq!(before["status"], "PENDING");
+    assert!(before["deliveredAt"].is_null(), "{before}");
+    assert_eq!(after["status"], "DELIVERED");
+    assert_eq!(after["id"], id.as_str());
+    assert!(after["deliveredAt"].is_string(), "{after}");
+    assert_eq!(before["rewards"], after["rewards"]);
+    // The mark is gone once written, so the record is written once.
+    eventually(Duration::from_secs(10), "the mark removed", || async {
+        let stored = deliveries
+            .find_one(doc! { "_id": &id })
+            .await
+            .unwrap()
+            .unwrap();
+        let marks = stored.get_array("unrecorded").map_or(0, Vec::len);
+        (marks == 0).then_some(())
+    })
+    .await;
+    assert_eq!(service.audit("DELIVERY_SUCCEEDED").await.len(), 1);
+}
