@@ -149,6 +149,8 @@ impl AppState {
 
 impl App {
     pub async fn build(config: Config) -> Result<Self, BoxError> {
+        // Checked here, where a bad value can stop the start (the router reads it again).
+        crate::middleware::AccessLog::from_env(&config.env)?;
         let config = Arc::new(config);
         let discovery = Shutdown::new();
         let registry = metrics::new_registry();

@@ -13,6 +13,9 @@ use crate::{extract, middleware, openapi};
 
 /// Every public route with the gateway's pipeline.
 pub fn router(state: AppState) -> Router {
+    // A bad value stops the start in `App::build`; a router built otherwise (in tests) falls back
+    // to the default.
+    let access_log = middleware::AccessLog::from_env(&state.config.env).unwrap_or_default();
     let (api, document) = openapi::api().split_for_parts();
     let document = openapi::render(&document);
     let api = api.route_layer(layer_fn({
@@ -27,7 +30,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(layer_fn({
             let state = state.clone();
-            move |route: Route| middleware::Observe::new(route, state.clone())
+            move |route: Route| middleware::Observe::new(route, state.clone(), access_log)
         }));
     if let Some(cors) = cors(&state.config.cors_allowed_origins) {
         router = router.layer(cors);

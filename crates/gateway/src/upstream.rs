@@ -12,8 +12,8 @@ pub(crate) type AuthClient = AuthServiceClient<Asserting<Measured<Channel>>>;
 /// A client of the event service whose calls carry the gateway's signed caller assertion.
 pub(crate) type EventClient = EventServiceClient<Asserting<Measured<Channel>>>;
 
-/// A gRPC request acting for `caller` (signed into a caller assertion by the client channel) with
-/// the current trace context.
+/// A gRPC request acting for `caller` (signed into a caller assertion by the client channel). The
+/// trace context is added by the client channel, from the call's own CLIENT span.
 pub(crate) fn upstream<T>(body: T, caller: Option<&Caller>) -> tonic::Request<T> {
     upstream_from(body, caller, None)
 }
@@ -30,6 +30,5 @@ pub(crate) fn upstream_from<T>(
         caller: caller.cloned(),
         client_ip,
     });
-    erp_platform::telemetry::inject_grpc(request.metadata_mut());
     request
 }

@@ -146,21 +146,90 @@ pub fn server(config: &GrpcConfig) -> Result<Server, tonic::transport::Error> {
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
-        .trace_fn(|request: &http::Request<()>| {
-            let span = tracing::info_span!(
-                "grpc.request",
-                otel.kind = "server",
-                rpc.system = "grpc",
-                rpc.method = %request.uri().path(),
-                trace_id = tracing::field::Empty,
-            );
-            let parent = telemetry::extract_http(request.headers());
-            let _ = span.set_parent(parent);
-            if let Some(trace_id) = span_trace_id(&span) {
-                span.record("trace_id", trace_id);
-            }
-            span
-        }))
+        .trace_fn(server_span))
+}
+
+/// The package-qualified service and the method of a call's path `/package.Service/Method`.
+fn service_and_method(path: &str) -> Option<(&str, &str)> {
+    path.strip_prefix('/')?.split_once('/')
+}
+
+/// The health service's calls are probes (kubelet, the gateway's and auth's dependency checks):
+/// a span per probe would bury the traces of real requests.
+fn is_probe(service: &str) -> bool {
+    service == "grpc.health.v1.Health"
+}
+
+/// The SERVER span of one call, by the OpenTelemetry RPC conventions (named
+/// `package.Service/Method`, `rpc.*` attributes), a child of the caller's span when the request
+/// carries `traceparent`; none for health probes. Its status is recorded by the server-side
+/// [`crate::grpc_metrics::Measured`] wrapper, which sees the response.
+fn server_span(request: &http::Request<()>) -> tracing::Span {
+    let path = request.uri().path();
+    let (service, method) = service_and_method(path).unwrap_or((path, ""));
+    if is_probe(service) {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "grpc.server",
+        otel.name = path.trim_start_matches('/'),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        trace_id = tracing::field::Empty,
+    );
+    let parent = telemetry::extract_http(request.headers());
+    let _ = span.set_parent(parent);
+    if let Some(trace_id) = span_trace_id(&span) {
+        span.record("trace_id", trace_id);
+    }
+    span
+}
+
+/// The CLIENT span of one outgoing call to `path`, a child of the current span, or none for
+/// health probes (see [`is_probe`]). The caller injects its context into the request, so that the
+/// callee's SERVER span is its child.
+pub(crate) fn client_span(path: &str) -> tracing::Span {
+    let (service, method) = service_and_method(path).unwrap_or((path, ""));
+    if is_probe(service) {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "grpc.client",
+        otel.name = path.trim_start_matches('/'),
+        otel.kind = "client",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+    )
+}
+
+/// Which end of a call a span stands for: they judge a status differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SpanSide {
+    Server,
+    Client,
+}
+
+/// Records the call's status code on `span` (`rpc.grpc.status_code`, export only) and marks the
+/// span failed as the RPC conventions say: a client for any code but OK, a server only for codes
+/// that mean the server failed (not the caller's mistakes, such as NOT_FOUND).
+pub(crate) fn record_status(span: &tracing::Span, side: SpanSide, code: i32) {
+    if span.is_disabled() {
+        return;
+    }
+    span.set_attribute("rpc.grpc.status_code", i64::from(code));
+    let failed = match side {
+        SpanSide::Client => code != 0,
+        // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
+        SpanSide::Server => matches!(code, 2 | 4 | 12 | 13 | 14 | 15),
+    };
+    if failed {
+        span.set_status(opentelemetry::trace::Status::error(
+            crate::grpc_metrics::code_name(code),
+        ));
+    }
 }
 
 fn span_trace_id(span: &tracing::Span) -> Option<String> {

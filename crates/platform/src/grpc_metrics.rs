@@ -1,5 +1,8 @@
 //! RED metrics for gRPC: a wrapper around a tonic service (server side) or a channel (client
-//! side) counting calls by method and status code and timing them.
+//! side) counting calls by method and status code and timing them. The same wrapper finishes the
+//! calls' spans (it is where every call's status is read): on the client side it opens the CLIENT
+//! span and propagates its context; on the server side it records the status on the SERVER span
+//! [`crate::grpc::server`] opened.
 //!
 //! The status is read from the response headers, where tonic puts it for errors (trailers-only
 //! responses); a response without it is a success whose status follows in the trailers.
@@ -12,6 +15,8 @@ use std::time::Instant;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tonic::server::NamedService;
+
+use crate::grpc::SpanSide;
 
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -26,20 +31,29 @@ struct Labelled {
     requests: IntCounterVec,
     duration: HistogramVec,
     service: String,
+    side: SpanSide,
 }
 
 impl GrpcMetrics {
     /// `erp_grpc_server_*`, labelled with this process's service name.
     pub fn server(registry: &Registry, service: &str) -> Result<Self, prometheus::Error> {
-        Self::register(registry, "server", service)
+        Self::register(registry, SpanSide::Server, service)
     }
 
     /// `erp_grpc_client_*`; label each upstream with [`GrpcMetrics::for_upstream`].
     pub fn client(registry: &Registry) -> Result<Self, prometheus::Error> {
-        Self::register(registry, "client", "")
+        Self::register(registry, SpanSide::Client, "")
     }
 
-    fn register(registry: &Registry, side: &str, service: &str) -> Result<Self, prometheus::Error> {
+    fn register(
+        registry: &Registry,
+        span_side: SpanSide,
+        service: &str,
+    ) -> Result<Self, prometheus::Error> {
+        let side = match span_side {
+            SpanSide::Server => "server",
+            SpanSide::Client => "client",
+        };
         let requests = IntCounterVec::new(
             Opts::new(
                 format!("erp_grpc_{side}_requests_total"),
@@ -61,6 +75,7 @@ impl GrpcMetrics {
             requests,
             duration,
             service: service.to_owned(),
+            side: span_side,
         })))
     }
 
@@ -88,6 +103,7 @@ impl GrpcMetrics {
             requests: self.0.requests.clone(),
             duration: self.0.duration.clone(),
             service: service.to_owned(),
+            side: self.0.side,
         }))
     }
 
@@ -206,13 +222,28 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // tonic's paths are static: cloning one is a reference count, not a copy.
+        let method = request.uri().path_and_query().cloned();
+        let client_span = match self.metrics.0.side {
+            SpanSide::Server => None,
+            SpanSide::Client => {
+                let span = crate::grpc::client_span(request.uri().path());
+                // The callee continues the trace from this CLIENT span, not from its parent.
+                crate::telemetry::inject_http_from(&span, request.headers_mut());
+                Some(span)
+            }
+        };
+        let inner = match &client_span {
+            Some(span) => span.in_scope(|| self.inner.call(request)),
+            None => self.inner.call(request),
+        };
         MeasuredFuture {
-            // tonic's paths are static: cloning one is a reference count, not a copy.
-            method: request.uri().path_and_query().cloned(),
+            method,
             metrics: self.metrics.clone(),
             started: Instant::now(),
-            inner: self.inner.call(request),
+            client_span,
+            inner,
         }
     }
 }
@@ -225,6 +256,8 @@ pin_project_lite::pin_project! {
         method: Option<http::uri::PathAndQuery>,
         metrics: GrpcMetrics,
         started: Instant,
+        // The CLIENT span of an outgoing call (client side only).
+        client_span: Option<tracing::Span>,
     }
 }
 
@@ -236,16 +269,27 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let entered = this.client_span.as_ref().map(tracing::Span::enter);
         let result = std::task::ready!(this.inner.poll(cx));
-        let code = match &result {
+        drop(entered);
+        let status = match &result {
             Ok(response) => response
                 .headers()
                 .get("grpc-status")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
-                .map_or("OK", code_name),
-            Err(_) => "UNAVAILABLE",
+                .unwrap_or(0),
+            // The call did not reach the server (or its answer was lost): UNAVAILABLE.
+            Err(_) => 14,
         };
+        match this.client_span.take() {
+            Some(span) => crate::grpc::record_status(&span, SpanSide::Client, status),
+            // tonic polls a server call inside the span its `trace_fn` opened.
+            None => {
+                crate::grpc::record_status(&tracing::Span::current(), SpanSide::Server, status);
+            }
+        }
+        let code = code_name(status);
         // A path no service implements is the caller's invention: one label for all of them,
         // so made-up paths cannot add series.
         let method = match code {

@@ -1,6 +1,8 @@
 //! Logs, traces and trace-context propagation.
 //!
 //! Logs go to stdout as JSON (default) or in a pretty form for a terminal, filtered by `RUST_LOG`.
+//! A JSON line written inside a span carries that span's `trace_id` and `span_id` as top-level
+//! fields (what log pipelines link to traces by), every key once ([`json_log`]).
 //! Every span gets an OpenTelemetry trace id even when no collector is configured, because the trace
 //! id is also what errors and audit records cite; spans are exported over OTLP/gRPC only when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
@@ -18,6 +20,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+mod json_log;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -79,16 +83,7 @@ impl Telemetry {
         let otel_layer = tracing_opentelemetry::layer().with_tracer(tracer);
         let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
         let installed = match format {
-            LogFormat::Json => registry
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .json()
-                        .flatten_event(true)
-                        .with_current_span(true)
-                        .with_span_list(false)
-                        .with_target(true),
-                )
-                .try_init(),
+            LogFormat::Json => registry.with(json_log::layer(std::io::stdout)).try_init(),
             LogFormat::Pretty => registry
                 .with(tracing_subscriber::fmt::layer().with_target(true))
                 .try_init(),
@@ -143,39 +138,6 @@ impl Injector for HeaderInjector<'_> {
     }
 }
 
-/// Reads a remote parent from gRPC metadata (the tests' side of [`inject_grpc`]).
-#[cfg(test)]
-struct MetadataExtractor<'a>(&'a tonic::metadata::MetadataMap);
-
-#[cfg(test)]
-impl Extractor for MetadataExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-    fn keys(&self) -> Vec<&str> {
-        self.0
-            .keys()
-            .filter_map(|k| match k {
-                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
-                tonic::metadata::KeyRef::Binary(_) => None,
-            })
-            .collect()
-    }
-}
-
-struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
-
-impl Injector for MetadataInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(key), Ok(value)) = (
-            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
-            tonic::metadata::MetadataValue::try_from(value.as_str()),
-        ) {
-            self.0.insert(key, value);
-        }
-    }
-}
-
 /// The remote parent carried by `traceparent`/`tracestate` HTTP headers.
 pub(crate) fn extract_http(headers: &http::HeaderMap) -> Context {
     propagator().extract(&HeaderExtractor(headers))
@@ -183,20 +145,15 @@ pub(crate) fn extract_http(headers: &http::HeaderMap) -> Context {
 
 /// Writes the current span's context into HTTP headers.
 pub fn inject_http(headers: &mut http::HeaderMap) {
-    let context = tracing::Span::current().context();
-    propagator().inject_context(&context, &mut HeaderInjector(headers));
+    inject_http_from(&tracing::Span::current(), headers);
 }
 
-/// The remote parent carried in gRPC metadata.
-#[cfg(test)]
-fn extract_grpc(metadata: &tonic::metadata::MetadataMap) -> Context {
-    propagator().extract(&MetadataExtractor(metadata))
-}
-
-/// Writes the current span's context into gRPC metadata.
-pub fn inject_grpc(metadata: &mut tonic::metadata::MetadataMap) {
-    let context = tracing::Span::current().context();
-    propagator().inject_context(&context, &mut MetadataInjector(metadata));
+/// Writes `span`'s context into HTTP headers (those of an outgoing gRPC call, say).
+pub(crate) fn inject_http_from(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    if span.is_disabled() {
+        return;
+    }
+    propagator().inject_context(&span.context(), &mut HeaderInjector(headers));
 }
 
 /// Sets an attribute of `span` for trace export only. Recording a `tracing` field instead would
@@ -204,6 +161,11 @@ pub fn inject_grpc(metadata: &mut tonic::metadata::MetadataMap) {
 /// line of the span shows (it is set when the request is over).
 pub fn set_span_attribute(span: &tracing::Span, key: &'static str, value: i64) {
     span.set_attribute(key, value);
+}
+
+/// Marks `span` failed (for export), with `description` (a status code, say).
+pub fn set_span_error(span: &tracing::Span, description: &str) {
+    span.set_status(opentelemetry::trace::Status::error(description.to_owned()));
 }
 
 /// Makes `span` a child of the remote context found in `headers`, if any.
@@ -243,17 +205,6 @@ mod tests {
         assert_eq!(
             extracted.span().span_context().trace_id().to_string(),
             "4bf92f3577b34da6a3ce929d0e0e4736"
-        );
-    }
-
-    #[test]
-    fn grpc_metadata_round_trips_the_trace_context() {
-        let mut metadata = tonic::metadata::MetadataMap::new();
-        propagator().inject_context(&remote_context(), &mut MetadataInjector(&mut metadata));
-        let extracted = extract_grpc(&metadata);
-        assert_eq!(
-            extracted.span().span_context().span_id().to_string(),
-            "00f067aa0ba902b7"
         );
     }
 

@@ -4,11 +4,13 @@
 //! routes. They are hand-written services rather than `axum::middleware::from_fn`, which boxes
 //! and clones the inner route for every request: this is the hottest code of the gateway.
 
+mod access_log;
 mod authorize;
 mod observe;
 
 use axum::http::HeaderName;
 
+pub(crate) use access_log::AccessLog;
 pub(crate) use authorize::{Authorize, RATE_LIMIT_POLICIES, unknown_route, wrong_method};
 pub(crate) use observe::Observe;
 

@@ -1,6 +1,8 @@
-//! The outermost layer: opens the request span (continuing the caller's trace), bounds the
+//! The outermost layer: opens the request's SERVER span (continuing the caller's trace; named and
+//! attributed by the OpenTelemetry HTTP conventions: `GET /api/v1/events/{id}`,
+//! `http.request.method`, `http.route`, `http.response.status_code`, failed on 5xx), bounds the
 //! request by `ERP_HTTP_TIMEOUT_MS` (503 after it), echoes the request id and `traceparent`, adds
-//! security headers and records HTTP metrics by route template.
+//! security headers, records HTTP metrics by route template and writes the access log line.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,6 +23,7 @@ use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
 use super::REQUEST_ID;
+use super::access_log::AccessLog;
 use crate::client_ip::ClientIp;
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -29,11 +32,16 @@ use crate::state::AppState;
 pub(crate) struct Observe<S> {
     inner: S,
     state: AppState,
+    access_log: AccessLog,
 }
 
 impl<S> Observe<S> {
-    pub(crate) fn new(inner: S, state: AppState) -> Self {
-        Self { inner, state }
+    pub(crate) fn new(inner: S, state: AppState, access_log: AccessLog) -> Self {
+        Self {
+            inner,
+            state,
+            access_log,
+        }
     }
 }
 
@@ -65,15 +73,9 @@ where
             method: request.method().clone(),
             route: request.extensions().get::<MatchedPath>().cloned(),
             state: self.state.clone(),
+            access_log: self.access_log,
         };
-        let span = tracing::info_span!(
-            "http.request",
-            otel.kind = "server",
-            http.method = %exchange.method,
-            http.route = %exchange.route(),
-            request_id = %exchange.request_id,
-            trace_id = tracing::field::Empty,
-        );
+        let span = exchange.server_span();
         telemetry::set_parent_from_http(&span, request.headers());
         if let Some(trace_id) = span.in_scope(telemetry::current_trace_id) {
             span.record("trace_id", trace_id.as_str());
@@ -127,6 +129,7 @@ struct Exchange {
     method: Method,
     route: Option<MatchedPath>,
     state: AppState,
+    access_log: AccessLog,
 }
 
 impl Exchange {
@@ -134,8 +137,43 @@ impl Exchange {
         self.route.as_ref().map_or("unmatched", MatchedPath::as_str)
     }
 
+    /// The request's SERVER span: `METHOD /route/template`, or the method alone when no route
+    /// matched (a name per made-up path would be unbounded).
+    fn server_span(&self) -> tracing::Span {
+        let method = semconv_method(&self.method);
+        match &self.route {
+            Some(route) => tracing::info_span!(
+                "http.server",
+                otel.name = %format_args!("{method} {}", route.as_str()),
+                otel.kind = "server",
+                http.request.method = method,
+                http.route = route.as_str(),
+                request_id = %self.request_id,
+                trace_id = tracing::field::Empty,
+            ),
+            None => tracing::info_span!(
+                "http.server",
+                otel.name = if method == OTHER_METHOD { "HTTP" } else { method },
+                otel.kind = "server",
+                http.request.method = method,
+                request_id = %self.request_id,
+                trace_id = tracing::field::Empty,
+            ),
+        }
+    }
+
     fn finish(self, mut response: Response, span: &tracing::Span) -> Response {
-        telemetry::set_span_attribute(span, "http.status", i64::from(response.status().as_u16()));
+        let status = response.status();
+        // Export-only attributes: the span's log fields are fixed when it opens.
+        telemetry::set_span_attribute(
+            span,
+            "http.response.status_code",
+            i64::from(status.as_u16()),
+        );
+        if status.is_server_error() {
+            telemetry::set_span_error(span, status.as_str());
+        }
+        span.in_scope(|| self.access_log.write(status, self.started.elapsed()));
         let route = self.route();
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&self.request_id) {
@@ -187,6 +225,22 @@ pub(super) fn method_label(method: &Method) -> &'static str {
         Method::DELETE => "DELETE",
         Method::OPTIONS => "OPTIONS",
         _ => "other",
+    }
+}
+
+/// `http.request.method` of a method the HTTP conventions do not know.
+const OTHER_METHOD: &str = "_OTHER";
+
+/// `http.request.method`: a method the conventions know, else `_OTHER` (clients can send any
+/// token).
+fn semconv_method(method: &Method) -> &'static str {
+    match *method {
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => match method_label(method) {
+            "other" => OTHER_METHOD,
+            known => known,
+        },
     }
 }
 
