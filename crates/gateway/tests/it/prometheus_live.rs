@@ -386,9 +386,9 @@ fn declared_rules() -> (BTreeSet<String>, Vec<String>) {
 }
 
 /// Bounded traffic over the routes: successes and each kind of error (401, 403, 404, 400, 409,
-/// 422 denials, 429), a granted and a denied claim, a failed login, a refresh, progress from a
-/// game server, a pushed delivery. Each answer is asserted, so a change of behaviour shows here
-/// rather than as a silently missing series.
+/// 422 denials, 429 from a lockout and from a rate limit), a granted and a denied claim, failed
+/// logins, a refresh, progress from a game server, a pushed delivery. Each answer is asserted,
+/// so a change of behaviour shows here rather than as a silently missing series.
 async fn drive_traffic(platform: &Platform, receiver: &Receiver) {
     let admin = platform.admin().await;
     let operator = platform
@@ -536,19 +536,26 @@ async fn drive_traffic(platform: &Platform, receiver: &Receiver) {
         "the delivery was pushed"
     );
 
-    // 429: logins past the per-IP limit of /auth/login and /auth/register (bounded: the limit
-    // twice over, should a minute window end on the way).
-    let mut limited = false;
+    // Failed logins until the account is locked out (auth's 429 TOO_MANY_ATTEMPTS), then past
+    // the gateway's per-IP limit of /auth/login and /auth/register (its 429 RATE_LIMITED);
+    // bounded: the limit twice over, should a minute window end on the way.
+    let mut codes = BTreeSet::new();
     for _ in 0..2 * AUTH_RATE_LIMIT_PER_MINUTE {
-        let (status, _) = platform
+        let (status, body) = platform
             .try_login("live-player@example.com", "wrong-password-1")
             .await;
         if status == StatusCode::TOO_MANY_REQUESTS {
-            limited = true;
-            break;
+            codes.insert(body["code"].as_str().unwrap_or_default().to_owned());
+            if body["code"] == "RATE_LIMITED" {
+                break;
+            }
         }
     }
-    assert!(limited, "no 429 from /auth/login");
+    assert_eq!(
+        codes,
+        BTreeSet::from(["RATE_LIMITED".to_owned(), "TOO_MANY_ATTEMPTS".to_owned()]),
+        "a lockout, then the gateway's limit"
+    );
 }
 
 /// Waits until Prometheus has scraped every target (all up) after `after` (a Unix time in
@@ -599,6 +606,43 @@ async fn empty_panel_queries(prometheus: &Prometheus, queries: &[PanelQuery]) ->
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// What the traffic of [`drive_traffic`] must have counted, as Prometheus sees it: the panels
+/// show the traffic, not only the zeros every service exports at start.
+const COUNTED_BY_THE_TRAFFIC: [&str; 19] = [
+    r#"sum(erp_http_requests_total{status=~"2.."})"#,
+    r#"sum(erp_http_requests_total{status="400"})"#,
+    r#"sum(erp_http_requests_total{status="401"})"#,
+    r#"sum(erp_http_requests_total{status="403"})"#,
+    r#"sum(erp_http_requests_total{status="404"})"#,
+    r#"sum(erp_http_requests_total{status="409"})"#,
+    r#"sum(erp_http_requests_total{status="422"})"#,
+    r#"sum(erp_http_requests_total{status="429"})"#,
+    "sum(erp_gateway_rate_limited_total)",
+    r#"sum(erp_event_claims_total{result="granted"})"#,
+    r#"sum(erp_event_claims_total{result="denied", reason="EVENT_NOT_ACTIVE"})"#,
+    r#"sum(erp_event_claims_total{result="denied", reason="CONDITIONS_NOT_MET"})"#,
+    r#"sum(erp_auth_logins_total{result="success"})"#,
+    r#"sum(erp_auth_logins_total{result="invalid_credentials"})"#,
+    r#"sum(erp_auth_logins_total{result="locked_out"})"#,
+    r#"sum(erp_auth_refreshes_total{result="success"})"#,
+    r#"sum(erp_event_progress_items_total{result="accepted"})"#,
+    r#"sum(erp_event_deliveries_total{outcome="delivered"})"#,
+    r#"sum(erp_event_delivery_attempt_seconds_count)"#,
+];
+
+/// The [`COUNTED_BY_THE_TRAFFIC`] sums that are not above 0 in Prometheus (as panel queries of
+/// [`empty_panel_queries`], so polled the same way).
+async fn uncounted_traffic(prometheus: &Prometheus) -> Vec<String> {
+    let checks: Vec<PanelQuery> = COUNTED_BY_THE_TRAFFIC
+        .iter()
+        .map(|sum| PanelQuery {
+            origin: "counted by the traffic".to_owned(),
+            expr: format!("{sum} > 0"),
+        })
+        .collect();
+    empty_panel_queries(prometheus, &checks).await
 }
 
 /// Waits until every rule has been evaluated at least once; then each group and rule as
@@ -683,6 +727,14 @@ async fn dashboards_and_alert_rules_work_against_a_real_prometheus() {
     drive_traffic(&platform, &receiver).await;
     let traffic_done = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
     wait_scraped_after(&prometheus, targets.len(), traffic_done).await;
+
+    // The traffic is in: each kind of answer and outcome counted.
+    let uncounted = uncounted_traffic(&prometheus).await;
+    assert!(
+        uncounted.is_empty(),
+        "the traffic, scraped, is not counted:\n{}",
+        uncounted.join("\n")
+    );
 
     // Every PromQL panel query returns data.
     let (queries, not_promql) = dashboard_queries();
