@@ -9,7 +9,7 @@
 //! receiver applies a delivery id once). Nothing is lost: a delivery leaves PENDING only by a
 //! 2xx, an ack, or running out of attempts.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::SYSTEM_ACTOR;
 use super::webhook::WebhookClient;
 use crate::config::DeliveryConfig;
+use crate::error::EventError;
 use crate::metrics::EventMetrics;
 use crate::store::{DeliveryStore, DueDelivery, Leased, PushOutcome, Pushed};
 
@@ -114,34 +115,35 @@ impl Dispatcher {
         // Leases held and not written off yet: delivery id -> lease token.
         let mut held: HashMap<String, String> = HashMap::new();
         let mut due: VecDeque<DueDelivery> = VecDeque::new();
+        // The ids in `due`, so a read that overlaps it adds only what is new.
+        let mut queued: HashSet<String> = HashSet::new();
         let window = concurrency
             .saturating_mul(DUE_WINDOW_PER_SLOT)
             .max(MIN_DUE_WINDOW);
-        // Whether the last read found nothing due: not read again before the poll or a wake
-        // (a grant's).
+        // The next window is read while the last quarter of this one is leased, so the pushes
+        // do not wait for the read (on the test store it takes as long as the backlog is long).
+        let mut reading: JoinSet<Result<Vec<DueDelivery>, EventError>> = JoinSet::new();
+        // Whether the last read found nothing new due: not read again before the poll or a
+        // wake (a grant's).
         let mut idle = false;
         loop {
-            while !shutdown.is_triggered() && !idle {
+            while !shutdown.is_triggered() {
+                if !idle && reading.is_empty() && due.len() <= window / 4 {
+                    let store = self.store.clone();
+                    reading.spawn(async move { store.due(window).await });
+                }
                 // Leases held are pushes in flight plus outcomes not written yet; at most
                 // twice the concurrency, which bounds what a crash makes pushed again.
                 let free = concurrency
                     .saturating_sub(pushes.len())
                     .min((2 * concurrency).saturating_sub(held.len()));
-                if free == 0 || (free < chunk && !pushes.is_empty()) {
+                if due.is_empty() || free == 0 || (free < chunk && !pushes.is_empty()) {
                     break;
                 }
-                if due.is_empty() {
-                    match self.store.due(window).await {
-                        Ok(read) if read.is_empty() => idle = true,
-                        Ok(read) => due.extend(read),
-                        Err(error) => {
-                            tracing::warn!(%error, "cannot read due deliveries");
-                            break;
-                        }
-                    }
-                    continue;
-                }
                 let candidates: Vec<DueDelivery> = due.drain(..free.min(due.len())).collect();
+                for candidate in &candidates {
+                    queued.remove(candidate.id());
+                }
                 match self.store.lease(candidates, &self.owner, lease).await {
                     Ok(leased) => {
                         for leased in leased {
@@ -174,6 +176,15 @@ impl Dispatcher {
                         held.remove(&id);
                     }
                 }
+                Some(done) = reading.join_next(), if !reading.is_empty() => match done {
+                    Ok(Ok(read)) => {
+                        let before = due.len();
+                        due.extend(read.into_iter().filter(|c| queued.insert(c.id().to_owned())));
+                        idle = due.len() == before;
+                    }
+                    Ok(Err(error)) => tracing::warn!(%error, "cannot read due deliveries"),
+                    Err(_) => {}
+                },
                 () = tokio::time::sleep(self.config.poll_interval), if free => idle = false,
                 () = self.wake.notified(), if free => idle = false,
             }

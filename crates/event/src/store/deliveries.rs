@@ -222,6 +222,12 @@ pub(crate) struct Leased {
 /// The id of a delivery that was due when read, not leased yet.
 pub(crate) struct DueDelivery(String);
 
+impl DueDelivery {
+    pub(crate) fn id(&self) -> &str {
+        &self.0
+    }
+}
+
 /// What one push came to, for [`DeliveryStore::settle`].
 #[derive(Debug, Clone)]
 pub(crate) enum PushOutcome {
