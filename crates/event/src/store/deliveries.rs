@@ -1110,7 +1110,7 @@ impl DeliveryStore {
             return Ok(());
         };
         let (deltas, entries) = (vec![delta], vec![entry]);
-        match self.write_records(&deltas, &entries, None).await {
+        match self.write_records(&deltas, &entries).await {
             Ok(()) => {}
             Err(error) if erp_platform::mongo::is_duplicate_key(&error) => {}
             Err(error) => return Err(error.into()),
@@ -1134,17 +1134,7 @@ impl DeliveryStore {
             .iter()
             .filter_map(|change| record_docs(&change.id, &change.record))
             .unzip();
-        // The marks of DELIVERED deliveries go in the records' transaction (a write in a
-        // transaction costs a fraction of one alone on the test store): DELIVERED is final, so
-        // nothing ever waits to write such a delivery should a killed process leave the
-        // transaction open. The others' marks are removed after it, outside.
-        let (done, open): (Vec<&Change>, Vec<&Change>) = changes
-            .iter()
-            .partition(|change| change.after.status == DeliveryStatus::Delivered);
-        match self
-            .write_records(&deltas, &entries, unmark(&done).as_ref())
-            .await
-        {
+        match self.write_records(&deltas, &entries).await {
             Ok(()) => {}
             Err(error) if erp_platform::mongo::is_duplicate_key(&error) => {
                 for change in changes {
@@ -1154,19 +1144,20 @@ impl DeliveryStore {
             }
             Err(error) => return Err(error.into()),
         }
-        if let Some((filter, update)) = unmark(&open) {
+        // After the transaction, not in it: one that a killed process leaves open must hold
+        // no delivery (it would stall the delivery's next writer, on the test store even more).
+        if let Some((filter, update)) = unmark(changes) {
             self.deliveries.update_many(filter, update).await?;
         }
         Ok(())
     }
 
-    /// Inserts the dashboard `deltas` and audit `entries`, and applies `unmark` to the
-    /// deliveries, in one transaction.
+    /// Inserts the dashboard `deltas` and audit `entries` in one transaction (new documents
+    /// only: ids derived from the changes, so a repeat is a duplicate and changes nothing).
     async fn write_records(
         &self,
         deltas: &[Document],
         entries: &[AuditEntry],
-        unmark: Option<&(Document, Document)>,
     ) -> mongodb::error::Result<()> {
         if deltas.is_empty() && entries.is_empty() {
             return Ok(());
@@ -1175,8 +1166,8 @@ impl DeliveryStore {
         session
             .start_transaction()
             .and_run(
-                (self, deltas, entries, unmark),
-                |session, (store, deltas, entries, unmark)| {
+                (self, deltas, entries),
+                |session, (store, deltas, entries)| {
                     Box::pin(async move {
                         if !deltas.is_empty() {
                             store
@@ -1185,15 +1176,7 @@ impl DeliveryStore {
                                 .session(&mut *session)
                                 .await?;
                         }
-                        store.audit.record_many(entries, &mut *session).await?;
-                        if let Some((filter, update)) = unmark {
-                            store
-                                .deliveries
-                                .update_many(filter.clone(), update.clone())
-                                .session(&mut *session)
-                                .await?;
-                        }
-                        Ok(())
+                        store.audit.record_many(entries, session).await
                     })
                 },
             )
