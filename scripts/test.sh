@@ -14,8 +14,8 @@ say "deployment checks (scripts/check-deploy.sh)"
 "$ROOT/scripts/check-deploy.sh"
 
 # Test tools from PyPI used by the gateway's end-to-end tests: schemathesis (against the served
-# OpenAPI document) and rotel (an OTLP receiver for the end-to-end trace test).
-TEST_TOOLS=("schemathesis==4.32.5" "rotel==0.0.1a15")
+# OpenAPI document).
+TEST_TOOLS=("schemathesis==4.32.5")
 TOOLS_STAMP="$ROOT/.erp/venv-tests/.tools"
 if [ "$(cat "$TOOLS_STAMP" 2>/dev/null)" != "${TEST_TOOLS[*]}" ]; then
   say "installing ${TEST_TOOLS[*]} into .erp/venv-tests"
