@@ -14,8 +14,8 @@ say "deployment checks (scripts/check-deploy.sh)"
 "$ROOT/scripts/check-deploy.sh"
 
 # Test tools from PyPI used by the gateway's end-to-end tests: schemathesis (against the served
-# OpenAPI document).
-TEST_TOOLS=("schemathesis==4.32.5")
+# OpenAPI document) and jmespath (evaluates the Alloy log pipeline in the log-pipeline test).
+TEST_TOOLS=("schemathesis==4.32.5" "jmespath==1.0.1")
 TOOLS_STAMP="$ROOT/.erp/venv-tests/.tools"
 if [ "$(cat "$TOOLS_STAMP" 2>/dev/null)" != "${TEST_TOOLS[*]}" ]; then
   say "installing ${TEST_TOOLS[*]} into .erp/venv-tests"

@@ -23,6 +23,7 @@ mod hardening;
 mod http;
 mod journeys;
 mod log_keys;
+mod log_pipeline;
 mod metrics_at_start;
 mod openapi_document;
 mod partial_failure;
