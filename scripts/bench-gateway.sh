@@ -26,11 +26,7 @@ mkdir -p "$LOGS"
 require_rust
 "$ROOT/scripts/stores.sh" start
 export_store_urls
-if ! command -v wrk >/dev/null 2>&1; then
-  say "installing wrk"
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null;
-  else sudo apt-get update -qq && sudo apt-get install -y -qq wrk >/dev/null; fi
-fi
+ensure_debian_tool wrk wrk
 
 say "building release binaries"
 cargo build --release --locked --bins

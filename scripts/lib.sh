@@ -19,3 +19,12 @@ export_store_urls() {
   export ERP_MONGODB_URI="${ERP_MONGODB_URI:-mongodb://127.0.0.1:${ERP_STORE_MONGO_PORT:-27017}}"
   export ERP_REDIS_URL="${ERP_REDIS_URL:-redis://127.0.0.1:${ERP_STORE_REDIS_PORT:-6379}}"
 }
+
+# Installs a Debian package (as root, or with sudo) when `command` is missing.
+ensure_debian_tool() {
+  local command="$1" package="$2"
+  command -v "$command" >/dev/null 2>&1 && return 0
+  say "installing $package (Debian)"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "$package" >/dev/null;
+  else sudo apt-get update -qq && sudo apt-get install -y -qq "$package" >/dev/null; fi
+}
