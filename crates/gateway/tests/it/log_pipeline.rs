@@ -12,19 +12,13 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::common::Platform;
+use crate::common::{Platform, repository_path};
 
 const LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
-
 /// What Loki would store for each of `lines` (same order).
 fn through_the_pipeline(lines: &[&str]) -> Vec<Value> {
-    let python = repo(".erp/venv-tests/bin/python");
+    let python = repository_path(".").join(".erp/venv-tests/bin/python");
     assert!(
         python.exists(),
         "the test tools are not installed at {}; run ./scripts/test.sh (it installs them)",
@@ -32,8 +26,8 @@ fn through_the_pipeline(lines: &[&str]) -> Vec<Value> {
     );
     let input = tempfile_with(&lines.join("\n"));
     let output = Command::new(python)
-        .arg(repo("scripts/deploy-checks/alloy_pipeline.py"))
-        .arg(repo("infrastructure/loki/config.alloy"))
+        .arg(repository_path("scripts/deploy-checks/alloy_pipeline.py"))
+        .arg(repository_path("infrastructure/loki/config.alloy"))
         .arg("json")
         .arg(&input)
         .output()

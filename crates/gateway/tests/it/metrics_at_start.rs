@@ -6,12 +6,11 @@
 //! panel or rule is checked without touching this test. Real binaries ([`Platform`]).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use regex::Regex;
 use serde_json::Value;
 
-use crate::common::Platform;
+use crate::common::{Platform, files_in};
 
 /// The services, by the `job` label Prometheus gives their targets.
 const GATEWAY: &str = "erp-gateway";
@@ -155,23 +154,6 @@ fn selectors_of(expr: &str, origin: &str) -> Vec<Selector> {
             origin: origin.to_owned(),
         })
         .collect()
-}
-
-fn repository_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(relative)
-}
-
-fn files_in(relative: &str, extension: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repository_path(relative))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == extension))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no *.{extension} in {relative}");
-    files
 }
 
 /// Every Prometheus query of the dashboards: each panel target's `expr`, Loki's (log queries,

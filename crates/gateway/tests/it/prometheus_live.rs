@@ -17,7 +17,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common::receiver::Receiver;
-use crate::common::{Platform, event_body, gold, iso};
+use crate::common::{Platform, event_body, files_in, gold, iso, repository_path};
 
 /// Grafana's built-in interval variables, as the test substitutes them. `$__rate_interval` is at
 /// least four scrape intervals in Grafana; a minute covers the whole test at a 1 s scrape.
@@ -34,25 +34,6 @@ const AUTH_RATE_LIMIT_PER_MINUTE: u32 = 20;
 /// How long Prometheus may take to become ready, to scrape after the traffic, and to evaluate
 /// the rules (a 1 s scrape and evaluation interval; generous for a loaded 2-core machine).
 const PROMETHEUS_DEADLINE: Duration = Duration::from_secs(20);
-
-fn repository_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(relative)
-        .canonicalize()
-        .unwrap_or_else(|e| panic!("{relative}: {e}"))
-}
-
-fn files_in(relative: &str, extension: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repository_path(relative))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == extension))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no *.{extension} in {relative}");
-    files
-}
 
 /// Debian's `prometheus` on the PATH. No skip: the test command installs it
 /// (scripts/check-deploy.sh, run by scripts/test.sh before the tests).

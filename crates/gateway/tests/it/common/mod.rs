@@ -6,12 +6,14 @@
 mod client;
 mod platform;
 pub mod receiver;
+mod repository;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 pub use client::{Reply, Request, assert_problem};
 pub use platform::{ADMIN_EMAIL, ADMIN_PASSWORD, NO_RATE_LIMITS, Platform, gateway_binary};
+pub use repository::{files_in, repository_path};
 
 pub const PLAYER_PASSWORD: &str = "player-password-1";
 pub const STAFF_PASSWORD: &str = "staff-password-1";
