@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::common::{Platform, repository_path};
@@ -57,16 +56,7 @@ fn tempfile_with(text: &str) -> PathBuf {
 async fn the_alloy_pipeline_labels_every_line_and_keeps_a_requests_trace_id() {
     let platform = Platform::start().await;
     let admin = platform.admin().await;
-    let response = platform
-        .http
-        .get(platform.url("/events"))
-        .bearer_auth(&admin.access_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let traceparent = response.headers()["traceparent"].to_str().unwrap();
-    let trace_id = traceparent.split('-').nth(1).unwrap().to_owned();
+    let trace_id = platform.read_events_traced(&admin.access_token).await;
     // The gateway's access line of the request is written once the response is sent.
     erp_testkit::eventually(Duration::from_secs(5), || async {
         if platform.gateway().output().contains(&trace_id) {

@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode as SpanStatusCode;
 use reqwest::StatusCode;
 
-use crate::common::Platform;
+use crate::common::{Platform, trace_id_of};
 
 /// One exported span, flattened: hex ids, its service's name and its attributes as text.
 #[derive(Debug, Clone)]
@@ -147,12 +147,6 @@ async fn platform_exporting_to(endpoint: &str) -> Platform {
         .await
 }
 
-/// The trace id of the `traceparent` the gateway answered.
-fn trace_id_of(response: &reqwest::Response) -> String {
-    let traceparent = response.headers()["traceparent"].to_str().unwrap();
-    traceparent.split('-').nth(1).unwrap().to_owned()
-}
-
 /// The one span of `service` named `name` among `spans`.
 fn one<'a>(spans: &'a [ExportedSpan], service: &str, name: &str) -> &'a ExportedSpan {
     let found: Vec<_> = spans
@@ -214,15 +208,7 @@ async fn one_request_is_one_tree_of_spans_across_the_services() {
     let mut platform = platform_exporting_to(&endpoint).await;
     let admin = platform.admin().await;
 
-    let response = platform
-        .http
-        .get(platform.url("/events"))
-        .bearer_auth(&admin.access_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let trace_id = trace_id_of(&response);
+    let trace_id = platform.read_events_traced(&admin.access_token).await;
 
     // Probes and scrapes of every service, which must not be exported.
     for process in [platform.gateway(), platform.auth(), platform.event()] {
@@ -339,15 +325,7 @@ async fn a_requests_log_lines_carry_the_exported_spans_ids() {
     // shipped.
     let mut platform = platform_exporting_to(&endpoint).await;
     let admin = platform.admin().await;
-    let response = platform
-        .http
-        .get(platform.url("/events"))
-        .bearer_auth(&admin.access_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let trace_id = trace_id_of(&response);
+    let trace_id = platform.read_events_traced(&admin.access_token).await;
 
     let gateway = platform.gateway();
     let lines_of_trace = || -> Vec<serde_json::Value> {

@@ -12,7 +12,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 pub use client::{Reply, Request, assert_problem};
-pub use platform::{ADMIN_EMAIL, ADMIN_PASSWORD, NO_RATE_LIMITS, Platform, gateway_binary};
+pub use platform::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, NO_RATE_LIMITS, Platform, gateway_binary, trace_id_of,
+};
 pub use repository::{files_in, repository_path};
 
 pub const PLAYER_PASSWORD: &str = "player-password-1";

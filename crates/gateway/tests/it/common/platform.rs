@@ -274,6 +274,19 @@ impl Platform {
         text
     }
 
+    /// `GET /events` as `token`, asserted 200; the id of the trace it was answered in.
+    pub async fn read_events_traced(&self, token: &str) -> String {
+        let response = self
+            .http
+            .get(self.url("/events"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        trace_id_of(&response)
+    }
+
     /// The gateway's `/metrics`.
     pub async fn gateway_metrics(&self) -> String {
         erp_testkit::scrape(self.gateway().addr("admin")).await
@@ -287,4 +300,10 @@ impl Platform {
     pub fn request(&self, method: Method, path: &str) -> Request {
         Request::new(self.http.request(method, self.url(path)))
     }
+}
+
+/// The trace id of the `traceparent` the gateway answered `response` with.
+pub fn trace_id_of(response: &reqwest::Response) -> String {
+    let traceparent = response.headers()["traceparent"].to_str().unwrap();
+    traceparent.split('-').nth(1).unwrap().to_owned()
 }
