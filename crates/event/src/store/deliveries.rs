@@ -932,7 +932,7 @@ impl DeliveryStore {
                     .into_iter()
                     .filter_map(|doc| doc.get_str("_id").ok().map(str::to_owned))
                     .collect(),
-                Err(error) => return Err(written.err().map_or(error, |e| e).into()),
+                Err(error) => return Err(written.err().unwrap_or(error).into()),
             }
         };
         leased
