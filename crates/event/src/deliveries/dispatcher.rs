@@ -28,8 +28,11 @@ use crate::store::{DeliveryStore, DueDelivery, Leased, PushOutcome, Pushed};
 
 /// How often every replica reads the backlog for its gauges (and writes left-over records).
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(5);
-/// The backlog reads take at most 1/this of the time (see [`watch_backlog`]).
+/// The backlog reads take at most 1/this of the time (see [`watch_backlog`])...
 const BACKLOG_SHARE_DIVISOR: u32 = 10;
+/// ...but a round starts at least this often: it also writes the records a stopped process
+/// left, which should not wait longer than this plus `RECORD_GRACE`.
+const BACKLOG_MAX_PAUSE: Duration = Duration::from_secs(10);
 /// How old a status change's unwritten record must be before another process writes it: the
 /// process that made the change writes it within milliseconds unless it stopped (a race is
 /// harmless either way: the record is written once).
@@ -279,7 +282,8 @@ impl Dispatcher {
 ///
 /// Its reads cost about as much as the backlog is long on some stores (the test store scans an
 /// index range), so it waits at least `BACKLOG_SHARE_DIVISOR - 1` times as long as the last round
-/// took: a long backlog cannot make it take more than a small share of the store.
+/// took (up to `BACKLOG_MAX_PAUSE`): a long backlog cannot make it take more than a small share
+/// of the store, and left-over records still wait at most that pause.
 pub(crate) async fn watch_backlog(store: DeliveryStore, metrics: EventMetrics, shutdown: Shutdown) {
     let mut pause = Duration::ZERO;
     loop {
@@ -301,7 +305,9 @@ pub(crate) async fn watch_backlog(store: DeliveryStore, metrics: EventMetrics, s
         if let Err(error) = store.record_left_over(RECORD_GRACE).await {
             tracing::warn!(%error, "cannot write the left-over delivery records");
         }
-        pause = BACKLOG_INTERVAL.max(started.elapsed().saturating_mul(BACKLOG_SHARE_DIVISOR - 1));
+        pause = BACKLOG_INTERVAL
+            .max(started.elapsed().saturating_mul(BACKLOG_SHARE_DIVISOR - 1))
+            .min(BACKLOG_MAX_PAUSE);
     }
 }
 
